@@ -1,0 +1,1 @@
+//! firehose adapter (being written).

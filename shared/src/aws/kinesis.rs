@@ -1,0 +1,1 @@
+//! kinesis adapter (being written).

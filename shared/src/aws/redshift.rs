@@ -1,0 +1,1 @@
+//! redshift adapter (being written).

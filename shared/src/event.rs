@@ -1,0 +1,1 @@
+//! Client body parsing and per-event validation (being written).

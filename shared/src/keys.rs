@@ -1,0 +1,1 @@
+//! Deterministic S3 key naming (being written).

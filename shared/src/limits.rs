@@ -1,0 +1,1 @@
+//! Request and event limits (being written).

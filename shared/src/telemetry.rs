@@ -1,0 +1,146 @@
+//! Logs and metrics.
+//!
+//! Logs go through `tracing`: JSON lines in Lambda (the template sets `LogFormat: JSON`), compact
+//! text on a terminal; one summary event per request/batch, never whole payloads at INFO.
+//! Metrics are CloudWatch Embedded Metric Format lines written to stdout — CloudWatch turns them
+//! into metrics without any API call on the hot path.
+
+use std::io::Write;
+
+use serde_json::{Map, Value, json};
+
+/// Set up `tracing` once per process: JSON when `json` is true (in Lambda), text otherwise.
+/// The filter comes from `filter` (e.g. the `RUST_LOG` value), default `info`.
+pub fn init_tracing(json: bool, filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_new(filter.unwrap_or("info")).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    // `try_init` so tests and the local stack (several handlers in one process) can call it freely.
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .without_time()
+            .try_init()
+    } else {
+        builder.compact().with_writer(std::io::stderr).try_init()
+    };
+}
+
+/// CloudWatch metric units used by the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A count of things.
+    Count,
+    /// Bytes.
+    Bytes,
+    /// Milliseconds.
+    Milliseconds,
+    /// A ratio or other plain number.
+    None,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Bytes => "Bytes",
+            Unit::Milliseconds => "Milliseconds",
+            Unit::None => "None",
+        }
+    }
+}
+
+/// One EMF line: a set of metrics under one namespace and dimension set.
+#[derive(Debug, Clone)]
+pub struct Emf {
+    namespace: String,
+    dimensions: Vec<(String, String)>,
+    metrics: Vec<(String, f64, Unit)>,
+    properties: Map<String, Value>,
+}
+
+impl Emf {
+    /// A metrics line for `function` in `namespace` (dimension `Function`).
+    pub fn new(namespace: &str, function: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            dimensions: vec![("Function".to_owned(), function.to_owned())],
+            metrics: Vec::new(),
+            properties: Map::new(),
+        }
+    }
+
+    /// Add a metric.
+    pub fn metric(mut self, name: &str, value: f64, unit: Unit) -> Self {
+        self.metrics.push((name.to_owned(), value, unit));
+        self
+    }
+
+    /// Add a searchable property that is not a metric (e.g. a request id).
+    pub fn property(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.properties.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The EMF JSON document with the given timestamp (ms since the epoch).
+    pub fn to_json(&self, timestamp_ms: i64) -> Value {
+        let mut root = self.properties.clone();
+        for (k, v) in &self.dimensions {
+            root.insert(k.clone(), Value::String(v.clone()));
+        }
+        for (name, value, _) in &self.metrics {
+            root.insert(name.clone(), json!(value));
+        }
+        let defs: Vec<Value> = self
+            .metrics
+            .iter()
+            .map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()}))
+            .collect();
+        let dims: Vec<&str> = self.dimensions.iter().map(|(k, _)| k.as_str()).collect();
+        root.insert(
+            "_aws".to_owned(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": [dims], "Metrics": defs}]
+            }),
+        );
+        Value::Object(root)
+    }
+
+    /// Write the line to stdout (where the Lambda log agent picks EMF up).
+    pub fn emit(&self) {
+        let now = time::OffsetDateTime::now_utc();
+        let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let mut stdout = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut stdout, &self.to_json(ms));
+        let _ = stdout.write_all(b"\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_declares_every_metric() {
+        let doc = Emf::new("caudal", "ingest-api")
+            .metric("EventsAccepted", 3.0, Unit::Count)
+            .metric("LatencyMs", 12.5, Unit::Milliseconds)
+            .property("RequestId", "r1")
+            .to_json(1_700_000_000_000);
+        assert_eq!(doc["EventsAccepted"], 3.0);
+        assert_eq!(doc["Function"], "ingest-api");
+        assert_eq!(doc["RequestId"], "r1");
+        let cw = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "caudal");
+        assert_eq!(cw["Dimensions"][0][0], "Function");
+        assert_eq!(cw["Metrics"][1]["Name"], "LatencyMs");
+        assert_eq!(cw["Metrics"][1]["Unit"], "Milliseconds");
+        assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
+    }
+}
