@@ -1,1 +1,262 @@
-//! Deterministic S3 key naming (being written).
+//! Deterministic S3 key naming — the one place keys are built.
+//!
+//! Keys come from the data itself (shard, sequence numbers, arrival hour, load id), never from the
+//! wall clock or a random id, so a retried step overwrites its own object instead of adding a
+//! copy. Every part that ends up in a key is validated to a URL-safe alphabet.
+
+use time::OffsetDateTime;
+
+/// Prefix of the raw archive (the loader's trigger prefix).
+pub const RAW_PREFIX: &str = "raw/";
+/// Prefix for records that are not valid envelopes.
+pub const RAW_INVALID_PREFIX: &str = "raw-invalid/";
+/// Prefix for staging files the loader COPYs from.
+pub const STAGING_PREFIX: &str = "staging/";
+/// Prefix for rejected records (with reasons).
+pub const REJECTED_PREFIX: &str = "rejected/";
+
+/// Width sequence numbers are zero-padded to, so keys sort in stream order. Kinesis sequence
+/// numbers are decimal strings of up to 128 digits in the API model; today they are 56 digits.
+pub const SEQ_WIDTH: usize = 64;
+
+/// A key part that is not safe or not well-formed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    /// A shard id with characters outside `[A-Za-z0-9_-]`.
+    #[error("invalid shard id {0:?}")]
+    ShardId(String),
+    /// A sequence number that is not 1–128 decimal digits.
+    #[error("invalid sequence number {0:?}")]
+    Sequence(String),
+    /// A table name or load id with characters outside `[a-z0-9_-]`.
+    #[error("invalid key part {0:?}")]
+    Part(String),
+}
+
+fn check_shard(shard_id: &str) -> Result<(), KeyError> {
+    let ok = !shard_id.is_empty()
+        && shard_id.len() <= 128
+        && shard_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::ShardId(shard_id.to_owned()))
+    }
+}
+
+fn padded_seq(seq: &str) -> Result<String, KeyError> {
+    if seq.is_empty() || seq.len() > 128 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(KeyError::Sequence(seq.to_owned()));
+    }
+    Ok(format!("{seq:0>SEQ_WIDTH$}"))
+}
+
+fn check_part(part: &str) -> Result<(), KeyError> {
+    let ok = !part.is_empty()
+        && part.len() <= 128
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::Part(part.to_owned()))
+    }
+}
+
+/// The identity of one raw batch: everything its key is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchId<'a> {
+    /// Shard the batch came from.
+    pub shard_id: &'a str,
+    /// First record's sequence number.
+    pub first_seq: &'a str,
+    /// Last record's sequence number.
+    pub last_seq: &'a str,
+    /// First record's approximate arrival time.
+    pub first_arrival: OffsetDateTime,
+}
+
+/// `<prefix>dt=YYYY-MM-DD/hr=HH/<shard-id>/<first-seq>-<last-seq>.ndjson<suffix>`.
+fn batch_key(prefix: &str, b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError> {
+    check_shard(b.shard_id)?;
+    let first = padded_seq(b.first_seq)?;
+    let last = padded_seq(b.last_seq)?;
+    let t = b.first_arrival.to_offset(time::UtcOffset::UTC);
+    Ok(format!(
+        "{prefix}dt={:04}-{:02}-{:02}/hr={:02}/{}/{first}-{last}.ndjson{suffix}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        b.shard_id
+    ))
+}
+
+/// Key of the raw object for a batch; `suffix` is the codec suffix (`.gz`, `.zst`).
+pub fn raw_key(b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError> {
+    batch_key(RAW_PREFIX, b, suffix)
+}
+
+/// Key of the sibling `raw-invalid/` object for a batch.
+pub fn raw_invalid_key(b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError> {
+    batch_key(RAW_INVALID_PREFIX, b, suffix)
+}
+
+/// A load id derived from the inputs of a load (raw keys and their ETags), so a retried load of
+/// the same objects reuses the same staging paths and the same Data API `ClientToken`.
+pub fn load_id<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut items: Vec<(&str, &str)> = objects.into_iter().collect();
+    items.sort_unstable();
+    let mut h = Sha256::new();
+    for (key, etag) in items {
+        h.update(key.as_bytes());
+        h.update([0]);
+        h.update(etag.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// `staging/<table>/<load-id>/part-NNNN.csv<suffix>`.
+pub fn staging_part_key(
+    table: &str,
+    load_id: &str,
+    part: u32,
+    suffix: &str,
+) -> Result<String, KeyError> {
+    check_part(table)?;
+    check_part(load_id)?;
+    Ok(format!(
+        "{STAGING_PREFIX}{table}/{load_id}/part-{part:04}.csv{suffix}"
+    ))
+}
+
+/// `staging/<table>/<load-id>/manifest.json` — the COPY manifest listing the parts.
+pub fn staging_manifest_key(table: &str, load_id: &str) -> Result<String, KeyError> {
+    check_part(table)?;
+    check_part(load_id)?;
+    Ok(format!("{STAGING_PREFIX}{table}/{load_id}/manifest.json"))
+}
+
+/// `rejected/<load-id>/rejects.ndjson<suffix>` — rejected records of one load, with reasons.
+pub fn rejected_key(load_id: &str, suffix: &str) -> Result<String, KeyError> {
+    check_part(load_id)?;
+    Ok(format!("{REJECTED_PREFIX}{load_id}/rejects.ndjson{suffix}"))
+}
+
+/// Decode an S3 event notification key: URL-encoded, with `+` for a space.
+pub fn decode_notification_key(key: &str) -> String {
+    let spaced = key.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch<'a>(first: &'a str, last: &'a str) -> BatchId<'a> {
+        BatchId {
+            shard_id: "shardId-000000000002",
+            first_seq: first,
+            last_seq: last,
+            first_arrival: time::macros::datetime!(2026-11-05 07:59:59.999 UTC),
+        }
+    }
+
+    #[test]
+    fn raw_key_is_deterministic_and_padded() {
+        let k = raw_key(&batch("495", "497"), ".gz").unwrap();
+        assert_eq!(
+            k,
+            format!(
+                "raw/dt=2026-11-05/hr=07/shardId-000000000002/{}495-{}497.ndjson.gz",
+                "0".repeat(61),
+                "0".repeat(61)
+            )
+        );
+        assert_eq!(k, raw_key(&batch("495", "497"), ".gz").unwrap());
+        assert!(
+            raw_invalid_key(&batch("495", "497"), ".zst")
+                .unwrap()
+                .starts_with("raw-invalid/dt=2026-11-05/hr=07/")
+        );
+    }
+
+    #[test]
+    fn raw_keys_sort_in_stream_order() {
+        let a = raw_key(&batch("99", "120"), ".gz").unwrap();
+        let b = raw_key(&batch("121", "1000"), ".gz").unwrap();
+        assert!(a < b);
+    }
+
+    #[test]
+    fn raw_key_uses_utc_hour_of_first_arrival() {
+        let mut b = batch("1", "2");
+        b.first_arrival = time::macros::datetime!(2026-11-05 01:30 +02:00);
+        assert!(
+            raw_key(&b, ".gz")
+                .unwrap()
+                .starts_with("raw/dt=2026-11-04/hr=23/")
+        );
+    }
+
+    #[test]
+    fn keys_are_url_safe() {
+        let k = raw_key(&batch("1", "2"), ".gz").unwrap();
+        assert!(
+            k.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"/=-_.".contains(&c)),
+            "{k}"
+        );
+    }
+
+    #[test]
+    fn hostile_parts_are_refused() {
+        let mut b = batch("1", "2");
+        b.shard_id = "../etc";
+        assert!(matches!(raw_key(&b, ".gz"), Err(KeyError::ShardId(_))));
+        assert!(matches!(
+            raw_key(&batch("12a", "2"), ".gz"),
+            Err(KeyError::Sequence(_))
+        ));
+        assert!(matches!(
+            raw_key(&batch("", "2"), ".gz"),
+            Err(KeyError::Sequence(_))
+        ));
+        assert!(matches!(
+            staging_part_key("Users; drop", "abc", 1, ".gz"),
+            Err(KeyError::Part(_))
+        ));
+        assert!(matches!(rejected_key("a/b", ".gz"), Err(KeyError::Part(_))));
+    }
+
+    #[test]
+    fn load_id_is_order_independent_and_etag_sensitive() {
+        let a = load_id([("raw/a", "e1"), ("raw/b", "e2")]);
+        assert_eq!(a, load_id([("raw/b", "e2"), ("raw/a", "e1")]));
+        assert_ne!(a, load_id([("raw/a", "e1"), ("raw/b", "e3")]));
+        assert_eq!(a.len(), 32);
+        assert_eq!(
+            staging_part_key("page_views", &a, 3, ".gz").unwrap(),
+            format!("staging/page_views/{a}/part-0003.csv.gz")
+        );
+        assert_eq!(
+            staging_manifest_key("page_views", &a).unwrap(),
+            format!("staging/page_views/{a}/manifest.json")
+        );
+    }
+
+    #[test]
+    fn notification_keys_are_decoded() {
+        assert_eq!(
+            decode_notification_key("raw/dt%3D2026-11-05/a+b%2Bc.gz"),
+            "raw/dt=2026-11-05/a b+c.gz"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Business rules engine (being written).
