@@ -21,6 +21,10 @@ SAM="${SAM:-sam}"
 CFN_LINT="${CFN_LINT:-cfn-lint}"
 CHECKOV="${CHECKOV:-checkov}"
 ACTIONLINT="${ACTIONLINT:-actionlint}"
+# check-jsonschema ships next to checkov (requirements-checkov.txt) unless told otherwise.
+if [[ -z "${CHECK_JSONSCHEMA:-}" && -x "$(dirname "$CHECKOV")/check-jsonschema" ]]; then
+    CHECK_JSONSCHEMA="$(dirname "$CHECKOV")/check-jsonschema"
+fi
 CHECK_JSONSCHEMA="${CHECK_JSONSCHEMA:-check-jsonschema}"
 TEMPLATE="${TEMPLATE:-template.yaml}"
 
