@@ -1,0 +1,297 @@
+//! Warehouse DDL: `CREATE TABLE IF NOT EXISTS` for the rules' tables (Redshift dialect), the
+//! shipped `warehouse/*.sql` (ledger, rejects, views), and additive migrations.
+//!
+//! SQL files use two placeholders: `{schema}` (replaced by the quoted schema name) and
+//! `{events_union}` (a `SELECT event_type, received_at, raw_key FROM … UNION ALL …` over every
+//! table of the rules, so the views follow the rules file). They are written to run on Redshift
+//! and, after the local stack's dialect translation (SUPER→jsonb, DISTKEY/SORTKEY/ENCODE/
+//! DISTSTYLE dropped), on PostgreSQL 15.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Ident, RuleSet, RulesError, Table};
+
+/// `warehouse/ledger.sql`: the `caudal_ledger` table.
+pub const SQL_LEDGER: &str = include_str!("../../../warehouse/ledger.sql");
+/// `warehouse/rejects.sql`: the `caudal_rejects` table.
+pub const SQL_REJECTS: &str = include_str!("../../../warehouse/rejects.sql");
+/// `warehouse/views.sql`: dashboard and reconciliation views.
+pub const SQL_VIEWS: &str = include_str!("../../../warehouse/views.sql");
+
+/// One existing column, as `information_schema.columns` (PostgreSQL) or `SVV_COLUMNS`
+/// (Redshift) describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExistingColumn {
+    /// `column_name`.
+    #[serde(alias = "column_name")]
+    pub name: String,
+    /// `data_type`, e.g. `character varying`, `bigint`, `timestamp with time zone`, `super`.
+    pub data_type: String,
+    /// `character_maximum_length` for VARCHAR.
+    #[serde(default)]
+    pub character_maximum_length: Option<i64>,
+    /// `numeric_precision` for DECIMAL.
+    #[serde(default)]
+    pub numeric_precision: Option<i64>,
+    /// `numeric_scale` for DECIMAL.
+    #[serde(default)]
+    pub numeric_scale: Option<i64>,
+}
+
+/// Split a SQL file into statements on `;`, ignoring `--` comments and `'…'` literals; comment
+/// lines are dropped.
+pub(crate) fn split_sql(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_str = false;
+    for line in text.lines() {
+        let mut chars = line.char_indices().peekable();
+        let mut keep_until = line.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\'' => in_str = !in_str,
+                '-' if !in_str && matches!(chars.peek(), Some((_, '-'))) => {
+                    keep_until = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let code = line[..keep_until].trim_end();
+        if code.trim().is_empty() {
+            continue;
+        }
+        for piece in split_keep(code, in_str) {
+            match piece {
+                Piece::Text(t) => {
+                    if !cur.is_empty() && !t.is_empty() {
+                        cur.push('\n');
+                    }
+                    cur.push_str(t);
+                }
+                Piece::End => {
+                    let stmt = cur.trim().to_owned();
+                    if !stmt.is_empty() {
+                        out.push(stmt);
+                    }
+                    cur.clear();
+                }
+            }
+        }
+    }
+    let stmt = cur.trim().to_owned();
+    if !stmt.is_empty() {
+        out.push(stmt);
+    }
+    out
+}
+
+enum Piece<'a> {
+    Text(&'a str),
+    End,
+}
+
+/// Split one comment-free line at statement-ending semicolons outside string literals.
+/// `ends_in_str` is the literal state at the end of the line (already computed), so a line
+/// without quotes can be split naively.
+fn split_keep(line: &str, _ends_in_str: bool) -> Vec<Piece<'_>> {
+    let mut pieces = Vec::new();
+    let mut in_str = false;
+    let mut start = 0;
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' => in_str = !in_str,
+            ';' if !in_str => {
+                pieces.push(Piece::Text(line[start..i].trim_end()));
+                pieces.push(Piece::End);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let tail = line[start..].trim();
+    if !tail.is_empty() {
+        pieces.push(Piece::Text(&line[start..]));
+    }
+    pieces
+}
+
+impl RuleSet {
+    /// `CREATE TABLE IF NOT EXISTS` for one table (Redshift dialect).
+    pub fn create_table_sql(&self, schema: &Ident, table: &Table) -> String {
+        let mut sql = format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (\n",
+            schema.quoted(),
+            table.name.quoted()
+        );
+        let cols: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "  {} {}{}",
+                    c.name.quoted(),
+                    c.ty,
+                    if c.nullable { "" } else { " NOT NULL" }
+                )
+            })
+            .collect();
+        sql.push_str(&cols.join(",\n"));
+        sql.push_str("\n)");
+        if let Some(dk) = &table.dist_key {
+            sql.push_str(&format!(" DISTSTYLE KEY DISTKEY ({})", dk.quoted()));
+        }
+        if !table.sort_key.is_empty() {
+            let keys: Vec<String> = table.sort_key.iter().map(Ident::quoted).collect();
+            sql.push_str(&format!(" SORTKEY ({})", keys.join(", ")));
+        }
+        sql
+    }
+
+    fn events_union(&self, schema: &Ident) -> String {
+        self.tables()
+            .iter()
+            .map(|t| {
+                format!(
+                    "SELECT event_type, received_at, raw_key FROM {}.{}",
+                    schema.quoted(),
+                    t.name.quoted()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    }
+
+    fn render(&self, sql: &str, schema: &Ident) -> Vec<String> {
+        split_sql(sql)
+            .into_iter()
+            .map(|s| {
+                s.replace("{schema}", &schema.quoted())
+                    .replace("{events_union}", &self.events_union(schema))
+            })
+            .collect()
+    }
+
+    /// Every statement needed on an empty schema, in order: the rules' tables, the ledger, the
+    /// rejects table, then the views. Idempotent (`IF NOT EXISTS` / `CREATE OR REPLACE VIEW`).
+    pub fn ddl_create(&self, schema: &Ident) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .tables()
+            .iter()
+            .map(|t| self.create_table_sql(schema, t))
+            .collect();
+        out.extend(self.render(SQL_LEDGER, schema));
+        out.extend(self.render(SQL_REJECTS, schema));
+        out.extend(self.render(SQL_VIEWS, schema));
+        out
+    }
+
+    /// The views only (re-run after a table is added so they cover it).
+    pub fn ddl_views(&self, schema: &Ident) -> Vec<String> {
+        self.render(SQL_VIEWS, schema)
+    }
+
+    /// Additive migration against the columns that exist now (`existing`: table name → columns,
+    /// from `information_schema.columns` / `SVV_COLUMNS`). Tables missing from `existing` get
+    /// their `CREATE TABLE IF NOT EXISTS`; missing columns get `ALTER TABLE … ADD COLUMN` (always
+    /// nullable: existing rows have no value). A changed type, or a column that exists in the
+    /// warehouse but no longer in the rules, is an error naming table and column. Tables the
+    /// rules do not know (ledger, rejects, others) are ignored.
+    pub fn ddl_migrate(
+        &self,
+        schema: &Ident,
+        existing: &BTreeMap<String, Vec<ExistingColumn>>,
+    ) -> Result<Vec<String>, RulesError> {
+        let mut out = Vec::new();
+        for table in self.tables() {
+            let Some(cols) = existing.get(table.name.as_str()) else {
+                out.push(self.create_table_sql(schema, table));
+                continue;
+            };
+            for have in cols {
+                let name = have.name.to_ascii_lowercase();
+                match table.columns.iter().find(|c| c.name.as_str() == name) {
+                    None => {
+                        return Err(RulesError::Migration {
+                            table: table.name.to_string(),
+                            column: name,
+                            reason: "exists in the warehouse but not in the rules file; columns are never dropped automatically (restore it in the rules, or drop it by hand)".into(),
+                        });
+                    }
+                    Some(want) if !want.ty.compatible_with(have) => {
+                        let len = have
+                            .character_maximum_length
+                            .map(|n| format!("({n})"))
+                            .or_else(|| {
+                                have.numeric_precision
+                                    .map(|p| format!("({p},{})", have.numeric_scale.unwrap_or(0)))
+                            })
+                            .unwrap_or_default();
+                        return Err(RulesError::Migration {
+                            table: table.name.to_string(),
+                            column: name,
+                            reason: format!(
+                                "type changed: warehouse has {}{len}, rules want {}; type changes are not automatic",
+                                have.data_type, want.ty
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            for want in &table.columns {
+                if !cols
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(want.name.as_str()))
+                {
+                    out.push(format!(
+                        "ALTER TABLE {}.{} ADD COLUMN {} {}",
+                        schema.quoted(),
+                        table.name.quoted(),
+                        want.name.quoted(),
+                        want.ty
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_and_drops_comments() {
+        let sql = "-- header; with a semicolon\nCREATE TABLE a (x VARCHAR(3)); -- trailing\nCREATE VIEW v AS SELECT ';' AS s\nFROM a;\n\n";
+        let st = split_sql(sql);
+        assert_eq!(
+            st,
+            vec![
+                "CREATE TABLE a (x VARCHAR(3))",
+                "CREATE VIEW v AS SELECT ';' AS s\nFROM a"
+            ]
+        );
+    }
+
+    #[test]
+    fn shipped_sql_files_have_the_expected_statements() {
+        assert_eq!(split_sql(SQL_LEDGER).len(), 1);
+        assert_eq!(split_sql(SQL_REJECTS).len(), 1);
+        assert_eq!(split_sql(SQL_VIEWS).len(), 3);
+        for s in split_sql(SQL_LEDGER)
+            .iter()
+            .chain(&split_sql(SQL_REJECTS))
+            .chain(&split_sql(SQL_VIEWS))
+        {
+            assert!(s.contains("{schema}"), "{s}");
+            assert!(
+                !s.to_ascii_uppercase().contains("GETDATE"),
+                "Redshift-only function in {s}"
+            );
+        }
+    }
+}
