@@ -1,1 +1,597 @@
-//! placeholder
+//! # raw-writer — Kinesis batch → untouched raw archive in S3 (+ Firehose lake copy)
+//!
+//! One invocation receives one shard's batch from the Kinesis event source mapping
+//! (`ReportBatchItemFailures`, bisect, bounded retries, on-failure destination) and:
+//!
+//! 1. writes **one** compressed NDJSON object under `raw/` holding every valid record, in stream
+//!    order, each line = the envelope verbatim + its Kinesis coordinates; records that are not
+//!    envelopes go to a sibling object under `raw-invalid/` with the reason. Keys come from the
+//!    batch alone ([`shared::keys::raw_key`]), so a re-delivered batch overwrites its object;
+//! 2. forwards the valid lines to Firehose, packed into ≤ 1,000 KiB records ([`forward`]);
+//! 3. answers with `batchItemFailures` naming the lowest sequence number that is not safely
+//!    stored, and one EMF metrics line per batch.
+//!
+//! Modules: [`input`] (event decoding, grouping by shard), [`encode`] (streaming compression,
+//! invalid routing), [`forward`] (Firehose packing and sending). `main.rs` only wires them.
+//!
+//! ## Why nothing is lost (the failure policy, decided here)
+//! * Success is reported for a record only after S3 acknowledged the object holding it (and, when
+//!   the lake is on, Firehose acknowledged the record carrying it). Anything else is reported in
+//!   `batchItemFailures`; Lambda checkpoints *below* the lowest reported sequence number, so every
+//!   unacknowledged record is delivered again.
+//! * S3 failure after retries → the batch's first sequence number is reported (whole batch again):
+//!   the raw archive is the pipeline's memory, nothing may be checkpointed past an unwritten
+//!   object. Firehose is not called then (it would only collect duplicates).
+//! * Firehose failure after retries → the lowest sequence number whose line did not reach
+//!   Firehose. The re-delivered batch rewrites its raw object(s) under deterministic keys
+//!   (idempotent for the same batch; an overlapping object for a shifted batch), so the archive
+//!   can only gain duplicates, never lose a record. Duplicates are fine: raw is at-least-once and
+//!   the loader removes them by event id.
+//! * A payload that is not a usable Kinesis event (no shard, non-numeric sequence numbers) is an
+//!   error for the whole invocation: Lambda retries it, bisects it and finally sends its metadata
+//!   to the on-failure destination — never a silent success.
+//! * Invalid records are archived under `raw-invalid/` (counted, never dropped) and are not
+//!   forwarded to the lake. A line larger than one Firehose record cannot be forwarded at all; it
+//!   is counted and logged but not reported, because retrying could never succeed and the raw
+//!   archive already holds it.
+//! * Retries are bounded by the Lambda deadline minus a margin, so the function always answers
+//!   with `batchItemFailures` instead of being killed by the timeout mid-write.
+#![forbid(unsafe_code)]
+
+pub mod encode;
+pub mod forward;
+pub mod input;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use bytes::Bytes;
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use shared::codec::Codec;
+use shared::config::{ConfigError, Env};
+use shared::keys::{BatchId, KeyError, raw_invalid_key, raw_key};
+use shared::retry::{CallError, RetryPolicy};
+use shared::telemetry::{Emf, Unit};
+use tokio::time::Instant;
+
+use crate::encode::{EncodedBatch, encode_batch};
+use crate::forward::{FirehoseSink, ForwardOutcome, PackLimits, forward, plan};
+use crate::input::{EventError, KinesisBatchEvent, RecordRef, ShardBatch, group};
+
+/// Version of the raw-archive line format (docs/CONTRACTS.md §2), written to object metadata.
+pub const RAW_FORMAT_VERSION: u32 = 1;
+/// CloudWatch namespace of the EMF metrics.
+pub const METRICS_NAMESPACE: &str = "caudal";
+/// Function name used as the metrics dimension.
+pub const FUNCTION_NAME: &str = "raw-writer";
+
+/// The function's configuration (docs/CONTRACTS.md §5), read once at cold start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `RAW_BUCKET`: bucket for `raw/` and `raw-invalid/`.
+    pub raw_bucket: String,
+    /// `COMPRESSION`: `gzip` (default, level 6) or `zstd` (level 3).
+    pub codec: Codec,
+    /// `FIREHOSE_STREAM_NAME`: the lake delivery stream; `None` (empty) disables forwarding.
+    pub firehose_stream: Option<String>,
+    /// Firehose packing/request limits (the service limits unless a test lowers them).
+    pub pack: PackLimits,
+    /// Retry policy for S3 and Firehose.
+    pub retry: RetryPolicy,
+    /// Time kept free before the Lambda deadline to build and return the response.
+    pub deadline_margin: Duration,
+    /// Retry budget when the invocation has no deadline (local runs, tests).
+    pub default_budget: Duration,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the bucket.
+    pub fn new(raw_bucket: impl Into<String>) -> Self {
+        Self {
+            raw_bucket: raw_bucket.into(),
+            codec: Codec::default(),
+            firehose_stream: None,
+            pack: PackLimits::default(),
+            retry: RetryPolicy::default(),
+            deadline_margin: Duration::from_secs(5),
+            default_budget: Duration::from_secs(60),
+        }
+    }
+
+    /// Read `RAW_BUCKET` (required), `COMPRESSION` and `FIREHOSE_STREAM_NAME`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut cfg = Self::new(env.required("RAW_BUCKET")?);
+        cfg.codec = env.parse_or("COMPRESSION", Codec::default())?;
+        cfg.firehose_stream = env.optional("FIREHOSE_STREAM_NAME");
+        Ok(cfg)
+    }
+}
+
+/// Everything the handler needs, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Configuration.
+    pub config: Config,
+    /// S3 client.
+    pub s3: aws_sdk_s3::Client,
+    /// Firehose client (unused when forwarding is off).
+    pub firehose: aws_sdk_firehose::Client,
+}
+
+impl State {
+    /// Bundle configuration and clients (tests pass mocked clients).
+    pub fn new(config: Config, s3: aws_sdk_s3::Client, firehose: aws_sdk_firehose::Client) -> Self {
+        Self {
+            config,
+            s3,
+            firehose,
+        }
+    }
+}
+
+/// Why an invocation failed as a whole (S3/Firehose failures are not errors: they become
+/// `batchItemFailures`).
+#[derive(Debug, thiserror::Error)]
+pub enum RawWriterError {
+    /// The payload is not a usable Kinesis event. Permanent.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// A key could not be built from the batch. Permanent.
+    #[error("cannot name the raw object: {0}")]
+    Key(#[from] KeyError),
+    /// Compressing into memory failed. Permanent for these bytes.
+    #[error("encoding failed: {0}")]
+    Encode(#[from] std::io::Error),
+}
+
+impl RawWriterError {
+    /// Whether retrying the same invocation may succeed. None of these can: Lambda's bounded
+    /// retries and the on-failure destination take over.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+impl From<RawWriterError> for Diagnostic {
+    fn from(e: RawWriterError) -> Self {
+        let error_type = match &e {
+            RawWriterError::Event(_) => "RawWriter.MalformedEvent",
+            RawWriterError::Key(_) => "RawWriter.Key",
+            RawWriterError::Encode(_) => "RawWriter.Encode",
+        };
+        Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The handler: one Kinesis batch in, `batchItemFailures` out. `main` registers it with the
+/// runtime, which deserializes the invocation payload into [`KinesisBatchEvent`].
+pub async fn handler(
+    state: &State,
+    event: LambdaEvent<KinesisBatchEvent>,
+) -> Result<KinesisEventResponse, RawWriterError> {
+    process(state, &event.payload.records(), &event.context).await
+}
+
+/// Run the function on the JSON Lambda would send (used by the local stack) and return the JSON
+/// the runtime would answer.
+pub async fn invoke(
+    state: &State,
+    payload: serde_json::Value,
+    ctx: Context,
+) -> Result<serde_json::Value, lambda_runtime::Error> {
+    let event = KinesisBatchEvent::parse_value(&payload)?;
+    drop(payload);
+    let response = process(state, &event.records(), &ctx).await?;
+    Ok(serde_json::to_value(response)?)
+}
+
+/// The absolute retry deadline: the invocation's deadline minus the margin (at least half of
+/// what remains), or the default budget when the context has none.
+pub fn retry_deadline(ctx_deadline_ms: u64, config: &Config) -> Instant {
+    if ctx_deadline_ms == 0 {
+        return Instant::now() + config.default_budget;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let remaining = Duration::from_millis(ctx_deadline_ms.saturating_sub(now_ms));
+    let usable = remaining
+        .saturating_sub(config.deadline_margin)
+        .max(remaining / 2);
+    Instant::now() + usable
+}
+
+async fn process(
+    state: &State,
+    records: &[RecordRef<'_>],
+    ctx: &Context,
+) -> Result<KinesisEventResponse, RawWriterError> {
+    let deadline = retry_deadline(ctx.deadline, &state.config);
+    let batches = group(records)?;
+    // Name every object before writing any, so a bad key cannot leave a half-written invocation.
+    let mut keyed = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let keys = batch_keys(batch, state.config.codec)?;
+        keyed.push((batch, keys));
+    }
+    let mut response = KinesisEventResponse::default();
+    for (batch, keys) in keyed {
+        if let Some(seq) = write_batch(state, batch, &keys, deadline).await? {
+            response.add_failure(seq);
+        }
+    }
+    Ok(response)
+}
+
+/// The two object keys of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchKeys {
+    /// `raw/…` key.
+    pub raw: String,
+    /// `raw-invalid/…` key.
+    pub invalid: String,
+}
+
+/// Keys of a batch: from its shard, first/last sequence numbers and first arrival only.
+pub fn batch_keys(batch: &ShardBatch<'_>, codec: Codec) -> Result<BatchKeys, KeyError> {
+    let first_arrival = batch
+        .records
+        .first()
+        .map_or(time::OffsetDateTime::UNIX_EPOCH, |r| r.arrival);
+    let id = BatchId {
+        shard_id: batch.shard_id,
+        first_seq: batch.first_seq(),
+        last_seq: batch.last_seq(),
+        first_arrival,
+    };
+    Ok(BatchKeys {
+        raw: raw_key(&id, codec.suffix())?,
+        invalid: raw_invalid_key(&id, codec.suffix())?,
+    })
+}
+
+/// The stored object's Content-Type. Deliberately **no** `Content-Encoding`: with it, S3 and
+/// HTTP clients would transparently decompress on GET, and tools that pick the codec from the
+/// key suffix (Redshift COPY, Spark, our loader) would get bytes that no longer match it.
+pub fn content_type(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Gzip { .. } => "application/gzip",
+        Codec::Zstd { .. } => "application/zstd",
+    }
+}
+
+fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Gzip { .. } => "gzip",
+        Codec::Zstd { .. } => "zstd",
+    }
+}
+
+/// Object metadata (`x-amz-meta-*`) for a batch object.
+pub fn object_metadata(
+    batch: &ShardBatch<'_>,
+    codec: Codec,
+    records: usize,
+    invalid: usize,
+) -> Vec<(String, String)> {
+    vec![
+        ("record-count".into(), records.to_string()),
+        ("invalid-count".into(), invalid.to_string()),
+        ("shard-id".into(), batch.shard_id.to_owned()),
+        ("first-seq".into(), batch.first_seq().to_owned()),
+        ("last-seq".into(), batch.last_seq().to_owned()),
+        ("format-version".into(), RAW_FORMAT_VERSION.to_string()),
+        ("codec".into(), codec_name(codec).to_owned()),
+    ]
+}
+
+struct S3Outcome {
+    attempts: u32,
+    error: Option<(String, CallError)>,
+}
+
+async fn put(
+    state: &State,
+    key: &str,
+    body: Option<&Bytes>,
+    metadata: &[(String, String)],
+    deadline: Instant,
+) -> S3Outcome {
+    let Some(body) = body else {
+        return S3Outcome {
+            attempts: 0,
+            error: None,
+        };
+    };
+    let req = shared::aws::s3::PutRequest {
+        bucket: &state.config.raw_bucket,
+        key,
+        body: body.clone(),
+        content_type: content_type(state.config.codec),
+        metadata,
+    };
+    match shared::aws::s3::put_object(&state.s3, &req, &state.config.retry, deadline).await {
+        Ok(r) => S3Outcome {
+            attempts: r.attempts,
+            error: None,
+        },
+        Err(e) => S3Outcome {
+            attempts: 0,
+            error: Some((key.to_owned(), e)),
+        },
+    }
+}
+
+/// Store one shard batch; returns the sequence number to report, if any.
+async fn write_batch(
+    state: &State,
+    batch: &ShardBatch<'_>,
+    keys: &BatchKeys,
+    deadline: Instant,
+) -> Result<Option<String>, RawWriterError> {
+    let started = std::time::Instant::now();
+    let codec = state.config.codec;
+    let enc = encode_batch(&batch.records, codec)?;
+    let valid = enc.valid.len();
+    let raw_meta = object_metadata(batch, codec, valid, enc.invalid_count);
+    let invalid_meta = object_metadata(batch, codec, enc.invalid_count, enc.invalid_count);
+    let (raw_put, invalid_put) = tokio::join!(
+        put(state, &keys.raw, enc.raw.as_ref(), &raw_meta, deadline),
+        put(
+            state,
+            &keys.invalid,
+            enc.invalid.as_ref(),
+            &invalid_meta,
+            deadline
+        ),
+    );
+    let s3_attempts = raw_put.attempts + invalid_put.attempts;
+    let s3_error = raw_put.error.or(invalid_put.error);
+
+    let mut fwd = ForwardOutcome::default();
+    let report = if let Some((key, error)) = &s3_error {
+        // Nothing of this batch may be checkpointed: report its first record.
+        tracing::error!(
+            shard_id = batch.shard_id,
+            key = key.as_str(),
+            error = %error,
+            retryable = error.retryable,
+            "raw object not written; the whole batch will be re-delivered"
+        );
+        Some(batch.first_seq().to_owned())
+    } else if let (Some(stream), true) = (&state.config.firehose_stream, valid > 0) {
+        fwd = forward_batch(state, stream, batch, &enc, deadline).await;
+        if let Some(seq) = &fwd.lowest_failed_seq {
+            tracing::warn!(
+                shard_id = batch.shard_id,
+                failed_records = fwd.failed_records,
+                from_seq = seq.as_str(),
+                error = %fwd.first_error.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "firehose did not take every record; re-delivery requested from the lowest one"
+            );
+        }
+        fwd.lowest_failed_seq.clone()
+    } else {
+        None
+    };
+    emit_summary(
+        batch,
+        keys,
+        &enc,
+        &fwd,
+        s3_attempts,
+        s3_error.is_some(),
+        started.elapsed(),
+    );
+    Ok(report)
+}
+
+async fn forward_batch(
+    state: &State,
+    stream: &str,
+    batch: &ShardBatch<'_>,
+    enc: &EncodedBatch,
+    deadline: Instant,
+) -> ForwardOutcome {
+    let plan = match plan(&enc.line_sizes, state.config.pack) {
+        Ok(p) => p,
+        Err(e) => {
+            // Only reachable with a record limit above the call limit (a configuration error).
+            return ForwardOutcome {
+                failed_records: enc.valid.len(),
+                lowest_failed_seq: enc
+                    .valid
+                    .first()
+                    .and_then(|&i| batch.records.get(i))
+                    .map(|r| r.seq().to_owned()),
+                first_error: Some(CallError {
+                    retryable: false,
+                    code: "PackingFailure".into(),
+                    message: e.to_string(),
+                }),
+                ..ForwardOutcome::default()
+            };
+        }
+    };
+    for &pos in &plan.oversize {
+        if let Some(rec) = enc.valid.get(pos).and_then(|&i| batch.records.get(i)) {
+            tracing::warn!(
+                shard_id = batch.shard_id,
+                sequence_number = rec.seq(),
+                bytes = enc.line_sizes.get(pos).copied().unwrap_or(0),
+                "line larger than a Firehose record: archived in raw/ only"
+            );
+        }
+    }
+    let sink = FirehoseSink {
+        client: &state.firehose,
+        stream,
+        policy: &state.config.retry,
+    };
+    forward(&sink, batch, enc, &plan, deadline).await
+}
+
+fn emit_summary(
+    batch: &ShardBatch<'_>,
+    keys: &BatchKeys,
+    enc: &EncodedBatch,
+    fwd: &ForwardOutcome,
+    s3_attempts: u32,
+    s3_failed: bool,
+    elapsed: Duration,
+) {
+    let now = time::OffsetDateTime::now_utc();
+    let iterator_age_ms = batch
+        .records
+        .iter()
+        .map(|r| r.arrival)
+        .min()
+        .map_or(0.0, |oldest| {
+            ((now - oldest).whole_milliseconds().max(0)) as f64
+        });
+    let written = enc.bytes_written();
+    let ratio = if written > 0 {
+        (enc.raw_bytes + enc.invalid_bytes) as f64 / written as f64
+    } else {
+        0.0
+    };
+    let records = batch.records.len();
+    tracing::info!(
+        shard_id = batch.shard_id,
+        records,
+        valid = enc.valid.len(),
+        invalid = enc.invalid_count,
+        bytes_in = enc.bytes_in,
+        bytes_written = written,
+        raw_key = keys.raw.as_str(),
+        s3_attempts,
+        s3_failed,
+        firehose_records = fwd.records,
+        firehose_attempts = fwd.attempts,
+        firehose_failed = fwd.failed_records,
+        iterator_age_ms,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "raw batch"
+    );
+    Emf::new(METRICS_NAMESPACE, FUNCTION_NAME)
+        .metric("Records", records as f64, Unit::Count)
+        .metric("BytesIn", enc.bytes_in as f64, Unit::Bytes)
+        .metric("BytesWritten", written as f64, Unit::Bytes)
+        .metric("CompressionRatio", ratio, Unit::None)
+        .metric("InvalidRecords", enc.invalid_count as f64, Unit::Count)
+        .metric("S3Attempts", f64::from(s3_attempts), Unit::Count)
+        .metric("S3Failures", if s3_failed { 1.0 } else { 0.0 }, Unit::Count)
+        .metric("FirehoseRecords", fwd.records as f64, Unit::Count)
+        .metric("FirehoseAttempts", f64::from(fwd.attempts), Unit::Count)
+        .metric(
+            "FirehoseFailedRecords",
+            fwd.failed_records as f64,
+            Unit::Count,
+        )
+        .metric(
+            "FirehoseOversizeLines",
+            fwd.oversize_lines as f64,
+            Unit::Count,
+        )
+        .metric("IteratorAgeMs", iterator_age_ms, Unit::Milliseconds)
+        .property("ShardId", batch.shard_id)
+        .property("RawKey", keys.raw.as_str())
+        .emit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+        )
+    }
+
+    #[test]
+    fn config_reads_the_contract_names() {
+        let c = Config::from_env(&env(&[
+            ("RAW_BUCKET", "b"),
+            ("COMPRESSION", "zstd"),
+            ("FIREHOSE_STREAM_NAME", "lake"),
+        ]))
+        .unwrap();
+        assert_eq!(c.raw_bucket, "b");
+        assert_eq!(c.codec, Codec::Zstd { level: 3 });
+        assert_eq!(c.firehose_stream.as_deref(), Some("lake"));
+        let c =
+            Config::from_env(&env(&[("RAW_BUCKET", "b"), ("FIREHOSE_STREAM_NAME", "")])).unwrap();
+        assert_eq!(c.codec, Codec::Gzip { level: 6 });
+        assert_eq!(c.firehose_stream, None, "empty disables forwarding");
+        assert!(matches!(
+            Config::from_env(&env(&[])),
+            Err(ConfigError::Missing(name)) if name == "RAW_BUCKET"
+        ));
+        assert!(Config::from_env(&env(&[("RAW_BUCKET", "b"), ("COMPRESSION", "lz4")])).is_err());
+    }
+
+    #[tokio::test]
+    async fn deadline_keeps_a_margin() {
+        let cfg = Config::new("b");
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let d = retry_deadline(now_ms + 60_000, &cfg);
+        let left = d - Instant::now();
+        assert!(
+            left <= Duration::from_secs(55) && left > Duration::from_secs(53),
+            "{left:?}"
+        );
+        // Less than the margin left: half of it is used, never more than remains.
+        let d = retry_deadline(now_ms + 2_000, &cfg);
+        assert!(d - Instant::now() <= Duration::from_secs(1));
+        // No deadline: the default budget.
+        let d = retry_deadline(0, &cfg);
+        assert!(d - Instant::now() > Duration::from_secs(59));
+    }
+
+    #[test]
+    fn keys_and_metadata_come_from_the_batch() {
+        let v = serde_json::json!({"Records": [
+            {"kinesis": {"partitionKey": "a", "sequenceNumber": "49590338271490256608559692538361571095921575989136588898",
+              "data": "YQ==", "approximateArrivalTimestamp": 1_764_100_518.0}, "eventID": "shardId-000000000006:x"},
+            {"kinesis": {"partitionKey": "a", "sequenceNumber": "49590338271490256608559692540925702759324208523137515618",
+              "data": "Yg==", "approximateArrivalTimestamp": 1_764_104_000.0}, "eventID": "shardId-000000000006:y"}
+        ]});
+        let input = KinesisBatchEvent::parse_value(&v).unwrap();
+        let refs = input.records();
+        let batches = group(&refs).unwrap();
+        let keys = batch_keys(&batches[0], Codec::default()).unwrap();
+        assert_eq!(
+            keys.raw,
+            "raw/dt=2025-11-25/hr=19/shardId-000000000006/\
+             0000000049590338271490256608559692538361571095921575989136588898-\
+             0000000049590338271490256608559692540925702759324208523137515618.ndjson.gz"
+        );
+        assert_eq!(keys.invalid, keys.raw.replacen("raw/", "raw-invalid/", 1));
+        assert_eq!(batch_keys(&batches[0], Codec::default()).unwrap(), keys);
+        let zst = batch_keys(&batches[0], Codec::Zstd { level: 3 }).unwrap();
+        assert!(zst.raw.ends_with(".ndjson.zst"));
+        let meta: HashMap<String, String> = object_metadata(&batches[0], Codec::default(), 2, 0)
+            .into_iter()
+            .collect();
+        assert_eq!(meta["record-count"], "2");
+        assert_eq!(meta["invalid-count"], "0");
+        assert_eq!(
+            meta["first-seq"],
+            "49590338271490256608559692538361571095921575989136588898"
+        );
+        assert_eq!(meta["format-version"], "1");
+        assert_eq!(meta["codec"], "gzip");
+        assert_eq!(content_type(Codec::Zstd { level: 3 }), "application/zstd");
+    }
+}
