@@ -213,6 +213,8 @@ pub enum RejectCode {
     InvalidTs,
     /// The event does not satisfy its type's JSON Schema (optional ingest validation).
     SchemaViolation,
+    /// The rules file has no rule for this type and no catch-all (optional ingest validation).
+    UnknownType,
 }
 
 impl RejectCode {
@@ -230,6 +232,7 @@ impl RejectCode {
             RejectCode::InvalidId => "invalid_id",
             RejectCode::InvalidTs => "invalid_ts",
             RejectCode::SchemaViolation => "schema_violation",
+            RejectCode::UnknownType => "unknown_type",
         }
     }
 }

@@ -1,1 +1,452 @@
-//! placeholder
+//! # ingest-api
+//!
+//! The HTTP front door: API Gateway (HTTP API payload v2 or REST API v1) → validated events →
+//! Kinesis PutRecords → a per-event receipt. The endpoint contract is in `docs/API.md`.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`core`] | pure: decoded body → slots + envelopes (what the benchmark measures) |
+//! | [`meta`] | request id, stage, source IP, user agent, principal from the request context |
+//! | [`receipt`] | receipt JSON and its status code (202 / 422 / 503) |
+//! | this file | [`Config`], [`State`], routing, [`handler`], [`invoke`] |
+//!
+//! Error policy: body errors are the client's (400/413/415, stable `code`); per-event problems
+//! are rejections in the receipt; anything Kinesis could not store in time becomes `retry`
+//! (503 + `Retry-After`). Internal details (SDK error codes and messages) go to the logs only.
+
+pub mod core;
+pub mod meta;
+pub mod receipt;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_http::http::{HeaderValue, Method, StatusCode, header};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body, Context, Request, RequestExt, Response, Service, service_fn};
+use lambda_runtime::LambdaEvent;
+use serde_json::{Value, json};
+use shared::aws::kinesis::{self, PutOutcome};
+use shared::config::{ConfigError, Env};
+use shared::event::{self, BodyError, Event, MediaType, ParseOptions, RejectCode};
+use shared::limits::Limits;
+use shared::retry::RetryPolicy;
+use shared::rules::RuleSet;
+use shared::telemetry::{Emf, Unit};
+use tokio::time::Instant;
+
+use crate::core::{EventCheck, prepare};
+use crate::receipt::Receipt;
+
+/// Time kept back from the Lambda deadline to build and return the response.
+pub const DEADLINE_SAFETY_MARGIN: Duration = Duration::from_millis(1000);
+/// `Retry-After` (seconds) sent with a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+/// The route that takes events.
+pub const EVENTS_PATH: &str = "/v1/events";
+/// The probe route.
+pub const HEALTH_PATH: &str = "/v1/health";
+
+/// Configuration, read once per cold start (docs/CONTRACTS.md §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `STREAM_NAME`: the Kinesis stream (name or ARN).
+    pub stream_name: String,
+    /// `PARTITION_KEY_FIELD`: event field used as partition key; `None` = event id.
+    pub partition_key_field: Option<String>,
+    /// `MAX_BODY_BYTES`, `MAX_EVENTS`, `MAX_EVENT_BYTES`, `MAX_DEPTH`.
+    pub limits: Limits,
+    /// `PUT_DEADLINE_MS`: budget for PutRecords including retries.
+    pub put_deadline: Duration,
+    /// `SCHEMA_VALIDATION=on`: validate events against the rules file's JSON Schemas.
+    pub schema_validation: bool,
+    /// `RULES_FILE`: rules file for schema validation; `None` = the one compiled in.
+    pub rules_file: Option<String>,
+}
+
+impl Config {
+    /// Read and check the configuration; any problem names the variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let schema_validation = match env
+            .optional("SCHEMA_VALIDATION")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "SCHEMA_VALIDATION".into(),
+                    value: other.into(),
+                    reason: "expected \"on\" or \"off\"".into(),
+                });
+            }
+        };
+        Ok(Self {
+            stream_name: env.required("STREAM_NAME")?,
+            partition_key_field: env
+                .optional("PARTITION_KEY_FIELD")
+                .map(|v| v.trim().to_owned()),
+            limits: Limits::from_env(env)?,
+            // API Gateway gives up after 29 s; the budget must stay well under it.
+            put_deadline: Duration::from_millis(env.bounded_or("PUT_DEADLINE_MS", 8000, 25_000)?),
+            schema_validation,
+            rules_file: env.optional("RULES_FILE"),
+        })
+    }
+}
+
+/// Why the function cannot start. Always permanent: fix the deployment.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration variable is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The rules file for schema validation cannot be read or is invalid.
+    #[error("schema validation: {0}")]
+    Rules(String),
+}
+
+/// Everything a request needs, built once per cold start.
+pub struct State {
+    config: Config,
+    kinesis: aws_sdk_kinesis::Client,
+    retry: RetryPolicy,
+    rules: Option<Arc<RuleSet>>,
+}
+
+impl State {
+    /// State from configuration and a Kinesis client (tests pass a mocked client). Loads the
+    /// rules file when schema validation is on.
+    pub fn new(config: Config, kinesis: aws_sdk_kinesis::Client) -> Result<Self, StartError> {
+        let rules = if config.schema_validation {
+            let text = match &config.rules_file {
+                None => shared::rules::BUNDLED_RULES_YAML.to_owned(),
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| StartError::Rules(format!("cannot read {path}: {e}")))?,
+            };
+            let rules = RuleSet::from_yaml(&text).map_err(|e| StartError::Rules(e.to_string()))?;
+            Some(Arc::new(rules))
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            kinesis,
+            retry: RetryPolicy::default(),
+            rules,
+        })
+    }
+
+    /// Replace the retry policy (tests use short backoffs).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// A Kinesis client for Lambda: the SDK's own retries are off because
+/// [`shared::retry::send_partial`] retries (whole calls and failed entries) within the request's
+/// deadline, and each attempt is bounded so one slow call cannot eat the whole budget.
+pub fn kinesis_client(sdk: &aws_config::SdkConfig) -> aws_sdk_kinesis::Client {
+    let conf = aws_sdk_kinesis::config::Builder::from(sdk)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .build();
+    aws_sdk_kinesis::Client::from_conf(conf)
+}
+
+/// JSON response with the given status.
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let mut resp = Response::new(Body::Text(body.to_string()));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The error body every non-receipt failure uses.
+fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"code": code, "message": message, "request_id": request_id}),
+    )
+}
+
+/// The absolute deadline for PutRecords: `PUT_DEADLINE_MS` from now, but never later than the
+/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`] (a context deadline of 0 means unknown).
+pub fn put_deadline(budget: Duration, lambda_deadline_ms: u64) -> Instant {
+    let now = Instant::now();
+    if lambda_deadline_ms == 0 {
+        return now + budget;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms))
+        .saturating_sub(DEADLINE_SAFETY_MARGIN);
+    now + budget.min(left)
+}
+
+/// Handle one HTTP request (the function `lambda_http::run` serves).
+pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let started = std::time::Instant::now();
+    let ctx = req.lambda_context_ref().cloned().unwrap_or_default();
+    let fallback_id = if ctx.request_id.is_empty() {
+        uuid::Uuid::now_v7().to_string()
+    } else {
+        ctx.request_id.clone()
+    };
+    let meta = meta::request_meta(&req, &fallback_id);
+    let path = meta::route_path(&req);
+    let method = req.method().clone();
+    let resp = match (path.as_str(), &method) {
+        (EVENTS_PATH, &Method::POST) => ingest(state, &req, meta, ctx.deadline, started).await,
+        (HEALTH_PATH, &Method::GET | &Method::HEAD) => json_response(200, &json!({"status": "ok"})),
+        (EVENTS_PATH | HEALTH_PATH, _) => {
+            let allow = if path == EVENTS_PATH {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
+            let mut r = error_response(
+                405,
+                "method_not_allowed",
+                &format!("{method} is not allowed on {path}; use {allow}"),
+                &meta.request_id,
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            r
+        }
+        _ => error_response(
+            404,
+            "not_found",
+            "no such route; POST /v1/events or GET /v1/health",
+            &meta.request_id,
+        ),
+    };
+    Ok(resp)
+}
+
+/// `POST /v1/events`.
+async fn ingest(
+    state: &State,
+    req: &Request,
+    meta: shared::envelope::RequestMeta,
+    lambda_deadline_ms: u64,
+    started: std::time::Instant,
+) -> Response<Body> {
+    let cfg = &state.config;
+    let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let opts = ParseOptions {
+        limits: cfg.limits,
+        partition_key_field: cfg.partition_key_field.as_deref(),
+    };
+    let decoded = MediaType::from_content_type(header(header::CONTENT_TYPE)).and_then(|media| {
+        event::decode_body(
+            req.body().as_ref(),
+            header(header::CONTENT_ENCODING),
+            &cfg.limits,
+        )
+        .map(|b| (media, b))
+    });
+    let schema_check = |ev: &Event<'_>| schema_check(state, ev);
+    let check: Option<EventCheck<'_>> = state
+        .rules
+        .as_ref()
+        .map(|_| &schema_check as EventCheck<'_>);
+    let prepared = decoded.and_then(|(media, body)| {
+        // `prepare` borrows the body; move both into one owner for the rest of the request.
+        prepare(&body, media, &opts, &meta, check).map(|p| {
+            let slots: Vec<core::Slot<'static>> = p
+                .slots
+                .into_iter()
+                .map(|s| match s {
+                    core::Slot::Send { index, id, record } => core::Slot::Send {
+                        index,
+                        id: std::borrow::Cow::Owned(id.into_owned()),
+                        record,
+                    },
+                    core::Slot::Rejected(r) => core::Slot::Rejected(r),
+                })
+                .collect();
+            (slots, p.records)
+        })
+    });
+    let (slots, records) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            log_body_error(&e, &meta.request_id);
+            emit_metrics(&meta.request_id, e.status(), [0, 0, 0], 0, started);
+            return error_response(e.status(), e.code(), &e.to_string(), &meta.request_id);
+        }
+    };
+    let outcome = if records.is_empty() {
+        PutOutcome {
+            results: Vec::new(),
+            calls: 0,
+        }
+    } else {
+        let deadline = put_deadline(cfg.put_deadline, lambda_deadline_ms);
+        kinesis::put_records(
+            &state.kinesis,
+            &cfg.stream_name,
+            &records,
+            &state.retry,
+            deadline,
+        )
+        .await
+    };
+    let receipt = Receipt::build(&meta.request_id, &slots, &outcome.results);
+    let status = receipt.status();
+    log_outcome(&receipt, &outcome, status, started);
+    emit_metrics(
+        &meta.request_id,
+        status,
+        [receipt.accepted, receipt.rejected, receipt.retry],
+        outcome.calls,
+        started,
+    );
+    let body = serde_json::to_value(&receipt).unwrap_or(Value::Null);
+    let mut resp = json_response(status, &body);
+    if status == 503 {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    resp
+}
+
+/// Optional ingest-time schema validation with the rules engine.
+fn schema_check(state: &State, ev: &Event<'_>) -> Option<(RejectCode, String)> {
+    let rules = state.rules.as_ref()?;
+    let value: Value = match serde_json::from_str(ev.raw) {
+        Ok(v) => v,
+        // Already validated as JSON; a failure here would be serde_json's recursion limit.
+        Err(e) => return Some((RejectCode::SchemaViolation, format!("cannot validate: {e}"))),
+    };
+    match rules.check_event(&ev.event_type, &value) {
+        Ok(()) => None,
+        Err(rej) => {
+            let code = if rej.code == "unknown_type" {
+                RejectCode::UnknownType
+            } else {
+                RejectCode::SchemaViolation
+            };
+            let reason = match rej.path {
+                Some(p) if !p.is_empty() => format!("{} (at {p})", rej.message),
+                _ => rej.message,
+            };
+            Some((code, reason))
+        }
+    }
+}
+
+fn log_body_error(e: &BodyError, request_id: &str) {
+    tracing::info!(
+        request_id,
+        status = e.status(),
+        code = e.code(),
+        "request refused"
+    );
+}
+
+fn log_outcome(receipt: &Receipt, outcome: &PutOutcome, status: u16, started: std::time::Instant) {
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let first_error = outcome.results.iter().find_map(|r| r.as_ref().err());
+    match first_error {
+        None => tracing::info!(
+            request_id = %receipt.request_id,
+            status,
+            accepted = receipt.accepted,
+            rejected = receipt.rejected,
+            retry = receipt.retry,
+            put_calls = outcome.calls,
+            latency_ms,
+            "request done"
+        ),
+        Some(err) => {
+            let permanent = outcome
+                .results
+                .iter()
+                .filter(|r| matches!(r, Err(e) if !e.retryable))
+                .count();
+            // Permanent Kinesis errors (missing stream, access denied, KMS key disabled) are
+            // ours, not the client's: the events are reported as `retry` and logged as errors.
+            if permanent > 0 {
+                tracing::error!(
+                    request_id = %receipt.request_id,
+                    status,
+                    accepted = receipt.accepted,
+                    retry = receipt.retry,
+                    permanent,
+                    put_calls = outcome.calls,
+                    error = %err,
+                    "events not stored: permanent Kinesis error"
+                );
+            } else {
+                tracing::warn!(
+                    request_id = %receipt.request_id,
+                    status,
+                    accepted = receipt.accepted,
+                    rejected = receipt.rejected,
+                    retry = receipt.retry,
+                    put_calls = outcome.calls,
+                    latency_ms,
+                    error = %err,
+                    "events not stored in time"
+                );
+            }
+        }
+    }
+}
+
+fn emit_metrics(
+    request_id: &str,
+    status: u16,
+    [accepted, rejected, retry]: [usize; 3],
+    calls: u32,
+    started: std::time::Instant,
+) {
+    Emf::new("caudal", "ingest-api")
+        .metric("EventsAccepted", accepted as f64, Unit::Count)
+        .metric("EventsRejected", rejected as f64, Unit::Count)
+        .metric("EventsRetry", retry as f64, Unit::Count)
+        .metric("PutRecordsCalls", f64::from(calls), Unit::Count)
+        .metric(
+            "LatencyMs",
+            started.elapsed().as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+        )
+        .property("request_id", request_id)
+        .property("status", status)
+        .emit();
+}
+
+/// Run [`handler`] on a raw Lambda payload exactly as `lambda_http::run` would: the payload is
+/// deserialized as API Gateway v1/v2 from its JSON bytes, and the response serialized in the
+/// shape that API expects. The local stack and tests call this.
+pub async fn invoke(
+    state: &State,
+    payload: Value,
+    ctx: Context,
+) -> Result<Value, lambda_runtime::Error> {
+    let bytes = serde_json::to_vec(&payload)?;
+    let request: LambdaRequest = serde_json::from_slice(&bytes)?;
+    let mut adapter = lambda_http::Adapter::from(service_fn(|req: Request| handler(state, req)));
+    let response = adapter.call(LambdaEvent::new(request, ctx)).await?;
+    Ok(serde_json::to_value(response)?)
+}
