@@ -142,6 +142,14 @@ pub fn staging_manifest_key(table: &str, load_id: &str) -> Result<String, KeyErr
     Ok(format!("{STAGING_PREFIX}{table}/{load_id}/manifest.json"))
 }
 
+/// `staging/load-descriptors/<load-id>.json` — what one load submits (its SQL and counts),
+/// written after its staging files so a retried load re-submits byte-identical SQL. The `-` in
+/// the folder name keeps it apart from every table folder (table names are identifiers).
+pub fn load_descriptor_key(load_id: &str) -> Result<String, KeyError> {
+    check_part(load_id)?;
+    Ok(format!("{STAGING_PREFIX}load-descriptors/{load_id}.json"))
+}
+
 /// `rejected/<load-id>/rejects.ndjson<suffix>` — rejected records of one load, with reasons.
 pub fn rejected_key(load_id: &str, suffix: &str) -> Result<String, KeyError> {
     check_part(load_id)?;

@@ -1,1 +1,159 @@
-//! placeholder
+//! # rules-loader
+//!
+//! Loads raw objects (`raw/…ndjson.gz`, docs/CONTRACTS.md §2) into Redshift, exactly once:
+//! S3 notification (via SQS, or direct) → ledger check → rules → staging CSV in S3 → one
+//! Data API transaction (COPY + merge + ledger) → partial batch response.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`config`] | env → [`Config`], validated at cold start (rules compiled once) |
+//! | [`event`] | SQS / S3 event shapes → one [`event::Notice`] per raw object |
+//! | [`stage`] | rules applied to raw lines → gzip CSV parts, rejects, per-object counts (pure) |
+//! | [`sql`] | every SQL text: the load transaction, ledger look-up, migrations; `sql_literal` |
+//! | [`load`] | the orchestration: ledger, S3, Data API submit/poll, outcome per message |
+//! | [`migrate`] | additive migrations before the first load of a cold start |
+//!
+//! ## Exactly once
+//! Every AWS trigger is at least once, so the load is made idempotent three ways:
+//! 1. **Ledger first.** Raw keys already in `caudal_ledger` are acknowledged without reading.
+//! 2. **Deterministic load id.** [`shared::keys::load_id`] over the (key, ETag) set names the
+//!    staging files, the load descriptor and the Data API `ClientToken`; the descriptor keeps the
+//!    exact SQL, so a retry after a Lambda timeout re-submits byte-identical SQL with the same
+//!    token and re-attaches to the statement that may still be running — never a second load.
+//!    A token whose statement FAILED in an earlier invocation moves to the next generation
+//!    (`<load-id>-<n>`) so the load can be tried again.
+//! 3. **In SQL.** Event ids already in a table are skipped, duplicates inside a load keep one
+//!    row, and the ledger insert is guarded by `NOT EXISTS`.
+//!
+//! Failures: a raw object whose load failed (statement FAILED/ABORTED, still running at the
+//! deadline, S3 errors) is reported in `batchItemFailures` and comes back; a poison object
+//! (invalid key, undecodable object) fails every time and reaches the queue's DLQ after
+//! `maxReceiveCount`, its reason logged each time.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod event;
+pub mod load;
+pub mod migrate;
+pub mod sql;
+pub mod stage;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Context, LambdaEvent};
+use shared::aws::redshift::PollPolicy;
+use shared::retry::RetryPolicy;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+pub use config::{Config, ConfigError};
+pub use event::{LoaderEvent, LoaderResponse, Summary};
+pub use load::LoadError;
+
+/// The clock used for `loaded_at` (injectable so tests can assert exact SQL).
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+/// Everything a handler needs, built once per cold start.
+pub struct State {
+    /// Configuration.
+    pub config: Config,
+    /// S3 client (raw reads, staging writes).
+    pub s3: aws_sdk_s3::Client,
+    /// Redshift Data API client.
+    pub redshift: aws_sdk_redshiftdata::Client,
+    /// Retries of single calls (S3, Data API submit/describe).
+    pub retry: RetryPolicy,
+    /// How statements are polled.
+    pub poll: PollPolicy,
+    /// Time kept free before the Lambda deadline to answer.
+    pub deadline_margin: Duration,
+    /// Objects read concurrently.
+    pub fetch_concurrency: usize,
+    pub(crate) clock: Clock,
+    pub(crate) migrated: tokio::sync::OnceCell<()>,
+}
+
+impl State {
+    /// State with the default policies and the system clock.
+    pub fn new(
+        config: Config,
+        s3: aws_sdk_s3::Client,
+        redshift: aws_sdk_redshiftdata::Client,
+    ) -> Self {
+        Self {
+            config,
+            s3,
+            redshift,
+            retry: RetryPolicy::default(),
+            poll: PollPolicy::default(),
+            deadline_margin: Duration::from_secs(3),
+            fetch_concurrency: 8,
+            clock: Arc::new(OffsetDateTime::now_utc),
+            migrated: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Replace the clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether the migration of this cold start has run.
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.initialized()
+    }
+}
+
+/// The invocation's deadline as a tokio instant, minus `margin`. A context without a deadline
+/// (`0`, e.g. `Context::default()`) gets 5 minutes, the function's configured timeout.
+pub fn deadline_of(ctx: &Context, margin: Duration) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let remaining = if ctx.deadline == 0 {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_millis(
+            u64::try_from(u128::from(ctx.deadline).saturating_sub(now_ms)).unwrap_or(0),
+        )
+    };
+    Instant::now() + remaining.saturating_sub(margin)
+}
+
+/// The Lambda handler: SQS → partial batch response; direct S3 → summary, or an error when an
+/// object failed (so the asynchronous invocation is retried).
+pub async fn handler(
+    state: &State,
+    event: LambdaEvent<LoaderEvent>,
+) -> Result<LoaderResponse, lambda_runtime::Error> {
+    let deadline = deadline_of(&event.context, state.deadline_margin);
+    let is_sqs = matches!(event.payload, LoaderEvent::Sqs(_));
+    let notices = event::notices(&event.payload);
+    // Boxed: the load future is deep, and a boxed one keeps the runtime's future small.
+    let result = Box::pin(load::run(state, &notices, deadline)).await;
+    if is_sqs {
+        Ok(LoaderResponse::Sqs(result.batch_response))
+    } else if result.summary.failed > 0 {
+        Err(format!(
+            "{} raw object(s) failed to load; see the logs for reasons",
+            result.summary.failed
+        )
+        .into())
+    } else {
+        Ok(LoaderResponse::S3(result.summary))
+    }
+}
+
+/// Deserialize `payload` as the Lambda runtime would, run [`handler`], serialize the answer.
+pub async fn invoke(
+    state: &State,
+    payload: serde_json::Value,
+    ctx: Context,
+) -> Result<serde_json::Value, lambda_runtime::Error> {
+    let event: LoaderEvent = serde_json::from_value(payload)?;
+    let response = handler(state, LambdaEvent::new(event, ctx)).await?;
+    Ok(serde_json::to_value(response)?)
+}

@@ -1,0 +1,262 @@
+//! Configuration, read once at cold start (docs/CONTRACTS.md §5).
+//!
+//! Every value that ends up in SQL text (staging bucket → COPY URIs, COPY role ARN, schema name)
+//! is validated here so a bad deployment fails the cold start with the variable's name instead
+//! of producing a statement the warehouse rejects, or worse, one it accepts.
+
+use std::sync::Arc;
+
+use shared::aws::redshift::{Connection, Target};
+use shared::config::{ConfigError as EnvError, Env};
+use shared::rules::{BUNDLED_RULES_YAML, Ident, RuleSet, RulesError};
+
+use crate::sql::{
+    LEDGER_TABLE, MAX_BATCH_STATEMENTS, REJECTS_TABLE, STATEMENTS_PER_TABLE, check_bucket,
+    check_role_arn,
+};
+
+/// A configuration problem. Always permanent: fix the deployment or the rules file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable is missing or malformed.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// The rules file cannot be read.
+    #[error("RULES_FILE {path}: {reason}")]
+    RulesFile {
+        /// The configured path.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The rules file is invalid.
+    #[error("{origin}: {source}")]
+    Rules {
+        /// `RULES_FILE <path>` or `the bundled rules/rules.yaml`.
+        origin: String,
+        /// What is wrong.
+        source: RulesError,
+    },
+}
+
+impl ConfigError {
+    /// Always false.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// The loader's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bucket for `staging/` and `rejected/`.
+    pub staging_bucket: String,
+    /// Where statements run.
+    pub connection: Connection,
+    /// Schema of the tables.
+    pub schema: Ident,
+    /// Role Redshift assumes for COPY.
+    pub copy_role_arn: String,
+    /// The compiled rules.
+    pub rules: Arc<RuleSet>,
+    /// Create missing tables / add missing columns before the first load of a cold start.
+    pub migrate_on_start: bool,
+}
+
+fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Env(EnvError::Invalid {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    })
+}
+
+impl Config {
+    /// Read and validate the configuration.
+    pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
+        let staging_bucket = env.required("STAGING_BUCKET")?;
+        check_bucket(&staging_bucket)
+            .map_err(|_| invalid("STAGING_BUCKET", &staging_bucket, "not a valid bucket name"))?;
+
+        let target = match (
+            env.optional("REDSHIFT_WORKGROUP"),
+            env.optional("REDSHIFT_CLUSTER_ID"),
+        ) {
+            (Some(w), None) => Target::Workgroup(w),
+            (None, Some(c)) => Target::Cluster(c),
+            (Some(w), Some(_)) => {
+                return Err(invalid(
+                    "REDSHIFT_WORKGROUP",
+                    &w,
+                    "set exactly one of REDSHIFT_WORKGROUP and REDSHIFT_CLUSTER_ID, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::Env(EnvError::Missing(
+                    "REDSHIFT_WORKGROUP or REDSHIFT_CLUSTER_ID".into(),
+                )));
+            }
+        };
+        let connection = Connection {
+            target,
+            database: env.required("REDSHIFT_DATABASE")?,
+            secret_arn: env.optional("REDSHIFT_SECRET_ARN"),
+            db_user: env.optional("REDSHIFT_DB_USER"),
+        };
+
+        let schema_text = env
+            .optional("REDSHIFT_SCHEMA")
+            .unwrap_or_else(|| "public".to_owned());
+        let schema = Ident::parse(schema_text.trim())
+            .map_err(|e| invalid("REDSHIFT_SCHEMA", &schema_text, e.reason))?;
+
+        let copy_role_arn = env.required("COPY_ROLE_ARN")?;
+        check_role_arn(&copy_role_arn).map_err(|_| {
+            invalid(
+                "COPY_ROLE_ARN",
+                &copy_role_arn,
+                "not an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
+            )
+        })?;
+
+        let migrate_text = env
+            .optional("MIGRATE_ON_START")
+            .unwrap_or_else(|| "on".to_owned());
+        let migrate_on_start = match migrate_text.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => true,
+            "off" | "false" | "0" | "no" => false,
+            _ => return Err(invalid("MIGRATE_ON_START", &migrate_text, "use on or off")),
+        };
+
+        let (text, origin) = match env.optional("RULES_FILE") {
+            None => (
+                BUNDLED_RULES_YAML.to_owned(),
+                "the bundled rules/rules.yaml".to_owned(),
+            ),
+            Some(path) => (
+                std::fs::read_to_string(&path).map_err(|e| ConfigError::RulesFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+                format!("RULES_FILE {path}"),
+            ),
+        };
+        let rules = RuleSet::from_yaml(&text).map_err(|source| ConfigError::Rules {
+            origin: origin.clone(),
+            source,
+        })?;
+        check_rules_fit(&rules).map_err(|source| ConfigError::Rules { origin, source })?;
+
+        Ok(Config {
+            staging_bucket,
+            connection,
+            schema,
+            copy_role_arn,
+            rules: Arc::new(rules),
+            migrate_on_start,
+        })
+    }
+}
+
+/// Refuse rules the loader cannot load: table names that collide with the loader's own tables,
+/// or more tables than fit in one Data API transaction.
+pub fn check_rules_fit(rules: &RuleSet) -> Result<(), RulesError> {
+    for t in rules.tables() {
+        if t.name.as_str() == LEDGER_TABLE || t.name.as_str() == REJECTS_TABLE {
+            return Err(RulesError::Invalid {
+                at: format!("tables.{}", t.name),
+                reason: "is the name of a table the loader owns".into(),
+            });
+        }
+    }
+    // Tables + rejects, three statements each, plus the ledger statement.
+    let needed = (rules.tables().len() + 1) * STATEMENTS_PER_TABLE + 1;
+    if needed > MAX_BATCH_STATEMENTS {
+        return Err(RulesError::Invalid {
+            at: "tables".into(),
+            reason: format!(
+                "{} tables need {needed} statements per load; the Data API runs at most \
+                 {MAX_BATCH_STATEMENTS} in one transaction (at most {} tables)",
+                rules.tables().len(),
+                (MAX_BATCH_STATEMENTS - 1) / STATEMENTS_PER_TABLE - 1
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+        )
+    }
+
+    const BASE: [(&str, &str); 4] = [
+        ("STAGING_BUCKET", "caudal-staging"),
+        ("REDSHIFT_WORKGROUP", "wg"),
+        ("REDSHIFT_DATABASE", "dev"),
+        (
+            "COPY_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/caudal-copy",
+        ),
+    ];
+
+    #[test]
+    fn defaults_and_bundled_rules() {
+        let c = Config::from_env(&env(&BASE)).unwrap();
+        assert_eq!(c.schema.as_str(), "public");
+        assert!(c.migrate_on_start);
+        assert_eq!(c.connection.target, Target::Workgroup("wg".into()));
+        assert!(!c.rules.tables().is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: [(&str, &str, &str); 5] = [
+            ("STAGING_BUCKET", "Bad_Bucket", "STAGING_BUCKET"),
+            ("REDSHIFT_SCHEMA", "x; drop", "REDSHIFT_SCHEMA"),
+            ("COPY_ROLE_ARN", "arn:aws:iam::1:role/x'", "COPY_ROLE_ARN"),
+            ("MIGRATE_ON_START", "maybe", "MIGRATE_ON_START"),
+            ("REDSHIFT_CLUSTER_ID", "c1", "REDSHIFT_WORKGROUP"),
+        ];
+        for (name, value, expect) in cases {
+            let mut pairs: Vec<(&str, &str)> =
+                BASE.iter().copied().filter(|(k, _)| *k != name).collect();
+            pairs.push((name, value));
+            let err = Config::from_env(&env(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(expect), "{name}: {err}");
+        }
+        let pairs: Vec<(&str, &str)> = BASE
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "REDSHIFT_WORKGROUP")
+            .collect();
+        let err = Config::from_env(&env(&pairs)).unwrap_err();
+        assert!(err.to_string().contains("REDSHIFT_CLUSTER_ID"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_rules_file_fails_with_its_path() {
+        let dir = std::env::temp_dir().join(format!("caudal-rl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, "version: 1\ntables: {}\nevents: {}\n").unwrap();
+        let p = path.to_string_lossy().to_string();
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RULES_FILE", &p));
+        let err = Config::from_env(&env(&pairs)).unwrap_err();
+        assert!(err.to_string().contains("bad.yaml"), "{err}");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RULES_FILE", "/nonexistent/rules.yaml"));
+        let err = Config::from_env(&env(&pairs)).unwrap_err();
+        assert!(matches!(err, ConfigError::RulesFile { .. }), "{err}");
+    }
+}

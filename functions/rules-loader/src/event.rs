@@ -1,0 +1,205 @@
+//! The loader's inputs: S3 object-created notifications, delivered through SQS (the deployed
+//! path) or directly (`sam local invoke -e events/rules-loader-s3-put.json`).
+//!
+//! [`LoaderEvent`] deserializes either shape, told apart by the records' fields, into the exact
+//! `aws_lambda_events` types the Lambda runtime would use. [`notices`] flattens it into one
+//! [`Notice`] per referenced raw object plus the messages that can be acknowledged or must fail
+//! right away:
+//!
+//! * `s3:TestEvent` messages (sent when a notification is configured) — acknowledged;
+//! * keys outside `raw/` and non-`ObjectCreated` events — acknowledged and ignored (the loader
+//!   never reads or writes anything else, so a misconfigured prefix cannot make it recurse);
+//! * keys are URL-decoded ([`shared::keys::decode_notification_key`]); a `raw/` key outside the
+//!   strict key alphabet, an undecodable body or a bucket name that is not one — a permanent
+//!   failure of that message (it reaches the DLQ after the queue's bounded receives).
+
+use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::sql::{check_bucket, check_raw_key};
+
+/// What the function is invoked with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoaderEvent {
+    /// SQS messages whose bodies are S3 notifications.
+    Sqs(SqsEvent),
+    /// A direct S3 notification.
+    S3(S3Event),
+}
+
+impl<'de> Deserialize<'de> for LoaderEvent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let is_sqs = v
+            .get("Records")
+            .and_then(Value::as_array)
+            .is_some_and(|records| {
+                records.iter().any(|r| {
+                    r.get("eventSource").and_then(Value::as_str) == Some("aws:sqs")
+                        || r.get("messageId").is_some()
+                })
+            });
+        let is_s3 = v
+            .get("Records")
+            .and_then(Value::as_array)
+            .is_some_and(|records| records.iter().any(|r| r.get("s3").is_some()));
+        if is_sqs {
+            serde_json::from_value(v)
+                .map(LoaderEvent::Sqs)
+                .map_err(serde::de::Error::custom)
+        } else if is_s3 {
+            serde_json::from_value(v)
+                .map(LoaderEvent::S3)
+                .map_err(serde::de::Error::custom)
+        } else if v
+            .get("Records")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            Ok(LoaderEvent::Sqs(SqsEvent::default()))
+        } else {
+            Err(serde::de::Error::custom(
+                "expected an SQS event with S3 notifications or an S3 event (a `Records` array)",
+            ))
+        }
+    }
+}
+
+/// What the function answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum LoaderResponse {
+    /// For SQS: the partial batch response (messages to redeliver).
+    Sqs(SqsBatchResponse),
+    /// For a direct S3 event: a summary (failures are returned as an error instead, so the
+    /// asynchronous invocation is retried).
+    S3(Summary),
+}
+
+/// Per-invocation counts, returned for direct S3 events and logged for every batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Raw objects loaded by this invocation.
+    pub loaded: usize,
+    /// Raw objects already in the ledger (acknowledged without loading).
+    pub already_loaded: usize,
+    /// Raw objects that failed.
+    pub failed: usize,
+    /// Notifications ignored (test events, other prefixes, other event types).
+    pub ignored: usize,
+}
+
+/// One raw object referenced by one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Index of the message in the batch (0 for a direct S3 event).
+    pub message: usize,
+    /// Bucket.
+    pub bucket: String,
+    /// Decoded key (validated: under `raw/`, strict alphabet).
+    pub key: String,
+}
+
+/// A message that failed before any object was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadMessage {
+    /// Index of the message in the batch.
+    pub message: usize,
+    /// Why (logged; the message goes back to the queue and eventually to the DLQ).
+    pub reason: String,
+}
+
+/// An invocation's input, flattened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notices {
+    /// SQS message ids by index (`None` for a direct S3 event).
+    pub message_ids: Vec<Option<String>>,
+    /// Raw objects to load.
+    pub objects: Vec<Notice>,
+    /// Messages that fail permanently.
+    pub bad: Vec<BadMessage>,
+    /// Notifications ignored.
+    pub ignored: usize,
+}
+
+fn from_s3(event: &S3Event, message: usize, out: &mut Notices) {
+    for record in &event.records {
+        let name = record.event_name.as_deref().unwrap_or_default();
+        if !name.starts_with("ObjectCreated:") {
+            out.ignored += 1;
+            continue;
+        }
+        let key = record
+            .s3
+            .object
+            .key
+            .as_deref()
+            .map(shared::keys::decode_notification_key)
+            .unwrap_or_default();
+        if !key.starts_with(shared::keys::RAW_PREFIX) {
+            out.ignored += 1;
+            continue;
+        }
+        let bucket = record.s3.bucket.name.clone().unwrap_or_default();
+        if let Err(e) = check_bucket(&bucket) {
+            out.bad.push(BadMessage {
+                message,
+                reason: e.to_string(),
+            });
+            continue;
+        }
+        if let Err(e) = check_raw_key(&key) {
+            out.bad.push(BadMessage {
+                message,
+                reason: e.to_string(),
+            });
+            continue;
+        }
+        out.objects.push(Notice {
+            message,
+            bucket,
+            key,
+        });
+    }
+}
+
+/// Flatten an event into notices (see the module docs).
+pub fn notices(event: &LoaderEvent) -> Notices {
+    let mut out = Notices::default();
+    match event {
+        LoaderEvent::S3(e) => {
+            out.message_ids.push(None);
+            from_s3(e, 0, &mut out);
+        }
+        LoaderEvent::Sqs(e) => {
+            for (i, msg) in e.records.iter().enumerate() {
+                out.message_ids.push(msg.message_id.clone());
+                let body = msg.body.as_deref().unwrap_or_default();
+                let value: Value = match serde_json::from_str(body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        out.bad.push(BadMessage {
+                            message: i,
+                            reason: format!("message body is not JSON: {e}"),
+                        });
+                        continue;
+                    }
+                };
+                if value.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+                    out.ignored += 1;
+                    continue;
+                }
+                match serde_json::from_value::<S3Event>(value) {
+                    Ok(s3) => from_s3(&s3, i, &mut out),
+                    Err(e) => out.bad.push(BadMessage {
+                        message: i,
+                        reason: format!("message body is not an S3 notification: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+    out
+}

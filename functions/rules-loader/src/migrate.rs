@@ -1,0 +1,154 @@
+//! Additive migrations, run before the first load of a cold start (`MIGRATE_ON_START`, on by
+//! default so a fresh deployment loads without a manual step).
+//!
+//! Why lazily on the first invocation rather than in `main`: Lambda's init phase is limited to
+//! 10 s and a paused Redshift Serverless workgroup can take longer than that to answer; an
+//! invocation has the function's full timeout. A failed migration fails that invocation (its
+//! messages come back) and is tried again by the next one.
+//!
+//! Steps: read the schema's columns from `information_schema.columns` (Redshift and PostgreSQL
+//! both have it), let the rules compute `CREATE TABLE IF NOT EXISTS` / `ADD COLUMN` statements
+//! ([`shared::rules::RuleSet::ddl_migrate`] — a non-additive difference is an error naming the
+//! table and column), add the ledger and rejects tables when missing and the views when a table
+//! changed or a view is missing, and run everything in Data API batches (≤ 40 statements each).
+//! Every statement is idempotent, so concurrent cold starts are harmless.
+
+use std::collections::BTreeMap;
+
+use shared::aws::redshift::{self, QueryError, Value};
+use shared::rules::ExistingColumn;
+use tokio::time::Instant;
+
+use crate::State;
+use crate::load::LoadError;
+use crate::sql::{self, MAX_BATCH_STATEMENTS};
+
+/// The name a `CREATE … TABLE` / `CREATE … VIEW` statement creates (bare, lower case).
+fn created_name(statement: &str) -> Option<String> {
+    let upper = statement.to_ascii_uppercase();
+    let start = ["VIEW ", "EXISTS "]
+        .iter()
+        .filter_map(|kw| upper.find(kw).map(|i| i + kw.len()))
+        .min()?;
+    let rest = statement.get(start..)?.trim_start();
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '(')
+        .unwrap_or(rest.len());
+    let qualified = &rest[..end];
+    let name = qualified.rsplit('.').next()?;
+    Some(name.trim_matches('"').to_ascii_lowercase())
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The statements that bring the warehouse in line with the rules (empty when it already is).
+pub fn plan(
+    state: &State,
+    existing: &BTreeMap<String, Vec<ExistingColumn>>,
+) -> Result<Vec<String>, LoadError> {
+    let cfg = &state.config;
+    let rules = cfg.rules.as_ref();
+    let mut statements = rules.ddl_migrate(&cfg.schema, existing)?;
+    let tables_changed = !statements.is_empty();
+    let all = rules.ddl_create(&cfg.schema);
+    let views = rules.ddl_views(&cfg.schema);
+    // ddl_create = rules' tables, then the ledger and rejects tables, then the views.
+    for s in all.iter().skip(rules.tables().len()) {
+        if views.contains(s) {
+            continue;
+        }
+        if created_name(s).is_some_and(|n| !existing.contains_key(&n)) {
+            statements.push(s.clone());
+        }
+    }
+    let views_missing = views
+        .iter()
+        .any(|v| created_name(v).is_none_or(|n| !existing.contains_key(&n)));
+    if tables_changed || views_missing {
+        statements.extend(views);
+    }
+    Ok(statements)
+}
+
+/// Read the catalogue and apply the migration. Returns the statements run.
+pub async fn migrate(state: &State, deadline: Instant) -> Result<Vec<String>, LoadError> {
+    let cfg = &state.config;
+    let (sql_text, params) = sql::existing_columns(&cfg.schema);
+    let rows = redshift::query(
+        &state.redshift,
+        &cfg.connection,
+        &sql_text,
+        &params,
+        &state.poll,
+        deadline,
+    )
+    .await?;
+    let mut existing: BTreeMap<String, Vec<ExistingColumn>> = BTreeMap::new();
+    for r in &rows {
+        let (Some(table), Some(name), Some(data_type)) =
+            (text(r.first()), text(r.get(1)), text(r.get(2)))
+        else {
+            continue;
+        };
+        existing
+            .entry(table.to_ascii_lowercase())
+            .or_default()
+            .push(ExistingColumn {
+                name,
+                data_type,
+                character_maximum_length: r.get(3).and_then(Value::as_i64),
+                numeric_precision: r.get(4).and_then(Value::as_i64),
+                numeric_scale: r.get(5).and_then(Value::as_i64),
+            });
+    }
+    let statements = plan(state, &existing)?;
+    if statements.is_empty() {
+        tracing::info!(schema = %cfg.schema, "warehouse schema up to date");
+        return Ok(statements);
+    }
+    for batch in statements.chunks(MAX_BATCH_STATEMENTS) {
+        let id = redshift::batch_execute(
+            &state.redshift,
+            &cfg.connection,
+            batch,
+            None,
+            &state.retry,
+            deadline,
+        )
+        .await
+        .map_err(|e| LoadError::Query(QueryError::Call(e)))?;
+        redshift::wait(&state.redshift, &id, &state.poll, deadline, |_| {})
+            .await
+            .map_err(|e| LoadError::Query(QueryError::Wait(e)))?;
+    }
+    tracing::info!(schema = %cfg.schema, statements = statements.len(), "warehouse schema migrated");
+    Ok(statements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_names() {
+        assert_eq!(
+            created_name(
+                "CREATE TABLE IF NOT EXISTS \"public\".caudal_ledger (\n raw_key VARCHAR)"
+            )
+            .as_deref(),
+            Some("caudal_ledger")
+        );
+        assert_eq!(
+            created_name("CREATE OR REPLACE VIEW \"s\".caudal_events_hourly AS\nSELECT 1")
+                .as_deref(),
+            Some("caudal_events_hourly")
+        );
+        assert_eq!(
+            created_name("CREATE TABLE IF NOT EXISTS \"s\".\"page_views\" (").as_deref(),
+            Some("page_views")
+        );
+        assert_eq!(created_name("SELECT 1"), None);
+    }
+}

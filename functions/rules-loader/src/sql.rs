@@ -1,0 +1,649 @@
+//! Every SQL text the loader sends, built from validated parts only.
+//!
+//! * Identifiers come from the rules file as [`Ident`]s and reach SQL only through
+//!   [`Ident::quoted`].
+//! * Values either travel as Data API parameters (the ledger look-up, the statement-id update,
+//!   the migration's catalogue query) or — where the Data API takes none (`COPY`, and the load
+//!   transaction sent with `BatchExecuteStatement`) — are inlined through the one function
+//!   [`sql_literal`], which accepts only the kinds of value the loader produces itself and
+//!   validates each against a strict alphabet: raw keys, hex ETags, integers, the rule version
+//!   hash, timestamps, count maps keyed by identifiers, staging S3 URIs and the COPY role ARN.
+//!   Anything else is refused with [`SqlError::Refused`].
+//!
+//! The load transaction ([`load_batch`]), per table with rows: a temporary stage `(LIKE target)`,
+//! `COPY` of the load's manifest into it (explicit column list, so a migrated table whose
+//! physical column order differs still loads correctly), and an `INSERT … SELECT` that skips
+//! event ids already in the target and keeps one row per event id inside the load
+//! (`ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY raw_key, raw_line) = 1`, portable to
+//! PostgreSQL). Rejects load the same way, deduplicated on `(raw_key, raw_line)`. Last, one
+//! ledger row per raw object, guarded by `NOT EXISTS` so a concurrent duplicate load cannot
+//! double it; its `duplicates` column is computed in SQL from the rows that really went in, so
+//! `records = rows in tables + duplicates + filtered + rejected` holds per object (the
+//! reconciliation view checks it).
+
+use std::collections::BTreeMap;
+
+use shared::aws::redshift::Param;
+use shared::rules::{Ident, REJECT_COLUMNS, Table};
+use time::OffsetDateTime;
+
+/// Name of the ledger table (`warehouse/ledger.sql`).
+pub const LEDGER_TABLE: &str = "caudal_ledger";
+/// Name of the rejects table (`warehouse/rejects.sql`).
+pub const REJECTS_TABLE: &str = "caudal_rejects";
+/// The Data API runs at most this many statements in one `BatchExecuteStatement`.
+pub const MAX_BATCH_STATEMENTS: usize = 40;
+/// The Data API refuses SQL texts above 100 KB.
+pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
+/// Statements per table with rows in a load (create stage, COPY, INSERT).
+pub const STATEMENTS_PER_TABLE: usize = 3;
+/// Raw objects per load: keeps the ledger statement and the look-up parameter list small.
+pub const MAX_OBJECTS_PER_LOAD: usize = 100;
+/// Longest raw key accepted (the lineage column is `VARCHAR(1024)`).
+pub const MAX_RAW_KEY_BYTES: usize = 1024;
+
+/// A value or statement that must not be sent. Always permanent: the input or the rules must
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlError {
+    /// A value outside the alphabet of its kind.
+    #[error("refusing to put {what} {value:?} into SQL: {reason}")]
+    Refused {
+        /// Kind of value.
+        what: &'static str,
+        /// The value (cut to 200 bytes).
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// More statements than the Data API runs in one batch.
+    #[error(
+        "the load needs {0} statements but the Data API runs at most {MAX_BATCH_STATEMENTS} in one \
+         transaction (too many tables with rows in one load)"
+    )]
+    TooManyStatements(usize),
+    /// A statement above the Data API's size limit.
+    #[error(
+        "statement {index} is {bytes} bytes; the Data API accepts at most {MAX_STATEMENT_BYTES}"
+    )]
+    TooLarge {
+        /// Position in the batch.
+        index: usize,
+        /// Its size.
+        bytes: usize,
+    },
+}
+
+/// The kinds of value that may be inlined into SQL text.
+#[derive(Debug, Clone, Copy)]
+pub enum Literal<'a> {
+    /// A raw object key: `raw/` + `[A-Za-z0-9/=._-]`, at most 1024 bytes.
+    RawKey(&'a str),
+    /// An S3 ETag: hex, optionally `-N` (multipart).
+    Etag(&'a str),
+    /// An integer.
+    Int(i64),
+    /// The rules file's version: 64 lower-case hex digits.
+    RuleVersion(&'a str),
+    /// A timestamp, written as ISO 8601 UTC with microseconds and cast to `TIMESTAMPTZ`.
+    Timestamp(OffsetDateTime),
+    /// A JSON object of identifier → count (filtered per rule, rows per table).
+    Counts(&'a BTreeMap<String, u64>),
+    /// A staging object URI: `s3://<bucket>/<key>` with a valid bucket name and a key in
+    /// `[A-Za-z0-9/=._-]`.
+    S3Uri(&'a str),
+    /// An IAM role ARN (`arn:<partition>:iam::<12 digits>:role/<path+name>`).
+    RoleArn(&'a str),
+}
+
+/// ISO 8601 UTC with microseconds — the same text the CSV writer uses for `TIMESTAMPTZ` cells.
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+fn refused(what: &'static str, value: &str, reason: &'static str) -> SqlError {
+    let mut value = value.to_owned();
+    if value.len() > 200 {
+        let mut cut = 200;
+        while !value.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        value.truncate(cut);
+    }
+    SqlError::Refused {
+        what,
+        value,
+        reason,
+    }
+}
+
+fn key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'/' | b'=' | b'.' | b'_' | b'-')
+}
+
+/// Whether `key` is a raw key the loader can load (`raw/` + `[A-Za-z0-9/=._-]`, ≤ 1024 bytes).
+/// Other keys under `raw/` are a permanent failure for their object.
+pub fn check_raw_key(key: &str) -> Result<(), SqlError> {
+    if !key.starts_with(shared::keys::RAW_PREFIX) {
+        return Err(refused("raw key", key, "does not start with raw/"));
+    }
+    if key.len() > MAX_RAW_KEY_BYTES {
+        return Err(refused("raw key", key, "longer than 1024 bytes"));
+    }
+    if !key.bytes().all(key_byte) {
+        return Err(refused(
+            "raw key",
+            key,
+            "contains characters outside [A-Za-z0-9/=._-]",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `etag` looks like an S3 ETag (hex, optionally `-<parts>`).
+pub fn check_etag(etag: &str) -> Result<(), SqlError> {
+    let (hex, parts) = match etag.split_once('-') {
+        Some((h, p)) => (h, Some(p)),
+        None => (etag, None),
+    };
+    let hex_ok = !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    let parts_ok = parts
+        .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if hex_ok && parts_ok {
+        Ok(())
+    } else {
+        Err(refused("etag", etag, "not a hex S3 ETag"))
+    }
+}
+
+/// Whether `name` is a valid S3 bucket name (3–63 of `[a-z0-9.-]`, starting and ending with a
+/// letter or digit).
+pub fn check_bucket(name: &str) -> Result<(), SqlError> {
+    let b = name.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(refused("bucket", name, "not a valid S3 bucket name"))
+    }
+}
+
+/// Whether `arn` is an IAM role ARN COPY can use.
+pub fn check_role_arn(arn: &str) -> Result<(), SqlError> {
+    let bad = || {
+        refused(
+            "role ARN",
+            arn,
+            "not arn:<partition>:iam::<account>:role/<name>",
+        )
+    };
+    let mut it = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+        it.next(),
+    ) else {
+        return Err(bad());
+    };
+    let partition_ok = partition.starts_with("aws")
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-');
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let name = resource.strip_prefix("role/").unwrap_or("");
+    let name_ok = !name.is_empty()
+        && name.len() <= 512
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_/-".contains(&b));
+    if partition_ok && account_ok && name_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// Render one validated value as a SQL literal. The only way a value reaches inlined SQL text.
+pub fn sql_literal(lit: Literal<'_>) -> Result<String, SqlError> {
+    match lit {
+        Literal::RawKey(k) => {
+            check_raw_key(k)?;
+            Ok(format!("'{k}'"))
+        }
+        Literal::Etag(e) => {
+            check_etag(e)?;
+            Ok(format!("'{e}'"))
+        }
+        Literal::Int(n) => Ok(n.to_string()),
+        Literal::RuleVersion(v) => {
+            if v.len() == 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                Ok(format!("'{v}'"))
+            } else {
+                Err(refused("rule version", v, "not 64 lower-case hex digits"))
+            }
+        }
+        Literal::Timestamp(t) => Ok(format!("CAST('{}' AS TIMESTAMPTZ)", format_timestamp(t))),
+        Literal::Counts(map) => {
+            let mut out = String::from("'{");
+            for (i, (name, n)) in map.iter().enumerate() {
+                Ident::parse(name).map_err(|_| {
+                    refused("count name", name, "not an identifier ([a-z_][a-z0-9_]*)")
+                })?;
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&format!("\"{name}\":{n}"));
+            }
+            out.push_str("}'");
+            Ok(out)
+        }
+        Literal::S3Uri(uri) => {
+            let rest = uri
+                .strip_prefix("s3://")
+                .ok_or_else(|| refused("S3 URI", uri, "does not start with s3://"))?;
+            let (bucket, key) = rest
+                .split_once('/')
+                .ok_or_else(|| refused("S3 URI", uri, "has no key"))?;
+            check_bucket(bucket).map_err(|_| refused("S3 URI", uri, "invalid bucket name"))?;
+            if key.is_empty() || key.len() > 1024 || !key.bytes().all(key_byte) {
+                return Err(refused(
+                    "S3 URI",
+                    uri,
+                    "key is empty or has characters outside [A-Za-z0-9/=._-]",
+                ));
+            }
+            Ok(format!("'{uri}'"))
+        }
+        Literal::RoleArn(arn) => {
+            check_role_arn(arn)?;
+            Ok(format!("'{arn}'"))
+        }
+    }
+}
+
+/// What the rules made of one raw object (the ledger row's inputs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectStats {
+    /// Raw object key.
+    pub raw_key: String,
+    /// ETag of the version read.
+    pub etag: String,
+    /// Lines in the object.
+    pub records: u64,
+    /// Rows produced (all tables).
+    pub valid: u64,
+    /// Lines dropped per filter.
+    pub filtered: BTreeMap<String, u64>,
+    /// Lines refused.
+    pub rejected: u64,
+    /// Rows produced per table.
+    pub rows: BTreeMap<String, u64>,
+}
+
+impl ObjectStats {
+    /// Sum of `filtered`.
+    pub fn filtered_total(&self) -> u64 {
+        self.filtered.values().sum()
+    }
+}
+
+/// One table with staged rows in a load.
+#[derive(Debug, Clone, Copy)]
+pub struct StagedTable<'a> {
+    /// The table (from the rules).
+    pub table: &'a Table,
+    /// `s3://…/manifest.json` of its staging parts.
+    pub manifest_uri: &'a str,
+}
+
+/// Everything one load transaction is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadPlan<'a> {
+    /// Warehouse schema.
+    pub schema: &'a Ident,
+    /// Tables with rows in this load (empty tables are skipped).
+    pub tables: &'a [StagedTable<'a>],
+    /// Manifest of the rejects' CSV, when there are rejects.
+    pub rejects_manifest_uri: Option<&'a str>,
+    /// The `COPY_FORMAT_OPTIONS` the staging files were written for.
+    pub copy_options: &'a str,
+    /// Role Redshift assumes to read the staging bucket.
+    pub copy_role_arn: &'a str,
+    /// One entry per raw object of the load.
+    pub objects: &'a [ObjectStats],
+    /// Rule version hash.
+    pub rule_version: &'a str,
+    /// Load time, the rows' `loaded_at`.
+    pub loaded_at: OffsetDateTime,
+}
+
+fn ident(s: &str) -> Result<Ident, SqlError> {
+    Ident::parse(s).map_err(|_| refused("identifier", s, "not a valid identifier"))
+}
+
+fn column_list(cols: &[Ident]) -> String {
+    cols.iter()
+        .map(Ident::quoted)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn copy_statement(
+    stage: &Ident,
+    cols: &[Ident],
+    manifest: &str,
+    plan: &LoadPlan<'_>,
+) -> Result<String, SqlError> {
+    Ok(format!(
+        "COPY {} ({}) FROM {} IAM_ROLE {} MANIFEST {}",
+        stage.quoted(),
+        column_list(cols),
+        sql_literal(Literal::S3Uri(manifest))?,
+        sql_literal(Literal::RoleArn(plan.copy_role_arn))?,
+        plan.copy_options
+    ))
+}
+
+/// The statements of one load transaction (see the module docs), checked against the Data
+/// API's limits.
+pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
+    let schema = plan.schema.quoted();
+    let mut sqls = Vec::new();
+    let event_id = ident(shared::rules::EVENT_ID_COLUMN)?;
+    let raw_key = ident(shared::rules::RAW_KEY_COLUMN)?;
+    let raw_line = ident("raw_line")?;
+    let mut inserted_parts = Vec::new();
+    for (i, st) in plan.tables.iter().enumerate() {
+        let target = format!("{schema}.{}", st.table.name.quoted());
+        let stage = ident(&format!("caudal_stage_{i}"))?;
+        let cols: Vec<Ident> = st.table.columns.iter().map(|c| c.name.clone()).collect();
+        let list = column_list(&cols);
+        sqls.push(format!(
+            "CREATE TEMP TABLE {} (LIKE {target})",
+            stage.quoted()
+        ));
+        sqls.push(copy_statement(&stage, &cols, st.manifest_uri, plan)?);
+        sqls.push(format!(
+            "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
+             (PARTITION BY s.{eid} ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS s WHERE \
+             NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = s.{eid})) AS d WHERE \
+             d.caudal_rn = 1",
+            stage = stage.quoted(),
+            eid = event_id.quoted(),
+            rk = raw_key.quoted(),
+            rl = raw_line.quoted(),
+        ));
+        // Rows of this load that are now in the target: the winners of the insert. A stage row
+        // matches a target row on (event_id, raw_key, raw_line) only if it was inserted now —
+        // the ledger check guarantees this raw object had no rows in the target before.
+        inserted_parts.push(format!(
+            "SELECT s.{rk} FROM {stage} AS s JOIN {target} AS t ON t.{eid} = s.{eid} AND t.{rk} \
+             = s.{rk} AND t.{rl} = s.{rl}",
+            stage = stage.quoted(),
+            eid = event_id.quoted(),
+            rk = raw_key.quoted(),
+            rl = raw_line.quoted(),
+        ));
+    }
+    if let Some(manifest) = plan.rejects_manifest_uri {
+        let target = format!("{schema}.{}", ident(REJECTS_TABLE)?.quoted());
+        let stage = ident("caudal_stage_rejects")?;
+        let cols = REJECT_COLUMNS
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let list = column_list(&cols);
+        sqls.push(format!(
+            "CREATE TEMP TABLE {} (LIKE {target})",
+            stage.quoted()
+        ));
+        sqls.push(copy_statement(&stage, &cols, manifest, plan)?);
+        sqls.push(format!(
+            "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
+             (PARTITION BY s.{rk}, s.{rl} ORDER BY s.{rk}) AS caudal_rn FROM {stage} AS s WHERE \
+             NOT EXISTS (SELECT 1 FROM {target} AS r WHERE r.{rk} = s.{rk} AND r.{rl} = s.{rl})) \
+             AS d WHERE d.caudal_rn = 1",
+            stage = stage.quoted(),
+            rk = raw_key.quoted(),
+            rl = raw_line.quoted(),
+        ));
+    }
+    sqls.push(ledger_insert(plan, &inserted_parts)?);
+    if sqls.len() > MAX_BATCH_STATEMENTS {
+        return Err(SqlError::TooManyStatements(sqls.len()));
+    }
+    if let Some((index, s)) = sqls
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.len() > MAX_STATEMENT_BYTES)
+    {
+        return Err(SqlError::TooLarge {
+            index,
+            bytes: s.len(),
+        });
+    }
+    Ok(sqls)
+}
+
+fn ledger_insert(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<String, SqlError> {
+    let ledger = format!("{}.{}", plan.schema.quoted(), ident(LEDGER_TABLE)?.quoted());
+    let int = |n: u64| sql_literal(Literal::Int(i64::try_from(n).unwrap_or(i64::MAX)));
+    let mut rows = Vec::with_capacity(plan.objects.len());
+    for o in plan.objects {
+        rows.push(format!(
+            "SELECT {} AS raw_key, {} AS etag, {} AS records, {} AS valid, {} AS filtered, {} AS \
+             filtered_total, {} AS rejected, {} AS loaded",
+            sql_literal(Literal::RawKey(&o.raw_key))?,
+            sql_literal(Literal::Etag(&o.etag))?,
+            int(o.records)?,
+            int(o.valid)?,
+            sql_literal(Literal::Counts(&o.filtered))?,
+            int(o.filtered_total())?,
+            int(o.rejected)?,
+            sql_literal(Literal::Counts(&o.rows))?,
+        ));
+    }
+    let (join, duplicates) = if inserted_parts.is_empty() {
+        (String::new(), "o.valid - 0".to_owned())
+    } else {
+        (
+            format!(
+                " LEFT JOIN (SELECT x.raw_key, COUNT(*) AS inserted FROM ({}) AS x GROUP BY \
+                 x.raw_key) AS n ON n.raw_key = o.raw_key",
+                inserted_parts.join(" UNION ALL ")
+            ),
+            "o.valid - COALESCE(n.inserted, 0)".to_owned(),
+        )
+    };
+    Ok(format!(
+        "INSERT INTO {ledger} (\"raw_key\", \"etag\", \"records\", \"valid\", \"filtered\", \
+         \"filtered_total\", \"rejected\", \"loaded\", \"duplicates\", \"rule_version\", \
+         \"statement_id\", \"loaded_at\") SELECT o.raw_key, o.etag, o.records, o.valid, \
+         JSON_PARSE(o.filtered), o.filtered_total, o.rejected, JSON_PARSE(o.loaded), {duplicates}, \
+         {version}, NULL, {loaded_at} FROM ({rows}) AS o{join} WHERE NOT EXISTS (SELECT 1 FROM \
+         {ledger} AS l WHERE l.\"raw_key\" = o.raw_key)",
+        version = sql_literal(Literal::RuleVersion(plan.rule_version))?,
+        loaded_at = sql_literal(Literal::Timestamp(plan.loaded_at))?,
+        rows = rows.join(" UNION ALL "),
+    ))
+}
+
+/// `SELECT raw_key, etag FROM ledger WHERE raw_key IN (:k0, …)` with one parameter per key.
+pub fn ledger_lookup(schema: &Ident, keys: &[&str]) -> (String, Vec<Param>) {
+    let names: Vec<String> = (0..keys.len()).map(|i| format!(":k{i}")).collect();
+    let sql = format!(
+        "SELECT \"raw_key\", \"etag\" FROM {}.\"{LEDGER_TABLE}\" WHERE \"raw_key\" IN ({})",
+        schema.quoted(),
+        names.join(", ")
+    );
+    let params = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Param::new(format!("k{i}"), *k))
+        .collect();
+    (sql, params)
+}
+
+/// Record the load's statement id on its ledger rows (they are inserted before the id is known).
+pub fn ledger_set_statement_id(
+    schema: &Ident,
+    keys: &[&str],
+    statement_id: &str,
+) -> (String, Vec<Param>) {
+    let names: Vec<String> = (0..keys.len()).map(|i| format!(":k{i}")).collect();
+    let sql = format!(
+        "UPDATE {}.\"{LEDGER_TABLE}\" SET \"statement_id\" = :statement_id WHERE \"raw_key\" IN \
+         ({}) AND \"statement_id\" IS NULL",
+        schema.quoted(),
+        names.join(", ")
+    );
+    let mut params: Vec<Param> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Param::new(format!("k{i}"), *k))
+        .collect();
+    params.push(Param::new("statement_id", statement_id));
+    (sql, params)
+}
+
+/// The catalogue query for migrations: every column of every table in the schema (works on
+/// Redshift and PostgreSQL).
+pub fn existing_columns(schema: &Ident) -> (String, Vec<Param>) {
+    (
+        "SELECT table_name, column_name, data_type, character_maximum_length, numeric_precision, \
+         numeric_scale FROM information_schema.columns WHERE table_schema = :schema ORDER BY \
+         table_name, ordinal_position"
+            .to_owned(),
+        vec![Param::new("schema", schema.as_str())],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_accept_what_the_loader_produces() {
+        assert_eq!(
+            sql_literal(Literal::RawKey(
+                "raw/dt=2026-11-05/hr=07/shardId-0/1-2.ndjson.gz"
+            ))
+            .unwrap(),
+            "'raw/dt=2026-11-05/hr=07/shardId-0/1-2.ndjson.gz'"
+        );
+        assert_eq!(
+            sql_literal(Literal::Etag("d41d8cd98f00b204e9800998ecf8427e-3")).unwrap(),
+            "'d41d8cd98f00b204e9800998ecf8427e-3'"
+        );
+        assert_eq!(sql_literal(Literal::Int(-7)).unwrap(), "-7");
+        let v = "a".repeat(64);
+        assert_eq!(
+            sql_literal(Literal::RuleVersion(&v)).unwrap(),
+            format!("'{v}'")
+        );
+        let t = time::macros::datetime!(2026-11-25 19:55:17.5 UTC);
+        assert_eq!(
+            sql_literal(Literal::Timestamp(t)).unwrap(),
+            "CAST('2026-11-25T19:55:17.500000Z' AS TIMESTAMPTZ)"
+        );
+        let counts = BTreeMap::from([("bots".to_owned(), 3), ("internal".to_owned(), 0)]);
+        assert_eq!(
+            sql_literal(Literal::Counts(&counts)).unwrap(),
+            "'{\"bots\":3,\"internal\":0}'"
+        );
+        assert_eq!(
+            sql_literal(Literal::Counts(&BTreeMap::new())).unwrap(),
+            "'{}'"
+        );
+        assert!(
+            sql_literal(Literal::S3Uri(
+                "s3://my-bucket.x/staging/t/ab/manifest.json"
+            ))
+            .is_ok()
+        );
+        assert!(
+            sql_literal(Literal::RoleArn(
+                "arn:aws:iam::123456789012:role/caudal-copy"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn literals_refuse_injection_attempts() {
+        for bad in [
+            "raw/a'; DROP TABLE x; --",
+            "raw/a b",
+            "raw/é",
+            "raw/a\\",
+            "staging/a",
+            "raw/a\0",
+        ] {
+            let e = sql_literal(Literal::RawKey(bad)).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SqlError::Refused {
+                        what: "raw key",
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
+        assert!(sql_literal(Literal::RawKey(&format!("raw/{}", "a".repeat(1021)))).is_err());
+        assert!(sql_literal(Literal::Etag("abc'")).is_err());
+        assert!(sql_literal(Literal::Etag("")).is_err());
+        assert!(sql_literal(Literal::Etag("abc-")).is_err());
+        assert!(sql_literal(Literal::RuleVersion("ABC")).is_err());
+        let evil = BTreeMap::from([("x'}".to_owned(), 1)]);
+        assert!(sql_literal(Literal::Counts(&evil)).is_err());
+        assert!(sql_literal(Literal::S3Uri("s3://b/x' IAM_ROLE 'y")).is_err());
+        assert!(sql_literal(Literal::S3Uri("https://b/x")).is_err());
+        assert!(sql_literal(Literal::S3Uri("s3://B/x")).is_err());
+        assert!(sql_literal(Literal::RoleArn("arn:aws:iam::123456789012:role/x'")).is_err());
+        assert!(sql_literal(Literal::RoleArn("arn:aws:iam::12345:role/x")).is_err());
+        assert!(
+            sql_literal(Literal::RoleArn(
+                "arn:aws:iam::123456789012:role/a,arn:aws:iam::123456789012:role/b"
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn lookup_uses_parameters() {
+        let schema = Ident::parse("analytics").unwrap();
+        let (sql, params) = ledger_lookup(&schema, &["raw/a", "raw/b'x"]);
+        assert_eq!(
+            sql,
+            "SELECT \"raw_key\", \"etag\" FROM \"analytics\".\"caudal_ledger\" WHERE \"raw_key\" \
+             IN (:k0, :k1)"
+        );
+        assert_eq!(params[1], Param::new("k1", "raw/b'x"));
+        let (sql, params) = ledger_set_statement_id(&schema, &["raw/a"], "st-1");
+        assert!(sql.contains("SET \"statement_id\" = :statement_id"));
+        assert_eq!(params.len(), 2);
+    }
+}

@@ -1,0 +1,382 @@
+//! Shared fixtures for the handler tests: a small rules file, raw objects, mocked S3 and Data API.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_redshiftdata::operation::batch_execute_statement::BatchExecuteStatementOutput;
+use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
+use aws_sdk_redshiftdata::operation::execute_statement::ExecuteStatementOutput;
+use aws_sdk_redshiftdata::operation::get_statement_result::GetStatementResultOutput;
+use aws_sdk_redshiftdata::types::{Field, StatusString, SubStatementData};
+use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
+use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_mocks::{Rule, mock};
+use lambda_runtime::Context;
+use rules_loader::{Config, State};
+use shared::aws::redshift::{Connection, Target};
+use shared::rules::{Ident, RuleSet};
+use time::OffsetDateTime;
+
+/// A rules file small enough to spell out the SQL it produces.
+pub const RULES: &str = r#"version: 1
+unknown_types: reject
+filters:
+  - name: drop_internal_test
+    drop_if: has(event.test) && event.test == true
+tables:
+  page_views:
+    sort_key: [event_time]
+    columns:
+      - {name: event_time, type: TIMESTAMPTZ, nullable: false}
+      - {name: url, type: VARCHAR(2048)}
+events:
+  page_view:
+    table: page_views
+    schema:
+      type: object
+      required: [ts, page]
+    columns:
+      event_time: /event/ts
+      url: /event/page/url
+"#;
+
+pub const STAGING_BUCKET: &str = "caudal-staging";
+pub const RAW_BUCKET: &str = "caudal-raw-123456789012";
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/caudal-copy";
+
+/// The fixed `loaded_at` of the tests.
+pub fn loaded_at() -> OffsetDateTime {
+    time::macros::datetime!(2026-11-25 20:00:05.123456 UTC)
+}
+
+pub fn config(rules: &str) -> Config {
+    Config {
+        staging_bucket: STAGING_BUCKET.into(),
+        connection: Connection {
+            target: Target::Workgroup("caudal".into()),
+            database: "dev".into(),
+            secret_arn: None,
+            db_user: None,
+        },
+        schema: Ident::parse("analytics").unwrap(),
+        copy_role_arn: ROLE.into(),
+        rules: Arc::new(RuleSet::from_yaml(rules).unwrap()),
+        migrate_on_start: false,
+    }
+}
+
+pub fn state(s3: aws_sdk_s3::Client, rs: aws_sdk_redshiftdata::Client) -> State {
+    State::new(config(RULES), s3, rs).with_clock(Arc::new(loaded_at))
+}
+
+/// A Lambda context whose deadline is `secs` from now.
+pub fn ctx(secs: u64) -> Context {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let mut c = Context::default();
+    c.request_id = "req-1".into();
+    c.deadline = u64::try_from((now + Duration::from_secs(secs)).as_millis()).unwrap();
+    c
+}
+
+pub fn event_file(name: &str) -> serde_json::Value {
+    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// A raw-archive line for a client event, as the raw writer would have written it.
+pub fn raw_line(event: &str, n: u64) -> Vec<u8> {
+    shared::rules::wrap_client_event(
+        event.as_bytes(),
+        n,
+        time::macros::datetime!(2026-11-25 19:55:17.5 UTC),
+    )
+    .unwrap()
+}
+
+/// The raw object of the happy path: two page views with the same id, one internal test
+/// (filtered), one unknown type (rejected).
+pub fn raw_object() -> Vec<u8> {
+    let lines = [
+        raw_line(
+            r#"{"type":"page_view","id":"pv-1","ts":"2026-11-25T19:55:17.120Z","page":{"url":"https://shop.example.com/a"}}"#,
+            1,
+        ),
+        raw_line(
+            r#"{"type":"page_view","id":"pv-2","test":true,"ts":"2026-11-25T19:55:17.120Z","page":{"url":"https://shop.example.com/"}}"#,
+            2,
+        ),
+        raw_line(r#"{"type":"newsletter_open","id":"nl-1"}"#, 3),
+        raw_line(
+            r#"{"type":"page_view","id":"pv-1","ts":"2026-11-25T19:55:17.120Z","page":{"url":"https://shop.example.com/a"}}"#,
+            4,
+        ),
+    ];
+    gzip(&lines.join(&b'\n'))
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    let mut v = e.finish().unwrap();
+    v.shrink_to_fit();
+    v
+}
+
+pub fn gunzip(data: &[u8]) -> String {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(data), &mut s).unwrap();
+    s
+}
+
+/// What the mocked S3 saw and holds.
+#[derive(Default)]
+pub struct S3World {
+    /// key → body of objects that exist (raw objects, descriptors put by an earlier run).
+    pub objects: Mutex<BTreeMap<String, (Vec<u8>, String)>>,
+    /// Keys and bodies written, in order.
+    pub puts: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Keys read, in order.
+    pub gets: Mutex<Vec<String>>,
+}
+
+impl S3World {
+    pub fn with(objects: &[(&str, Vec<u8>, &str)]) -> Arc<S3World> {
+        let w = S3World::default();
+        for (k, b, e) in objects {
+            w.objects
+                .lock()
+                .unwrap()
+                .insert((*k).to_owned(), (b.clone(), (*e).to_owned()));
+        }
+        Arc::new(w)
+    }
+
+    pub fn put_keys(&self) -> Vec<String> {
+        self.puts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub fn put_body(&self, key: &str) -> Option<Vec<u8>> {
+        self.puts
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Rules: GetObject answers from `objects` (NoSuchKey otherwise); PutObject records and
+    /// answers with an ETag.
+    pub fn rules(self: &Arc<Self>) -> Vec<Rule> {
+        let w = self.clone();
+        let get = mock!(aws_sdk_s3::Client::get_object).then_compute_response(move |req| {
+            let key = req.key().unwrap_or_default().to_owned();
+            w.gets.lock().unwrap().push(key.clone());
+            match w.objects.lock().unwrap().get(&key) {
+                Some((body, etag)) => aws_smithy_mocks::MockResponse::Output(
+                    GetObjectOutput::builder()
+                        .body(ByteStream::from(body.clone()))
+                        .e_tag(format!("\"{etag}\""))
+                        .build(),
+                ),
+                None => aws_smithy_mocks::MockResponse::Error(GetObjectError::NoSuchKey(
+                    aws_sdk_s3::types::error::NoSuchKey::builder()
+                        .message("The specified key does not exist.")
+                        .meta(
+                            aws_smithy_types::error::ErrorMetadata::builder()
+                                .code("NoSuchKey")
+                                .message("The specified key does not exist.")
+                                .build(),
+                        )
+                        .build(),
+                )),
+            }
+        });
+        let w = self.clone();
+        let put = mock!(aws_sdk_s3::Client::put_object).then_compute_output(move |req| {
+            let key = req.key().unwrap_or_default().to_owned();
+            let body = req.body().bytes().unwrap_or_default().to_vec();
+            w.puts.lock().unwrap().push((key, body));
+            PutObjectOutput::builder()
+                .e_tag("\"5d41402abc4b2a76b9719d911017c592\"")
+                .build()
+        });
+        vec![get, put]
+    }
+}
+
+/// One recorded BatchExecuteStatement call.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub sqls: Vec<String>,
+    pub client_token: Option<String>,
+}
+
+/// One recorded ExecuteStatement call: SQL and parameters (name, value).
+pub type Execute = (String, Vec<(String, String)>);
+
+/// What the mocked Data API saw, and how it answers.
+pub struct DataApi {
+    /// raw keys the ledger already has (answer of the look-up query).
+    pub ledger: Vec<String>,
+    /// Statuses the load statement goes through on successive DescribeStatement calls (the last
+    /// repeats).
+    pub load_statuses: Vec<StatusString>,
+    /// Error text when the load FAILS.
+    pub load_error: Option<String>,
+    /// created_at of the load statement.
+    pub load_created_at: SystemTime,
+    /// Id returned per client token (the Data API's idempotency).
+    pub ids: Mutex<BTreeMap<String, String>>,
+    pub batches: Mutex<Vec<Batch>>,
+    pub executes: Mutex<Vec<Execute>>,
+    pub describes: Mutex<Vec<String>>,
+}
+
+impl DataApi {
+    pub fn new(ledger: &[&str], load_statuses: Vec<StatusString>) -> Arc<DataApi> {
+        Arc::new(DataApi {
+            ledger: ledger.iter().map(|s| s.to_string()).collect(),
+            load_statuses,
+            load_error: None,
+            load_created_at: SystemTime::now(),
+            ids: Mutex::new(BTreeMap::new()),
+            batches: Mutex::new(Vec::new()),
+            executes: Mutex::new(Vec::new()),
+            describes: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn batches(&self) -> Vec<Batch> {
+        self.batches.lock().unwrap().clone()
+    }
+
+    pub fn load_describes(&self) -> usize {
+        self.describes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| id.starts_with("load-"))
+            .count()
+    }
+
+    pub fn rules(self: &Arc<Self>) -> Vec<Rule> {
+        let d = self.clone();
+        let execute = mock!(aws_sdk_redshiftdata::Client::execute_statement).then_compute_output(
+            move |req| {
+                let mut ex = d.executes.lock().unwrap();
+                ex.push((
+                    req.sql().unwrap_or_default().to_owned(),
+                    req.parameters()
+                        .iter()
+                        .map(|p| (p.name().to_owned(), p.value().to_owned()))
+                        .collect(),
+                ));
+                ExecuteStatementOutput::builder()
+                    .id(format!("q-{}", ex.len()))
+                    .build()
+            },
+        );
+        let d = self.clone();
+        let batch = mock!(aws_sdk_redshiftdata::Client::batch_execute_statement)
+            .then_compute_output(move |req| {
+                let token = req.client_token().unwrap_or_default().to_owned();
+                d.batches.lock().unwrap().push(Batch {
+                    sqls: req.sqls().to_vec(),
+                    client_token: req.client_token().map(str::to_owned),
+                });
+                let mut ids = d.ids.lock().unwrap();
+                let n = ids.len() + 1;
+                let id = ids
+                    .entry(token)
+                    .or_insert_with(|| format!("load-{n}"))
+                    .clone();
+                BatchExecuteStatementOutput::builder().id(id).build()
+            });
+        let d = self.clone();
+        let describe = mock!(aws_sdk_redshiftdata::Client::describe_statement).then_compute_output(
+            move |req| {
+                let id = req.id().unwrap_or_default().to_owned();
+                let mut seen = d.describes.lock().unwrap();
+                seen.push(id.clone());
+                if id.starts_with("q-") {
+                    return DescribeStatementOutput::builder()
+                        .id(id)
+                        .status(StatusString::Finished)
+                        .has_result_set(true)
+                        .build()
+                        .unwrap();
+                }
+                let n = seen.iter().filter(|s| s.starts_with("load-")).count();
+                let status = d
+                    .load_statuses
+                    .get(n - 1)
+                    .or(d.load_statuses.last())
+                    .cloned()
+                    .unwrap_or(StatusString::Finished);
+                let mut b = DescribeStatementOutput::builder()
+                    .id(&id)
+                    .status(status.clone())
+                    .created_at(aws_smithy_types::DateTime::from(d.load_created_at))
+                    .duration(1_500_000_000)
+                    .has_result_set(false);
+                if status == StatusString::Failed {
+                    b = b.error(d.load_error.clone().unwrap_or_else(|| "ERROR: boom".into()));
+                }
+                // Sub-statements: the page_views INSERT (index 2) inserted 1 row.
+                for i in 0..7 {
+                    b = b.sub_statements(
+                        SubStatementData::builder()
+                            .id(format!("{id}:{}", i + 1))
+                            .result_rows(if i == 2 { 1 } else { 0 })
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                b.build().unwrap()
+            },
+        );
+        let d = self.clone();
+        let result = mock!(aws_sdk_redshiftdata::Client::get_statement_result).then_compute_output(
+            move |_req| {
+                let mut b = GetStatementResultOutput::builder().set_records(Some(Vec::new()));
+                for k in &d.ledger {
+                    b = b.records(vec![
+                        Field::StringValue(k.clone()),
+                        Field::StringValue("0123456789abcdef0123456789abcdef".into()),
+                    ]);
+                }
+                b.build().unwrap()
+            },
+        );
+        vec![execute, batch, describe, result]
+    }
+}
+
+pub fn clients(
+    s3: &Arc<S3World>,
+    api: &Arc<DataApi>,
+) -> (aws_sdk_s3::Client, aws_sdk_redshiftdata::Client) {
+    let s3_rules = s3.rules();
+    let api_rules = api.rules();
+    let s3c = aws_smithy_mocks::mock_client!(
+        aws_sdk_s3,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        s3_rules.iter()
+    );
+    let rsc = aws_smithy_mocks::mock_client!(
+        aws_sdk_redshiftdata,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        api_rules.iter()
+    );
+    (s3c, rsc)
+}
