@@ -280,7 +280,7 @@ fn to_integer(v: &Value, min: i64, max: i64) -> Result<i64, String> {
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 // Integral floats (e.g. `42.0`) carry no lost information; anything else would.
-                if f.fract() != 0.0 || !f.is_finite() || f < -9.2e18 || f > 9.2e18 {
+                if f.fract() != 0.0 || !(-9.2e18..=9.2e18).contains(&f) {
                     return Err(format!("{n} is not an integer"));
                 }
                 f as i64

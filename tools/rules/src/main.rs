@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! rules check [--file rules/rules.yaml]
-//! rules test FILE.ndjson [--file …] [--strict]
+//! rules test FILE.ndjson [--file …] [--strict] [--csv-dir DIR]
 //! rules ddl [--file …] [--schema public] [--existing columns.json]
 //! ```
 //!
@@ -13,6 +13,8 @@
 //!   input line: `{"line":n,"outcome":"row","table":…,"values":{…}}`,
 //!   `{"line":n,"outcome":"filtered","rule":…}` or
 //!   `{"line":n,"outcome":"rejected","code":…,"rule":…,"path":…,"message":…}`; stderr a summary.
+//!   `--csv-dir DIR` also writes the CSV the loader would `COPY` (`<table>.csv`,
+//!   `caudal_rejects.csv`).
 //! * `ddl` prints the statements for an empty schema, or with `--existing` (a JSON object
 //!   `{"table": [{"name":…,"data_type":…,"character_maximum_length":…}, …]}` as read from
 //!   `information_schema.columns` / `SVV_COLUMNS`) only the additive migration.
@@ -62,6 +64,10 @@ enum Command {
         /// Exit with status 3 when any line is rejected.
         #[arg(long)]
         strict: bool,
+        /// Also write the CSV the loader would COPY: `<table>.csv` per table and
+        /// `caudal_rejects.csv` (uncompressed; see `shared::rules::COPY_FORMAT_OPTIONS`).
+        #[arg(long)]
+        csv_dir: Option<PathBuf>,
     },
     /// Print CREATE TABLE / ALTER TABLE ADD COLUMN statements (Redshift dialect).
     Ddl {
@@ -121,8 +127,43 @@ fn check(file: &PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn test(input: &PathBuf, file: &PathBuf, strict: bool) -> Result<ExitCode> {
+/// CSV files per table (and for rejects), created on first use.
+struct CsvOut {
+    dir: PathBuf,
+    files: BTreeMap<String, std::io::BufWriter<std::fs::File>>,
+}
+
+impl CsvOut {
+    fn writer(&mut self, name: &str) -> Result<&mut std::io::BufWriter<std::fs::File>> {
+        if !self.files.contains_key(name) {
+            let path = self.dir.join(format!("{name}.csv"));
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            self.files
+                .insert(name.to_owned(), std::io::BufWriter::new(f));
+        }
+        self.files.get_mut(name).context("csv writer")
+    }
+}
+
+fn test(
+    input: &PathBuf,
+    file: &PathBuf,
+    strict: bool,
+    csv_dir: Option<&PathBuf>,
+) -> Result<ExitCode> {
     let rs = load(file)?;
+    let mut csv = match csv_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            Some(CsvOut {
+                dir: dir.clone(),
+                files: BTreeMap::new(),
+            })
+        }
+        None => None,
+    };
     let reader = std::io::BufReader::new(
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?,
     );
@@ -166,6 +207,9 @@ fn test(input: &PathBuf, file: &PathBuf, strict: bool) -> Result<ExitCode> {
         let record = match outcome {
             Outcome::Rows(rs_rows) => {
                 for row in &rs_rows {
+                    if let (Some(csv), Some(t)) = (csv.as_mut(), rs.tables().get(row.table)) {
+                        shared::rules::write_csv_row(csv.writer(t.name.as_str())?, row)?;
+                    }
                     let mut v = rs.row_json(row);
                     *rows
                         .entry(v["table"].as_str().unwrap_or("?").to_owned())
@@ -181,12 +225,26 @@ fn test(input: &PathBuf, file: &PathBuf, strict: bool) -> Result<ExitCode> {
                 json!({"line": n, "outcome": "filtered", "rule": rule})
             }
             Outcome::Rejected(r) => {
+                if let Some(csv) = csv.as_mut() {
+                    let raw_line = if is_raw_line(&line) {
+                        line.clone()
+                    } else {
+                        wrap_client_event(&line, n, loaded_at).unwrap_or_else(|_| line.clone())
+                    };
+                    let cells = rs.reject_cells(&r, &raw_line, &lineage);
+                    shared::rules::write_csv_cells(csv.writer("caudal_rejects")?, &cells)?;
+                }
                 *rejected.entry(r.code.clone()).or_default() += 1;
                 json!({"line": n, "outcome": "rejected", "code": r.code, "rule": r.rule, "path": r.path,
                        "message": r.message, "event_id": r.event_id, "event_type": r.event_type})
             }
         };
         writeln!(out, "{record}")?;
+    }
+    if let Some(csv) = csv.as_mut() {
+        for w in csv.files.values_mut() {
+            w.flush()?;
+        }
     }
     let fmt = |m: &BTreeMap<String, u64>| {
         let total: u64 = m.values().sum();
@@ -240,7 +298,8 @@ fn main() -> ExitCode {
             input,
             file,
             strict,
-        } => test(input, file, *strict),
+            csv_dir,
+        } => test(input, file, *strict, csv_dir.as_ref()),
         Command::Ddl {
             file,
             schema,

@@ -235,3 +235,39 @@ fn csv_of_sample_rows_round_trips() {
     }
     assert_eq!(n, 5);
 }
+
+#[test]
+fn test_writes_copy_ready_csv_per_table_and_for_rejects() {
+    let dir = std::env::temp_dir().join(format!("rules-cli-csv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = rules(&[
+        "test",
+        "rules/samples/events.ndjson",
+        "--csv-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |name: &str| -> Vec<csv::StringRecord> {
+        let f = std::fs::File::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(f)
+            .records()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let rejects = read("caudal_rejects.csv");
+    assert_eq!(rejects.len(), 4);
+    assert!(
+        rejects
+            .iter()
+            .all(|r| r.len() == shared::rules::REJECT_COLUMNS.len())
+    );
+    assert_eq!(&rejects[0][4], "schema");
+    let pv = read("page_views.csv");
+    assert_eq!(pv.len(), 1);
+    assert!(pv[0].iter().any(|f| f == shared::rules::NULL_MARKER));
+    for t in ["purchases", "signups", "searches", "unknown_events"] {
+        assert_eq!(read(&format!("{t}.csv")).len(), 1, "{t}");
+    }
+}

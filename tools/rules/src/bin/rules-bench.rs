@@ -25,7 +25,7 @@ fn event(i: u64) -> String {
             r#"{{"type":"page_view","id":"pv-{i}","ts":"{ts}","user_id":"user-{u}","session_id":"sess-{s}","page":{{"url":"https://shop.example.com/products/{i}?utm_source=news&ref=abc","title":"  Product {i} - Example Shop ","referrer":"https://www.google.com/search?q=shoes"}},"device":{{"mobile":{m}}}}}"#,
             u = i % 5000,
             s = i % 20000,
-            m = i % 3 == 0
+            m = i.is_multiple_of(3)
         ),
         55..=69 => format!(
             r#"{{"type":"purchase","id":"po-{i}","ts":"{ts}","order_id":"order-{i}","user_id":"user-{u}","email":" User{u}@Example.com ","currency":"eur","amount":{a}.{c:02},"coupon":"bf24","items":[{{"sku":"sku-{k}","qty":2,"price":10.5}},{{"sku":"sku-{k2}","qty":1}}]}}"#,
