@@ -113,6 +113,7 @@ pub struct State {
     kinesis: aws_sdk_kinesis::Client,
     retry: RetryPolicy,
     rules: Option<Arc<RuleSet>>,
+    metrics: bool,
 }
 
 impl State {
@@ -135,12 +136,20 @@ impl State {
             kinesis,
             retry: RetryPolicy::default(),
             rules,
+            metrics: true,
         })
     }
 
     /// Replace the retry policy (tests use short backoffs).
     pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Switch the per-request EMF line on stdout on or off (on by default; tests keep their
+    /// output quiet).
+    pub fn with_metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
         self
     }
 
@@ -291,7 +300,9 @@ async fn ingest(
         Ok(p) => p,
         Err(e) => {
             log_body_error(&e, &meta.request_id);
-            emit_metrics(&meta.request_id, e.status(), [0, 0, 0], 0, started);
+            if state.metrics {
+                emit_metrics(&meta.request_id, e.status(), [0, 0, 0], 0, started);
+            }
             return error_response(e.status(), e.code(), &e.to_string(), &meta.request_id);
         }
     };
@@ -314,13 +325,15 @@ async fn ingest(
     let receipt = Receipt::build(&meta.request_id, &slots, &outcome.results);
     let status = receipt.status();
     log_outcome(&receipt, &outcome, status, started);
-    emit_metrics(
-        &meta.request_id,
-        status,
-        [receipt.accepted, receipt.rejected, receipt.retry],
-        outcome.calls,
-        started,
-    );
+    if state.metrics {
+        emit_metrics(
+            &meta.request_id,
+            status,
+            [receipt.accepted, receipt.rejected, receipt.retry],
+            outcome.calls,
+            started,
+        );
+    }
     let body = serde_json::to_value(&receipt).unwrap_or(Value::Null);
     let mut resp = json_response(status, &body);
     if status == 503 {

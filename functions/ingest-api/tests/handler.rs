@@ -1,0 +1,650 @@
+//! Handler tests: Lambda-shaped events from `events/ingest-api-*.json` go through
+//! [`ingest_api::invoke`] exactly as the runtime would deliver them; Kinesis is mocked with
+//! aws-smithy-mocks (success, partial failures, throttling, 5xx, permanent errors).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::operation::put_records::{PutRecordsInput, PutRecordsOutput};
+use aws_sdk_kinesis::types::PutRecordsResultEntry;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use base64::Engine;
+use ingest_api::{Config, State, invoke};
+use lambda_http::Context;
+use serde_json::{Value, json};
+use shared::config::Env;
+use shared::envelope::Envelope;
+use shared::retry::RetryPolicy;
+
+const STREAM: &str = "caudal-events-test";
+
+fn event(case: &str) -> Value {
+    let path = format!(
+        "{}/../../events/ingest-api-{case}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The body the event file carries, decoded as API Gateway would hand it over.
+fn event_body(ev: &Value) -> Vec<u8> {
+    let body = ev["body"].as_str().unwrap();
+    if ev["isBase64Encoded"].as_bool() == Some(true) {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    } else {
+        body.as_bytes().to_vec()
+    }
+}
+
+fn config(extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = [("STREAM_NAME", STREAM)]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.entry("RUST_LOG".into())
+        .or_insert_with(|| "off".into());
+    Config::from_env(&Env::from_map(vars)).unwrap()
+}
+
+fn fast_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    }
+}
+
+fn state(config: Config, mode: RuleMode, rules: &[&Rule]) -> State {
+    let client = mock_client!(aws_sdk_kinesis, mode, rules, |c| c
+        .retry_config(RetryConfig::disabled()));
+    State::new(config, client)
+        .unwrap()
+        .with_retry_policy(fast_policy())
+        .with_metrics(std::env::var_os("TEST_LOG").is_some())
+}
+
+fn ok_entry(i: usize) -> PutRecordsResultEntry {
+    PutRecordsResultEntry::builder()
+        .shard_id("shardId-000000000000")
+        .sequence_number(format!(
+            "49590338271490256608559692538361571095921575989136{i:06}"
+        ))
+        .build()
+}
+
+fn err_entry(code: &str) -> PutRecordsResultEntry {
+    PutRecordsResultEntry::builder()
+        .error_code(code)
+        .error_message("Rate exceeded for shard shardId-000000000000")
+        .build()
+}
+
+fn output(entries: Vec<PutRecordsResultEntry>) -> PutRecordsOutput {
+    let failed = entries.iter().filter(|e| e.error_code().is_some()).count();
+    PutRecordsOutput::builder()
+        .failed_record_count(i32::try_from(failed).unwrap())
+        .set_records(Some(entries))
+        .build()
+        .unwrap()
+}
+
+fn all_ok(req: &PutRecordsInput) -> PutRecordsOutput {
+    output((0..req.records().len()).map(ok_entry).collect())
+}
+
+/// A rule that accepts everything and records each request's records (partition key, data).
+fn recording_ok() -> (Rule, Arc<Mutex<Vec<Vec<(String, Vec<u8>)>>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let rule = mock!(aws_sdk_kinesis::Client::put_records)
+        .match_requests(move |req| {
+            assert_eq!(req.stream_name(), Some(STREAM));
+            s.lock().unwrap().push(
+                req.records()
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.partition_key().unwrap_or_default().to_owned(),
+                            r.data().as_ref().to_vec(),
+                        )
+                    })
+                    .collect(),
+            );
+            true
+        })
+        .then_compute_output(all_ok);
+    (rule, seen)
+}
+
+struct Reply {
+    status: u16,
+    headers: Value,
+    body: Value,
+}
+
+async fn call(state: &State, ev: Value) -> Reply {
+    let out = invoke(state, ev, Context::default()).await.unwrap();
+    let body = out["body"].as_str().unwrap_or("null");
+    Reply {
+        status: u16::try_from(out["statusCode"].as_u64().unwrap()).unwrap(),
+        headers: out["headers"].clone(),
+        body: serde_json::from_str(body).unwrap(),
+    }
+}
+
+fn statuses(body: &Value) -> Vec<(u64, String)> {
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn v2_single_event_is_written_verbatim_with_metadata() {
+    let (rule, seen) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    let ev = event("v2-single");
+    let r = call(&st, ev.clone()).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(
+        r.body,
+        json!({"request_id": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "accepted": 1, "rejected": 0,
+               "retry": 0, "results": [{"index": 0, "status": "accepted", "id": "pv-0001"}]})
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let (pk, data) = &seen[0][0];
+    assert_eq!(pk, "pv-0001");
+    let env = Envelope::parse(data).unwrap();
+    assert_eq!(&*env.event_bytes(), event_body(&ev).as_slice());
+    assert_eq!(env.id, "pv-0001");
+    assert_eq!(env.event_type, "page_view");
+    assert_eq!(
+        env.principal.as_deref(),
+        Some("arn:aws:iam::123456789012:user/shop-backend")
+    );
+    assert_eq!(env.source_ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(env.stage.as_deref(), Some("$default"));
+    assert_eq!(
+        env.user_agent.as_deref(),
+        Some("shop-web/4.2 (+https://shop.example.com)")
+    );
+    assert_eq!(
+        env.request_id.as_deref(),
+        Some("c6af9ac6-7b61-11e6-9a41-93e8deadbeef")
+    );
+    assert!(env.received_at.is_some());
+}
+
+#[tokio::test]
+async fn v2_batch_uses_jwt_sub_and_the_partition_key_field() {
+    let (rule, seen) = recording_ok();
+    let st = state(
+        config(&[("PARTITION_KEY_FIELD", "user_id")]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        (r.body["accepted"].as_u64(), r.body["retry"].as_u64()),
+        (Some(4), Some(0))
+    );
+    let ids: Vec<&str> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["pv-0001", "po-0001", "su-0001", "se-0001"]);
+    let seen = seen.lock().unwrap();
+    let keys: Vec<&str> = seen[0].iter().map(|(k, _)| k.as_str()).collect();
+    // The search event has no user_id: it falls back to its id.
+    assert_eq!(keys, ["u-42", "u-42", "u-77", "se-0001"]);
+    for (_, data) in &seen[0] {
+        assert_eq!(
+            Envelope::parse(data).unwrap().principal.as_deref(),
+            Some("user-7f3c2a")
+        );
+    }
+}
+
+#[tokio::test]
+async fn envelope_ndjson_and_gzip_forms() {
+    let (rule, seen) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+
+    let r = call(&st, event("v2-envelope")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        statuses(&r.body),
+        [(0, "accepted".into()), (1, "accepted".into())]
+    );
+
+    let r = call(&st, event("v2-ndjson")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // Line 1 is blank: not an event, indexes are line numbers.
+    assert_eq!(
+        statuses(&r.body),
+        [
+            (0, "accepted".into()),
+            (2, "accepted".into()),
+            (3, "accepted".into())
+        ]
+    );
+
+    let gz = event("v2-gzip");
+    let r = call(&st, gz.clone()).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 2);
+    let seen = seen.lock().unwrap();
+    let last = seen.last().unwrap();
+    let packed = event_body(&gz);
+    let inflated = flate2::read::GzDecoder::new(packed.as_slice());
+    let text = std::io::read_to_string(inflated).unwrap();
+    let first_line = text.lines().next().unwrap();
+    assert_eq!(
+        &*Envelope::parse(&last[0].1).unwrap().event_bytes(),
+        first_line.as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn invalid_items_are_rejected_and_the_rest_accepted() {
+    let (rule, seen) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    let r = call(&st, event("v2-invalid")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        (
+            r.body["accepted"].as_u64(),
+            r.body["rejected"].as_u64(),
+            r.body["retry"].as_u64()
+        ),
+        (Some(2), Some(5), Some(0))
+    );
+    let codes: Vec<Option<&str>> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            Some("invalid_type"),
+            Some("missing_type"),
+            Some("not_an_object"),
+            Some("duplicate_key"),
+            Some("invalid_ts"),
+            None
+        ]
+    );
+    for item in r.body["results"].as_array().unwrap() {
+        if item["status"] == "rejected" {
+            assert!(!item["reason"].as_str().unwrap().is_empty());
+            assert!(item.get("id").is_none());
+        }
+    }
+    assert_eq!(seen.lock().unwrap()[0].len(), 2);
+}
+
+#[tokio::test]
+async fn every_item_rejected_is_422_without_a_kinesis_call() {
+    let (rule, _) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    let mut ev = event("v2-batch");
+    ev["body"] = json!(r#"[{"type":"Bad"},{"id":"x"}]"#);
+    let r = call(&st, ev).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["rejected"], 2);
+    assert_eq!(rule.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn body_errors_are_json_with_stable_codes() {
+    let (rule, _) = recording_ok();
+    let st = state(
+        config(&[("MAX_BODY_BYTES", "2048")]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+
+    let r = call(&st, event("v2-unparseable")).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    assert!(r.body["message"].as_str().unwrap().contains("line 1"));
+
+    let mut ev = event("v2-single");
+    ev["headers"]["content-type"] = json!("text/plain");
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+
+    let mut ev = event("v2-single");
+    ev["headers"]["content-encoding"] = json!("br");
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (415, Some("unsupported_content_encoding"))
+    );
+
+    let mut ev = event("v2-single");
+    ev["body"] = json!(format!(r#"{{"type":"a","p":"{}"}}"#, "x".repeat(2048)));
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+
+    // A gzip bomb: 64 MiB of zeros in ~64 KiB, refused at the 2 KiB cap.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    let mut ev = event("v2-gzip");
+    ev["body"] = json!(base64::engine::general_purpose::STANDARD.encode(bomb));
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (413, Some("body_too_large"))
+    );
+
+    let mut ev = event("v2-single");
+    ev["body"] = json!("[]");
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("no_events"))
+    );
+
+    assert_eq!(rule.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn routes_health_404_and_405() {
+    let (rule, _) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+
+    let r = call(&st, event("v2-health")).await;
+    assert_eq!((r.status, &r.body), (200, &json!({"status": "ok"})));
+
+    let mut ev = event("v2-health");
+    ev["rawPath"] = json!("/v1/nope");
+    ev["requestContext"]["http"]["path"] = json!("/v1/nope");
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    let mut ev = event("v2-single");
+    ev["requestContext"]["http"]["method"] = json!("PUT");
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert_eq!(r.headers["allow"], "POST");
+
+    // A named HTTP API stage prefixes rawPath with the stage.
+    let mut ev = event("v2-health");
+    ev["rawPath"] = json!("/live/v1/health");
+    ev["requestContext"]["stage"] = json!("live");
+    assert_eq!(call(&st, ev).await.status, 200);
+
+    assert_eq!(rule.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn rest_api_v1_events() {
+    let (rule, seen) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    let out = invoke(&st, event("v1-single"), Context::default())
+        .await
+        .unwrap();
+    // REST API response shape.
+    assert_eq!(out["statusCode"], 202);
+    assert_eq!(out["isBase64Encoded"], false);
+    assert!(out.get("multiValueHeaders").is_some());
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["request_id"], "5b4a1f0e-2c3d-4e5f-8a9b-0c1d2e3f4a5b");
+    assert_eq!(body["results"][0]["id"], "su-0001");
+
+    let r = call(&st, event("v1-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 2);
+
+    let seen = seen.lock().unwrap();
+    let env = Envelope::parse(&seen[0][0].1).unwrap();
+    assert_eq!(env.principal.as_deref(), Some("user-7f3c2a"));
+    assert_eq!(env.source_ip.as_deref(), Some("198.51.100.23"));
+    assert_eq!(env.stage.as_deref(), Some("prod"));
+    assert_eq!(
+        env.user_agent.as_deref(),
+        Some("shop-android/3.1.0 (Pixel 8; Android 15)")
+    );
+}
+
+#[tokio::test]
+async fn partial_failure_resends_only_failed_records_then_succeeds() {
+    let first = mock!(aws_sdk_kinesis::Client::put_records)
+        .match_requests(|req| req.records().len() == 4)
+        .then_output(|| {
+            output(vec![
+                ok_entry(0),
+                err_entry("ProvisionedThroughputExceededException"),
+                ok_entry(2),
+                err_entry("InternalFailure"),
+            ])
+        });
+    let second = mock!(aws_sdk_kinesis::Client::put_records)
+        .match_requests(|req| {
+            let keys: Vec<&str> = req
+                .records()
+                .iter()
+                .map(|r| r.partition_key().unwrap_or_default())
+                .collect();
+            keys == ["po-0001", "se-0001"]
+        })
+        .then_compute_output(all_ok);
+    let st = state(config(&[]), RuleMode::Sequential, &[&first, &second]);
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 4);
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn persistent_throttling_gives_retry_receipts_and_503() {
+    // pv-0001 is written on the first call; every other record is throttled on every call.
+    let throttled = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
+        output(
+            req.records()
+                .iter()
+                .map(|r| {
+                    if r.partition_key() == Some("pv-0001") {
+                        ok_entry(0)
+                    } else {
+                        err_entry("ProvisionedThroughputExceededException")
+                    }
+                })
+                .collect(),
+        )
+    });
+    let st = state(config(&[]), RuleMode::MatchAny, &[&throttled]);
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.headers["retry-after"], "1");
+    // The first record of the first attempt got through; the others never did.
+    assert_eq!(
+        statuses(&r.body),
+        [
+            (0, "accepted".into()),
+            (1, "retry".into()),
+            (2, "retry".into()),
+            (3, "retry".into())
+        ]
+    );
+    assert_eq!(r.body["results"][3]["id"], "se-0001");
+    assert_eq!(throttled.num_calls(), 4, "max_attempts calls, then give up");
+}
+
+#[tokio::test]
+async fn kinesis_500s_are_retried() {
+    let flaky = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(500, Some(r#"{"__type":"InternalFailure"}"#.into()))
+        .times(2)
+        .build();
+    let then_ok = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(all_ok);
+    let st = state(config(&[]), RuleMode::Sequential, &[&flaky, &then_ok]);
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!((flaky.num_calls(), then_ok.num_calls()), (2, 1));
+
+    let down = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(503, None)
+        .repeatedly()
+        .build();
+    let st = state(config(&[]), RuleMode::Sequential, &[&down]);
+    let r = call(&st, event("v2-single")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["retry"], 1);
+    assert_eq!(r.body["results"][0]["id"], "pv-0001");
+    assert_eq!(down.num_calls(), 4);
+}
+
+#[tokio::test]
+async fn whole_call_throttling_is_retried_and_permanent_errors_are_not() {
+    let throttled = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(
+            400,
+            Some(
+                r#"{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded"}"#
+                    .into(),
+            ),
+        )
+        .build();
+    let then_ok = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(all_ok);
+    let st = state(config(&[]), RuleMode::Sequential, &[&throttled, &then_ok]);
+    assert_eq!(call(&st, event("v2-single")).await.status, 202);
+    assert_eq!((throttled.num_calls(), then_ok.num_calls()), (1, 1));
+
+    let missing = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(
+            400,
+            Some(
+                r#"{"__type":"ResourceNotFoundException","message":"Stream caudal-events-test under account 123456789012 not found."}"#
+                    .into(),
+            ),
+        )
+        .repeatedly()
+        .build();
+    let st = state(config(&[]), RuleMode::Sequential, &[&missing]);
+    let r = call(&st, event("v2-single")).await;
+    // Not the client's fault and not stored: retry later; the details stay in the logs.
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["results"][0]["status"], "retry");
+    assert!(!r.body.to_string().contains("ResourceNotFound"));
+    assert_eq!(missing.num_calls(), 1, "permanent errors are not retried");
+}
+
+#[tokio::test]
+async fn schema_validation_rejects_events_against_the_rules_schemas() {
+    let (rule, seen) = recording_ok();
+    let st = state(
+        config(&[("SCHEMA_VALIDATION", "on")]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+    let mut ev = event("v2-batch");
+    let good = r#"{"type":"purchase","id":"po-0001","ts":"2026-11-25T19:58:03Z","order_id":"A-1001","user_id":"u-42","currency":"eur","amount":129.9}"#;
+    let bad = r#"{"type":"purchase","id":"po-bad","ts":"2026-11-25T19:58:03Z","order_id":"A-1002","currency":"EURO","amount":-5}"#;
+    ev["body"] = json!(format!("[{good},{bad}]"));
+    let r = call(&st, ev).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["results"][0]["status"], "accepted");
+    assert_eq!(r.body["results"][1]["code"], "schema_violation");
+    assert_eq!(seen.lock().unwrap()[0].len(), 1);
+
+    // Off by default: the same body is accepted whole.
+    let (rule, _) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    let mut ev = event("v2-batch");
+    ev["body"] = json!(format!("[{good},{bad}]"));
+    assert_eq!(call(&st, ev).await.body["accepted"], 2);
+}
+
+#[test]
+fn config_from_env() {
+    let c = config(&[]);
+    assert_eq!(c.stream_name, STREAM);
+    assert_eq!(c.partition_key_field, None);
+    assert_eq!(c.put_deadline, Duration::from_millis(8000));
+    assert!(!c.schema_validation);
+    let env = |pairs: &[(&str, &str)]| {
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    };
+    let err = Config::from_env(&env(&[])).unwrap_err();
+    assert!(err.to_string().contains("STREAM_NAME"), "{err}");
+    for (k, v) in [
+        ("SCHEMA_VALIDATION", "maybe"),
+        ("PUT_DEADLINE_MS", "0"),
+        ("PUT_DEADLINE_MS", "30000"),
+        ("MAX_EVENTS", "-1"),
+    ] {
+        let err = Config::from_env(&env(&[("STREAM_NAME", "s"), (k, v)])).unwrap_err();
+        assert!(err.to_string().contains(k), "{err}");
+    }
+}
+
+#[test]
+fn put_deadline_respects_the_lambda_deadline() {
+    let now = tokio::time::Instant::now();
+    let budget = Duration::from_secs(8);
+    // Unknown Lambda deadline: the budget.
+    let d = ingest_api::put_deadline(budget, 0);
+    assert!(d >= now + budget && d <= now + budget + Duration::from_millis(100));
+    // Lambda deadline in 3 s: 3 s minus the safety margin.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let d = ingest_api::put_deadline(budget, now_ms + 3000);
+    assert!(d <= now + Duration::from_millis(2100), "{:?}", d - now);
+    assert!(d >= now + Duration::from_millis(1800), "{:?}", d - now);
+    // Already past: no time at all.
+    assert!(
+        ingest_api::put_deadline(budget, now_ms.saturating_sub(10)) <= tokio::time::Instant::now()
+    );
+}
