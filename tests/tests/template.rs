@@ -1,0 +1,906 @@
+//! The SAM template as a contract.
+//!
+//! `template.yaml` is what users deploy and what the local stack reads, so these tests hold it to
+//! the rest of the repository:
+//!
+//! - every `AWS::Serverless::Function` is built from a workspace crate under `functions/` (a
+//!   `src/main.rs` for the wiring and a `src/lib.rs` for the handler);
+//! - the environment variables the template sets for a function are exactly the ones its config
+//!   reads (both directions) and include everything `docs/CONTRACTS.md` §5 lists for it;
+//! - every `events/<function>-<case>.json` parses into the event type the template wires to that
+//!   function, and is used by at least one test;
+//! - the failure semantics `AWS-LIMITS.md` insists on (bounded Kinesis retries, bisecting, partial
+//!   batch responses, an on-failure destination, a DLQ behind the loader queue, the `raw/`
+//!   notification) are really in the template.
+//!
+//! The YAML uses CloudFormation short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`): `serde_yaml_ng`
+//! keeps them as tagged values, which [`untag`] looks through where only the shape matters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::SqsEvent;
+use regex::Regex;
+use serde_yaml_ng::Value;
+
+/// Variables a function may read without the template setting them, with the reason. Lambda's
+/// own reserved variables (`AWS_*`, `_X_AMZN_*`, `LAMBDA_*`, `_HANDLER`) are always allowed.
+const READ_BUT_NOT_SET: &[(&str, &str, &str)] = &[
+    // (function, variable, why)
+];
+
+/// Event files that are deliberately NOT valid for the strict `aws_lambda_events` type, with the
+/// reason. Lambda never delivers them; they exist to prove a function survives malformed input.
+/// The test checks they really are rejected by the strict type, so this list cannot go stale.
+const DELIBERATELY_MALFORMED: &[(&str, &str)] = &[(
+    "raw-writer-bad-base64.json",
+    "record data that is not base64: raw-writer reads events with its own lenient type and \
+     archives such records under raw-invalid/ instead of failing the batch",
+)];
+
+/// Upper-case string literals that are not variable names even in call position.
+const NOT_ENV_VARS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// The value under any number of CloudFormation tags.
+fn untag(v: &Value) -> &Value {
+    match v {
+        Value::Tagged(t) => untag(&t.value),
+        other => other,
+    }
+}
+
+/// `v[key]` for a mapping with string keys, looking through tags.
+fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match untag(v) {
+        Value::Mapping(m) => m.get(key),
+        _ => None,
+    }
+}
+
+fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    get(v, key).and_then(|x| untag(x).as_str())
+}
+
+/// The tag name of a tagged value (`Ref`, `GetAtt`, ...), if any.
+fn tag_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Tagged(t) => Some(t.tag.to_string().trim_start_matches('!').to_owned()),
+        _ => None,
+    }
+}
+
+/// Logical IDs referenced by `!Ref X`, `!GetAtt X.Attr` / `{Fn::GetAtt: [X, Attr]}`, `{Ref: X}`.
+fn referenced_id(v: &Value) -> Option<String> {
+    if let Some(tag) = tag_of(v) {
+        let inner = untag(v);
+        return match tag.as_str() {
+            "Ref" => inner.as_str().map(str::to_owned),
+            "GetAtt" => match inner {
+                Value::String(s) => s.split('.').next().map(str::to_owned),
+                Value::Sequence(seq) => seq.first().and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            },
+            _ => None,
+        };
+    }
+    if let Some(r) = get_str(v, "Ref") {
+        return Some(r.to_owned());
+    }
+    match get(v, "Fn::GetAtt").map(untag) {
+        Some(Value::Sequence(seq)) => seq.first().and_then(Value::as_str).map(str::to_owned),
+        Some(Value::String(s)) => s.split('.').next().map(str::to_owned),
+        _ => None,
+    }
+}
+
+struct Template {
+    doc: Value,
+}
+
+impl Template {
+    fn load() -> Self {
+        let path = repo_root().join("template.yaml");
+        let doc: Value = serde_yaml_ng::from_str(&read(&path))
+            .unwrap_or_else(|e| panic!("template.yaml is not valid YAML: {e}"));
+        Self { doc }
+    }
+
+    fn resources(&self) -> BTreeMap<String, &Value> {
+        match get(&self.doc, "Resources").map(untag) {
+            Some(Value::Mapping(m)) => m
+                .iter()
+                .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), v)))
+                .collect(),
+            _ => panic!("template.yaml has no Resources mapping"),
+        }
+    }
+
+    fn resource(&self, id: &str) -> &Value {
+        self.resources()
+            .get(id)
+            .copied()
+            .unwrap_or_else(|| panic!("template.yaml has no resource {id}"))
+    }
+
+    fn properties<'a>(&'a self, id: &str) -> &'a Value {
+        get(self.resource(id), "Properties")
+            .unwrap_or_else(|| panic!("resource {id} has no Properties"))
+    }
+
+    fn type_of(&self, id: &str) -> &str {
+        get_str(self.resource(id), "Type").unwrap_or_else(|| panic!("resource {id} has no Type"))
+    }
+
+    /// `(logical id, binary/package name)` of every SAM function.
+    fn functions(&self) -> Vec<(String, String)> {
+        self.resources()
+            .into_iter()
+            .filter(|(_, r)| get_str(r, "Type") == Some("AWS::Serverless::Function"))
+            .map(|(id, r)| {
+                let binary = get(r, "Metadata")
+                    .and_then(|m| get(m, "BuildProperties"))
+                    .and_then(|b| get_str(b, "Binary"))
+                    .unwrap_or_else(|| panic!("{id}: Metadata.BuildProperties.Binary is missing"));
+                (id, binary.to_owned())
+            })
+            .collect()
+    }
+
+    /// Names of the environment variables set for a function: Globals plus its own.
+    fn env_vars(&self, function_id: &str) -> BTreeSet<String> {
+        let globals = get(&self.doc, "Globals")
+            .and_then(|g| get(g, "Function"))
+            .and_then(|f| get(f, "Environment"))
+            .and_then(|e| get(e, "Variables"));
+        let own =
+            get(self.properties(function_id), "Environment").and_then(|e| get(e, "Variables"));
+        [globals, own]
+            .into_iter()
+            .flatten()
+            .filter_map(|vars| match untag(vars) {
+                Value::Mapping(m) => Some(m),
+                _ => None,
+            })
+            .flat_map(|m| m.keys().filter_map(Value::as_str).map(str::to_owned))
+            .collect()
+    }
+
+    /// Event source types (`Kinesis`, `SQS`, ...) of a function's `Events`, plus `HttpApi` when an
+    /// `AWS::ApiGatewayV2::Integration` targets it.
+    fn event_kinds(&self, function_id: &str) -> BTreeSet<String> {
+        let mut kinds: BTreeSet<String> =
+            match get(self.properties(function_id), "Events").map(untag) {
+                Some(Value::Mapping(m)) => m
+                    .values()
+                    .filter_map(|e| get_str(e, "Type"))
+                    .map(str::to_owned)
+                    .collect(),
+                _ => BTreeSet::new(),
+            };
+        for (_, r) in self.resources() {
+            if get_str(r, "Type") == Some("AWS::ApiGatewayV2::Integration")
+                && get(r, "Properties")
+                    .and_then(|p| get(p, "IntegrationUri"))
+                    .and_then(referenced_id)
+                    .as_deref()
+                    == Some(function_id)
+            {
+                kinds.insert("HttpApi".to_owned());
+            }
+        }
+        kinds
+    }
+}
+
+/// All `.rs` files under `dir`, skipping build output and VCS directories.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if path.is_dir() {
+                if !matches!(
+                    name.as_ref(),
+                    "target" | ".git" | ".aws-sam" | "node_modules" | ".local"
+                ) {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A crate's non-test source: everything under `src/`, each file cut at its first
+/// `#[cfg(test)]` (tests build config maps with literal names that nobody reads from the env).
+fn crate_source(crate_dir: &Path) -> String {
+    rust_files(&crate_dir.join("src"))
+        .iter()
+        .map(|p| {
+            let text = read(p);
+            match text.find("#[cfg(test)]") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn is_lambda_reserved(name: &str) -> bool {
+    name.starts_with("AWS_")
+        || name.starts_with("_X_AMZN")
+        || name.starts_with("LAMBDA_")
+        || name == "_HANDLER"
+}
+
+/// Upper-case literals passed as the first argument of a call (`env.required("X")`,
+/// `std::env::var("X")`, `parse_or("X", ..)`): the variables a crate's config reads.
+fn env_names_read(source: &str) -> BTreeSet<String> {
+    let call =
+        Regex::new(r#"[A-Za-z_][A-Za-z0-9_]*\(\s*&?"([A-Z][A-Z0-9_]{2,})""#).expect("static regex");
+    call.captures_iter(source)
+        .map(|c| c[1].to_owned())
+        .filter(|n| !NOT_ENV_VARS.contains(&n.as_str()))
+        .collect()
+}
+
+/// `docs/CONTRACTS.md` §5: function package -> variables it must be given.
+fn contract_env_vars(functions: &[String]) -> BTreeMap<String, BTreeSet<String>> {
+    let text = read(&repo_root().join("docs/CONTRACTS.md"));
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("5.") || s.to_lowercase().starts_with("environment variables"))
+        .expect("docs/CONTRACTS.md has an environment variables section");
+    let name = Regex::new(r"`([A-Z][A-Z0-9_]+)`").expect("static regex");
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (Some(owner), Some(vars)) = (cells.get(1), cells.get(2)) else {
+            continue;
+        };
+        let owners: Vec<String> = if *owner == "all" {
+            functions.to_vec()
+        } else if functions.iter().any(|f| f == owner) {
+            vec![(*owner).to_owned()]
+        } else {
+            continue; // header and separator rows
+        };
+        for cap in name.captures_iter(vars) {
+            for o in &owners {
+                out.entry(o.clone()).or_default().insert(cap[1].to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn template_declares_the_contract_resources() {
+    let t = Template::load();
+    let expected = [
+        ("HttpApi", "AWS::ApiGatewayV2::Api"),
+        ("IngestApiFunction", "AWS::Serverless::Function"),
+        ("RawWriterFunction", "AWS::Serverless::Function"),
+        ("RulesLoaderFunction", "AWS::Serverless::Function"),
+        ("EventStream", "AWS::Kinesis::Stream"),
+        ("RawBucket", "AWS::S3::Bucket"),
+        ("StagingBucket", "AWS::S3::Bucket"),
+        ("LakeBucket", "AWS::S3::Bucket"),
+        ("LakeDeliveryStream", "AWS::KinesisFirehose::DeliveryStream"),
+        ("LoaderQueue", "AWS::SQS::Queue"),
+        ("LoaderDeadLetterQueue", "AWS::SQS::Queue"),
+        ("RawWriterFailureQueue", "AWS::SQS::Queue"),
+        ("AlarmTopic", "AWS::SNS::Topic"),
+        ("Dashboard", "AWS::CloudWatch::Dashboard"),
+        ("CopyRole", "AWS::IAM::Role"),
+    ];
+    for (id, ty) in expected {
+        assert_eq!(t.type_of(id), ty, "resource {id}");
+    }
+
+    let globals = get(&t.doc, "Globals")
+        .and_then(|g| get(g, "Function"))
+        .expect("Globals.Function");
+    assert_eq!(get_str(globals, "Runtime"), Some("provided.al2023"));
+    assert_eq!(get_str(globals, "Handler"), Some("bootstrap"));
+    assert_eq!(get_str(globals, "Tracing"), Some("Active"));
+    let arch = get(globals, "Architectures")
+        .and_then(|a| untag(a).as_sequence())
+        .expect("Architectures");
+    assert_eq!(
+        arch.iter().filter_map(Value::as_str).collect::<Vec<_>>(),
+        ["arm64"]
+    );
+    assert_eq!(
+        get(globals, "LoggingConfig").and_then(|l| get_str(l, "LogFormat")),
+        Some("JSON")
+    );
+
+    // API routes the ingest function serves.
+    let routes: BTreeSet<String> = t
+        .resources()
+        .into_iter()
+        .filter(|(_, r)| get_str(r, "Type") == Some("AWS::ApiGatewayV2::Route"))
+        .filter_map(|(_, r)| {
+            get(r, "Properties")
+                .and_then(|p| get_str(p, "RouteKey"))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(routes.contains("POST /v1/events"), "{routes:?}");
+    assert!(routes.contains("GET /v1/health"), "{routes:?}");
+}
+
+#[test]
+fn failure_semantics_are_bounded() {
+    let t = Template::load();
+
+    // Kinesis -> raw-writer: never the retry-forever defaults (AWS-LIMITS.md).
+    let events =
+        get(t.properties("RawWriterFunction"), "Events").expect("RawWriterFunction.Events");
+    let kinesis = match untag(events) {
+        Value::Mapping(m) => m.values().find(|e| get_str(e, "Type") == Some("Kinesis")),
+        _ => None,
+    }
+    .and_then(|e| get(e, "Properties"))
+    .expect("raw-writer has a Kinesis event source");
+    assert_eq!(
+        get(kinesis, "Stream").and_then(referenced_id).as_deref(),
+        Some("EventStream")
+    );
+    for key in [
+        "MaximumRetryAttempts",
+        "MaximumRecordAgeInSeconds",
+        "BatchSize",
+        "ParallelizationFactor",
+    ] {
+        let v = get(kinesis, key).unwrap_or_else(|| panic!("Kinesis source sets {key}"));
+        assert_ne!(untag(v).as_i64(), Some(-1), "{key} must be bounded");
+    }
+    assert_eq!(
+        get(kinesis, "BisectBatchOnFunctionError").and_then(|v| untag(v).as_bool()),
+        Some(true)
+    );
+    let types = get(kinesis, "FunctionResponseTypes")
+        .and_then(|v| untag(v).as_sequence())
+        .expect("FunctionResponseTypes");
+    assert!(
+        types
+            .iter()
+            .any(|v| v.as_str() == Some("ReportBatchItemFailures"))
+    );
+    let on_failure = get(kinesis, "DestinationConfig")
+        .and_then(|d| get(d, "OnFailure"))
+        .and_then(|o| get(o, "Destination"))
+        .and_then(referenced_id);
+    assert_eq!(on_failure.as_deref(), Some("RawWriterFailureQueue"));
+
+    // The loader queue redrives to its DLQ after a bounded number of receives.
+    let redrive =
+        get(t.properties("LoaderQueue"), "RedrivePolicy").expect("LoaderQueue.RedrivePolicy");
+    assert_eq!(
+        get(redrive, "deadLetterTargetArn")
+            .and_then(referenced_id)
+            .as_deref(),
+        Some("LoaderDeadLetterQueue")
+    );
+    assert!(get(redrive, "maxReceiveCount").is_some());
+
+    // raw/ object-created notifications go to the loader queue, and only raw/ (no recursion).
+    let queues = get(t.properties("RawBucket"), "NotificationConfiguration")
+        .and_then(|n| get(n, "QueueConfigurations"))
+        .and_then(|q| untag(q).as_sequence())
+        .expect("RawBucket notifies a queue");
+    let to_loader = queues
+        .iter()
+        .find(|q| get(q, "Queue").and_then(referenced_id).as_deref() == Some("LoaderQueue"))
+        .expect("RawBucket notifies LoaderQueue");
+    assert_eq!(get_str(to_loader, "Event"), Some("s3:ObjectCreated:*"));
+    let rules = get(to_loader, "Filter")
+        .and_then(|f| get(f, "S3Key"))
+        .and_then(|k| get(k, "Rules"))
+        .and_then(|r| untag(r).as_sequence())
+        .expect("notification has a key filter");
+    assert!(
+        rules
+            .iter()
+            .any(|r| get_str(r, "Name") == Some("prefix") && get_str(r, "Value") == Some("raw/")),
+        "notification filter must be prefix raw/"
+    );
+
+    // The loader takes partial batch responses and is capped.
+    let loader = t.properties("RulesLoaderFunction");
+    assert!(
+        get(loader, "ReservedConcurrentExecutions").is_some(),
+        "loader concurrency is capped"
+    );
+    let sqs = match get(loader, "Events").map(untag) {
+        Some(Value::Mapping(m)) => m.values().find(|e| get_str(e, "Type") == Some("SQS")),
+        _ => None,
+    }
+    .and_then(|e| get(e, "Properties"))
+    .expect("rules-loader has an SQS event source");
+    assert_eq!(
+        get(sqs, "Queue").and_then(referenced_id).as_deref(),
+        Some("LoaderQueue")
+    );
+    let types = get(sqs, "FunctionResponseTypes")
+        .and_then(|v| untag(v).as_sequence())
+        .expect("FunctionResponseTypes");
+    assert!(
+        types
+            .iter()
+            .any(|v| v.as_str() == Some("ReportBatchItemFailures"))
+    );
+}
+
+#[test]
+fn every_function_is_a_workspace_crate() {
+    let t = Template::load();
+    let root = repo_root();
+    let workspace = read(&root.join("Cargo.toml"));
+    let functions = t.functions();
+    assert!(!functions.is_empty(), "template.yaml declares no functions");
+    for (id, binary) in functions {
+        let r = t.resource(&id);
+        let build_method = get(r, "Metadata").and_then(|m| get_str(m, "BuildMethod"));
+        assert_eq!(
+            build_method,
+            Some("rust-cargolambda"),
+            "{id}: Metadata.BuildMethod"
+        );
+        assert_eq!(
+            get_str(t.properties(&id), "CodeUri"),
+            Some("."),
+            "{id}: CodeUri is the workspace root"
+        );
+
+        let dir = root.join("functions").join(&binary);
+        for file in ["Cargo.toml", "src/main.rs", "src/lib.rs"] {
+            assert!(
+                dir.join(file).is_file(),
+                "{id}: functions/{binary}/{file} is missing"
+            );
+        }
+        let manifest: toml_lite::Manifest = toml_lite::parse(&read(&dir.join("Cargo.toml")));
+        assert_eq!(
+            manifest.package_name.as_deref(),
+            Some(binary.as_str()),
+            "{id}: functions/{binary} package name"
+        );
+        // The bin target must be named like the package so `cargo lambda build --bin <Binary>`
+        // and `cargo lambda invoke <Binary>` find it.
+        assert!(
+            manifest.bin_names.is_empty() || manifest.bin_names.iter().any(|b| b == &binary),
+            "{id}: functions/{binary} has no bin named {binary} (bins: {:?})",
+            manifest.bin_names
+        );
+        assert!(
+            workspace.contains(&format!("\"functions/{binary}\""))
+                || workspace.contains("\"functions/*\""),
+            "{id}: functions/{binary} is not a workspace member"
+        );
+    }
+}
+
+#[test]
+fn env_vars_match_each_functions_config() {
+    let t = Template::load();
+    let root = repo_root();
+    let functions = t.functions();
+    let packages: Vec<String> = functions.iter().map(|(_, b)| b.clone()).collect();
+    let contract = contract_env_vars(&packages);
+    let shared_src = crate_source(&root.join("shared"));
+    let mut problems = Vec::new();
+
+    for (id, binary) in &functions {
+        let set = t.env_vars(id);
+        let dir = root.join("functions").join(binary);
+        let source = crate_source(&dir);
+
+        // Template -> crate: whatever the template sets, the function reads.
+        for var in &set {
+            let literal = format!("\"{var}\"");
+            let read_here = source.contains(&literal);
+            // Settings common to several functions (request limits, the log filter) are read by
+            // `shared` helpers the crate's config calls.
+            let read_shared = shared_src.contains(&literal);
+            if !read_here && !read_shared {
+                problems.push(format!(
+                    "{id} ({binary}): template sets {var} but neither the crate nor shared reads \"{var}\""
+                ));
+            }
+        }
+
+        // Crate -> template: whatever the config reads, the template sets (or it is listed).
+        for var in env_names_read(&source) {
+            let allowed = READ_BUT_NOT_SET
+                .iter()
+                .any(|(f, v, _)| f == binary && *v == var);
+            if !set.contains(&var) && !is_lambda_reserved(&var) && !allowed {
+                problems.push(format!(
+                    "{id} ({binary}): the crate reads {var} but template.yaml does not set it"
+                ));
+            }
+        }
+
+        // Contract -> template: docs/CONTRACTS.md §5 is what the local stack and users rely on.
+        for var in contract.get(binary).into_iter().flatten() {
+            if !set.contains(var) {
+                problems.push(format!(
+                    "{id} ({binary}): CONTRACTS.md lists {var} but template.yaml does not set it"
+                ));
+            }
+        }
+    }
+    assert!(
+        contract.values().map(BTreeSet::len).sum::<usize>() > 0,
+        "no variables parsed from CONTRACTS.md §5"
+    );
+    assert!(
+        problems.is_empty(),
+        "environment mismatches:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The event a function receives, decided by what the template wires to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    Http,
+    Kinesis,
+    SqsOrS3,
+}
+
+fn event_kind(kinds: &BTreeSet<String>) -> Option<EventKind> {
+    if kinds.contains("HttpApi") || kinds.contains("Api") {
+        Some(EventKind::Http)
+    } else if kinds.contains("Kinesis") {
+        Some(EventKind::Kinesis)
+    } else if kinds.contains("SQS") || kinds.contains("S3") {
+        Some(EventKind::SqsOrS3)
+    } else {
+        None
+    }
+}
+
+fn check_http(name: &str, text: &str) {
+    let raw: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+    if raw.get("version").and_then(|v| v.as_str()) == Some("2.0") {
+        let req: ApiGatewayV2httpRequest = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{name}: not an API Gateway v2 request: {e}"));
+        assert!(
+            req.request_context.http.method.as_str().len() >= 3,
+            "{name}: no requestContext.http.method"
+        );
+        assert!(
+            req.raw_path.as_deref().is_some_and(|p| p.starts_with('/')),
+            "{name}: no rawPath"
+        );
+    } else {
+        let req: ApiGatewayProxyRequest = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{name}: not an API Gateway v1 request: {e}"));
+        assert!(
+            req.path.as_deref().is_some_and(|p| p.starts_with('/')),
+            "{name}: no path"
+        );
+        assert!(raw.get("httpMethod").is_some(), "{name}: no httpMethod");
+    }
+    // What the function really does with it: lambda_http's own parsing into an http::Request.
+    let req = lambda_http::request::from_str(text)
+        .unwrap_or_else(|e| panic!("{name}: lambda_http rejects it: {e}"));
+    assert!(
+        req.uri().path().starts_with('/'),
+        "{name}: lambda_http request has no path"
+    );
+}
+
+fn check_kinesis(name: &str, text: &str) {
+    if DELIBERATELY_MALFORMED.iter().any(|(f, _)| *f == name) {
+        assert!(
+            serde_json::from_str::<KinesisEvent>(text).is_err(),
+            "{name} is listed as deliberately malformed but parses as a KinesisEvent"
+        );
+        let raw: serde_json::Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+        let records = raw["Records"].as_array().map(Vec::len).unwrap_or(0);
+        assert!(records > 0, "{name}: no Records");
+        return;
+    }
+    let event: KinesisEvent =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not a KinesisEvent: {e}"));
+    assert!(!event.records.is_empty(), "{name}: no Records");
+    for (i, r) in event.records.iter().enumerate() {
+        assert!(
+            !r.kinesis.sequence_number.is_empty(),
+            "{name}: record {i} has no sequenceNumber"
+        );
+        assert!(
+            r.event_id.as_deref().is_some_and(|s| !s.is_empty()),
+            "{name}: record {i} has no eventID"
+        );
+        assert_eq!(
+            r.event_source.as_deref(),
+            Some("aws:kinesis"),
+            "{name}: record {i} eventSource"
+        );
+    }
+}
+
+fn check_s3(name: &str, event: &S3Event) {
+    assert!(
+        !event.records.is_empty(),
+        "{name}: S3 notification without Records"
+    );
+    for (i, r) in event.records.iter().enumerate() {
+        assert!(
+            r.s3.bucket.name.as_deref().is_some_and(|b| !b.is_empty()),
+            "{name}: record {i} has no bucket"
+        );
+        assert!(
+            r.s3.object.key.as_deref().is_some_and(|k| !k.is_empty()),
+            "{name}: record {i} has no object key"
+        );
+    }
+}
+
+fn check_sqs_or_s3(name: &str, text: &str) {
+    let raw: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+    let source = raw
+        .pointer("/Records/0/eventSource")
+        .and_then(|s| s.as_str())
+        .unwrap_or_else(|| panic!("{name}: Records[0].eventSource is missing"));
+    match source {
+        "aws:sqs" => {
+            let event: SqsEvent = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("{name}: not an SqsEvent: {e}"));
+            assert!(!event.records.is_empty(), "{name}: no Records");
+            for (i, m) in event.records.iter().enumerate() {
+                assert!(
+                    m.message_id.as_deref().is_some_and(|s| !s.is_empty()),
+                    "{name}: message {i} has no messageId"
+                );
+                let body = m
+                    .body
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{name}: message {i} has no body"));
+                let inner: serde_json::Value = serde_json::from_str(body)
+                    .unwrap_or_else(|e| panic!("{name}: message {i} body is not JSON: {e}"));
+                // S3 sends one s3:TestEvent when a notification is configured; loaders must skip it.
+                if inner.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+                    continue;
+                }
+                let s3: S3Event = serde_json::from_value(inner).unwrap_or_else(|e| {
+                    panic!("{name}: message {i} body is not an S3 notification: {e}")
+                });
+                check_s3(&format!("{name} message {i}"), &s3);
+            }
+        }
+        "aws:s3" => {
+            let event: S3Event = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("{name}: not an S3Event: {e}"));
+            check_s3(name, &event);
+        }
+        other => panic!("{name}: eventSource {other:?} is neither aws:sqs nor aws:s3"),
+    }
+}
+
+fn event_files() -> Vec<PathBuf> {
+    let dir = repo_root().join("events");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn event_files_parse_into_their_functions_event_type() {
+    let t = Template::load();
+    let functions = t.functions();
+    let files = event_files();
+    let mut per_function: BTreeMap<String, usize> = BTreeMap::new();
+
+    for path in &files {
+        let name = file_name(path);
+        // Longest prefix wins, so `a-b-case.json` belongs to function `a-b`, not `a`.
+        let owner = functions
+            .iter()
+            .filter(|(_, b)| name.starts_with(&format!("{b}-")))
+            .max_by_key(|(_, b)| b.len())
+            .unwrap_or_else(|| panic!("events/{name} is not named <function>-<case>.json for any function in template.yaml"));
+        let (id, binary) = owner;
+        let kind = event_kind(&t.event_kinds(id)).unwrap_or_else(|| {
+            panic!("{id}: template.yaml wires no HTTP API, Kinesis, SQS or S3 source to it")
+        });
+        let text = read(path);
+        match kind {
+            EventKind::Http => check_http(&name, &text),
+            EventKind::Kinesis => check_kinesis(&name, &text),
+            EventKind::SqsOrS3 => check_sqs_or_s3(&name, &text),
+        }
+        *per_function.entry(binary.clone()).or_default() += 1;
+    }
+
+    for (id, binary) in &functions {
+        assert!(
+            per_function.get(binary).copied().unwrap_or(0) > 0,
+            "{id}: no events/{binary}-<case>.json file (sam local invoke / cargo lambda invoke need one)"
+        );
+    }
+}
+
+#[test]
+fn every_event_file_is_used_by_a_test() {
+    let root = repo_root();
+    let this_file = root.join("tests/tests/template.rs");
+    let sources: Vec<(PathBuf, String)> = rust_files(&root)
+        .into_iter()
+        .filter(|p| p != &this_file)
+        .map(|p| {
+            let text = read(&p);
+            (p, text)
+        })
+        .collect();
+    let functions: Vec<String> = Template::load()
+        .functions()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    let unused: Vec<String> = event_files()
+        .iter()
+        .map(|p| file_name(p))
+        .filter(|name| !is_referenced(name, &functions, &root, &sources))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "event files no test mentions (by file name, \"stem\", or \"case\" next to a \
+         \"<function>-{{case}}\" pattern in the function's crate): {unused:?}"
+    );
+}
+
+/// Whether a `.rs` file names the event file: `ingest-api-v2-single.json`, `"ingest-api-v2-single"`,
+/// or — inside `functions/ingest-api/` in a file that builds names from `ingest-api-{case}` — the
+/// case alone, `"v2-single"`.
+fn is_referenced(
+    name: &str,
+    functions: &[String],
+    root: &Path,
+    sources: &[(PathBuf, String)],
+) -> bool {
+    let stem = name.trim_end_matches(".json");
+    let quoted_stem = format!("\"{stem}\"");
+    let owner = functions
+        .iter()
+        .filter(|f| stem.starts_with(&format!("{f}-")))
+        .max_by_key(|f| f.len());
+    sources.iter().any(|(path, text)| {
+        if text.contains(name) || text.contains(&quoted_stem) {
+            return true;
+        }
+        let Some(function) = owner else { return false };
+        let case = &stem[function.len() + 1..];
+        path.starts_with(root.join("functions").join(function))
+            && text.contains(&format!("{function}-{{"))
+            && text.contains(&format!("\"{case}\""))
+    })
+}
+
+#[test]
+fn env_var_scanner_finds_config_reads_and_ignores_other_literals() {
+    let src = r#"
+        let stream = env.required("STREAM_NAME")?;
+        let max = env.bounded_or("MAX_EVENTS", 500, 10_000)?;
+        let x = std::env::var("PUT_DEADLINE_MS");
+        let label = "NOT_A_READ";
+        if method == "POST" {}
+        match (m, p) { ("GET", "/v1/health") => {} }
+        let y = f("ab");
+    "#;
+    let found = env_names_read(src);
+    let expected: BTreeSet<String> = ["MAX_EVENTS", "PUT_DEADLINE_MS", "STREAM_NAME"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn tags_are_looked_through() {
+    let doc: Value = serde_yaml_ng::from_str(
+        "a: !Ref Thing\nb: !GetAtt Queue.Arn\nc: {Fn::GetAtt: [Q2, Arn]}\nd: !Sub x",
+    )
+    .expect("yaml");
+    assert_eq!(
+        get(&doc, "a").and_then(referenced_id).as_deref(),
+        Some("Thing")
+    );
+    assert_eq!(
+        get(&doc, "b").and_then(referenced_id).as_deref(),
+        Some("Queue")
+    );
+    assert_eq!(
+        get(&doc, "c").and_then(referenced_id).as_deref(),
+        Some("Q2")
+    );
+    assert_eq!(get(&doc, "d").and_then(referenced_id), None);
+    assert_eq!(get_str(&doc, "d"), Some("x"));
+}
+
+/// Just enough of a Cargo.toml reader for package and bin names (no toml crate in the workspace).
+mod toml_lite {
+    pub struct Manifest {
+        pub package_name: Option<String>,
+        pub bin_names: Vec<String>,
+    }
+
+    pub fn parse(text: &str) -> Manifest {
+        let mut section = String::new();
+        let mut package_name = None;
+        let mut bin_names = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .trim()
+                    .to_owned();
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            if key.trim() != "name" {
+                continue;
+            }
+            let value = value.trim().trim_matches('"').to_owned();
+            match section.as_str() {
+                "package" => package_name = Some(value),
+                "bin" => bin_names.push(value),
+                _ => {}
+            }
+        }
+        Manifest {
+            package_name,
+            bin_names,
+        }
+    }
+}
