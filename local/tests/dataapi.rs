@@ -735,10 +735,11 @@ async fn copy_manifest_csv_gzip() {
                 "2026-11-25 18:00:00+00".into(),
                 Some("{}".into())
             ),
-            // Unquoted empty is NULL; quoted "" is the empty string.
+            // As in Redshift without EMPTYASNULL: an empty VARCHAR field, quoted or not, is '';
+            // an empty field of another type (SUPER here) is NULL.
             (
                 3,
-                None,
+                Some(String::new()),
                 Some(String::new()),
                 "2026-01-01 00:00:00+00".into(),
                 None
@@ -1005,4 +1006,141 @@ fn postgres_restarts_on_an_initialised_directory_and_stops() {
         "Drop stops it"
     );
     let _ = port;
+}
+
+/// The shape of the rules-loader's load transaction: stage `(LIKE target)`, COPY with the
+/// loader's real `COPY_FORMAT_OPTIONS` (NULL marker, GZIP, DATEFORMAT, TIMEFORMAT), a deduping
+/// `INSERT … SELECT`, and a ledger row built with JSON_PARSE — in one BatchExecuteStatement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loader_style_load_transaction() {
+    use shared::rules::{COPY_FORMAT_OPTIONS, NULL_MARKER};
+    let ep = endpoint().await;
+    let t = unique("events");
+    let ledger = unique("ledger");
+    ep.run_ok(&format!(
+        "CREATE TABLE IF NOT EXISTS \"public\".\"{t}\" (\n  \"event_id\" VARCHAR(64) NOT NULL,\n  \
+         \"raw_key\" VARCHAR(1024) NOT NULL,\n  \"raw_line\" BIGINT NOT NULL,\n  \
+         \"amount\" DECIMAL(12,2),\n  \"items\" SUPER,\n  \"note\" VARCHAR(100),\n  \
+         \"day\" DATE,\n  \"at\" TIMESTAMPTZ NOT NULL\n) DISTSTYLE KEY DISTKEY (\"event_id\") SORTKEY (\"at\")"
+    ))
+    .await;
+    ep.run_ok(&format!(
+        "CREATE TABLE {ledger} (raw_key VARCHAR(1024) NOT NULL, loaded SUPER, \
+         loaded_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (raw_key)) SORTKEY (raw_key)"
+    ))
+    .await;
+    let m = NULL_MARKER;
+    let csv = format!(
+        "\"e1\",\"raw/a\",1,19.99,\"[1,2]\",\"\",2026-11-25,2026-11-25T19:55:17.123456Z\n\
+         \"e1\",\"raw/a\",2,5,null,{m},{m},2026-11-25T19:55:18.000000Z\n\
+         \"e2\",\"raw/a\",3,{m},\"{{\"\"k\"\":\"\"v\"\"}}\",\"x\",2026-01-02,2026-11-25T19:55:19.500000Z\n"
+    );
+    let b = ep.bucket().await;
+    ep.put(&b, "staging/load-1/events.csv.gz", gzip(csv.as_bytes()))
+        .await;
+    ep.put(
+        &b,
+        "staging/load-1/events.manifest",
+        format!(
+            r#"{{"entries":[{{"url":"s3://{b}/staging/load-1/events.csv.gz","mandatory":true}}]}}"#
+        )
+        .into_bytes(),
+    )
+    .await;
+    let cols =
+        "\"event_id\", \"raw_key\", \"raw_line\", \"amount\", \"items\", \"note\", \"day\", \"at\"";
+    let batch = ep
+        .api
+        .batch_execute_statement()
+        .workgroup_name("local")
+        .database("dev")
+        .sqls(format!("CREATE TEMP TABLE \"caudal_stage_0\" (LIKE \"public\".\"{t}\")"))
+        .sqls(format!(
+            "COPY \"caudal_stage_0\" ({cols}) FROM 's3://{b}/staging/load-1/events.manifest' \
+             IAM_ROLE 'arn:aws:iam::000000000000:role/copy' MANIFEST {COPY_FORMAT_OPTIONS}"
+        ))
+        .sqls(format!(
+            "INSERT INTO \"public\".\"{t}\" ({cols}) SELECT {cols} FROM (SELECT s.*, ROW_NUMBER() \
+             OVER (PARTITION BY s.\"event_id\" ORDER BY s.\"raw_key\", s.\"raw_line\") AS caudal_rn \
+             FROM \"caudal_stage_0\" AS s WHERE NOT EXISTS (SELECT 1 FROM \"public\".\"{t}\" AS t \
+             WHERE t.\"event_id\" = s.\"event_id\")) AS d WHERE d.caudal_rn = 1"
+        ))
+        .sqls(format!(
+            "INSERT INTO {ledger} (raw_key, loaded, loaded_at) SELECT o.raw_key, \
+             JSON_PARSE(o.loaded), CAST('2026-11-25T20:00:00.000000Z' AS TIMESTAMPTZ) FROM \
+             (SELECT 'raw/a' AS raw_key, '{{\"{t}\":2}}' AS loaded) AS o WHERE NOT EXISTS \
+             (SELECT 1 FROM {ledger} AS l WHERE l.raw_key = o.raw_key)"
+        ))
+        .send()
+        .await
+        .expect("batch");
+    let d = ep.wait(batch.id().expect("id")).await;
+    assert_eq!(d.status(), Some(&StatusString::Finished), "{:?}", d.error());
+    let rows: Vec<i64> = d.sub_statements().iter().map(|s| s.result_rows()).collect();
+    assert_eq!(rows, [0, 3, 2, 1]);
+    let got = ep
+        .db
+        .query(
+            &format!(
+                "SELECT event_id, raw_line, amount::text, items::text, note, day::text, at::text \
+                 FROM {t} ORDER BY event_id"
+            ),
+            &[],
+        )
+        .await
+        .expect("select");
+    type Row = (
+        String,
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let got: Vec<Row> = got
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "e1".into(),
+                1,
+                Some("19.99".into()),
+                Some("[1, 2]".into()),
+                // A quoted "" stays the empty string; the marker is NULL.
+                Some(String::new()),
+                Some("2026-11-25".into()),
+                "2026-11-25 19:55:17.123456+00".into()
+            ),
+            (
+                "e2".into(),
+                3,
+                None,
+                Some(r#"{"k": "v"}"#.into()),
+                Some("x".into()),
+                Some("2026-01-02".into()),
+                "2026-11-25 19:55:19.5+00".into()
+            ),
+        ]
+    );
+    let loaded: String = ep
+        .db
+        .query_one(&format!("SELECT loaded::text FROM {ledger}"), &[])
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(loaded, format!("{{\"{t}\": 2}}"));
 }

@@ -312,7 +312,7 @@ pub async fn run_copy(
         columns
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.is_text && plan.empty_as_null)
+            .filter(|(_, c)| c.is_text)
             .map(|(i, c)| names(i, c))
             .collect()
     };
@@ -410,6 +410,11 @@ pub async fn run_copy(
             }
             if let (true, Some(n)) = (c.is_text && plan.truncate_columns, c.max_len) {
                 e = format!("left({e}, {n})");
+            }
+            if !c.is_text {
+                // Redshift loads an empty field of a non-character column as NULL, whatever
+                // the NULL AS string.
+                e = format!("NULLIF({e}, '')");
             }
             format!("({e})::{}", c.sql_type)
         })

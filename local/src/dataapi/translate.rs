@@ -675,19 +675,24 @@ impl CopyPlan {
         self.blanks_as_null || self.truncate_columns
     }
 
-    /// The `WITH (…)` options of the PostgreSQL `COPY … FROM STDIN`. `force_null` lists the
-    /// (already quoted) columns for which a quoted empty string must also be NULL.
-    pub fn pg_options(&self, force_null: &[String]) -> String {
+    /// The `WITH (…)` options of the PostgreSQL `COPY … FROM STDIN`, given the (already
+    /// quoted) character columns of the target.
+    ///
+    /// Redshift's empty-field rules, mapped: an empty CHAR/VARCHAR field loads as `''` unless
+    /// EMPTYASNULL (then quoted or not it is NULL: `FORCE_NULL`); an empty field of any other
+    /// type loads as NULL. With the default null string (empty) PostgreSQL already reads an
+    /// unquoted empty field as NULL, so character columns get `FORCE_NOT_NULL`.
+    pub fn pg_options(&self, text_columns: &[String]) -> String {
         let mut out = String::from("FORMAT csv");
-        let _ = write!(
-            out,
-            ", DELIMITER {}",
-            quote_literal(&self.delimiter.to_string())
-        );
+        let _ = write!(out, ", DELIMITER {}", quote_literal(&self.delimiter.to_string()));
         let _ = write!(out, ", QUOTE {}", quote_literal(&self.quote.to_string()));
         let _ = write!(out, ", NULL {}", quote_literal(&self.null_as));
-        if !force_null.is_empty() {
-            let _ = write!(out, ", FORCE_NULL ({})", force_null.join(", "));
+        if !text_columns.is_empty() {
+            if self.empty_as_null {
+                let _ = write!(out, ", FORCE_NULL ({})", text_columns.join(", "));
+            } else if self.null_as.is_empty() {
+                let _ = write!(out, ", FORCE_NOT_NULL ({})", text_columns.join(", "));
+            }
         }
         out
     }
@@ -1295,6 +1300,11 @@ mod tests {
         assert_eq!(
             c.pg_options(&[]),
             "FORMAT csv, DELIMITER ',', QUOTE '''', NULL ''"
+        );
+        // Without EMPTYASNULL an empty character field is '' (Redshift), not NULL.
+        assert_eq!(
+            c.pg_options(&["c".into()]),
+            "FORMAT csv, DELIMITER ',', QUOTE '''', NULL '', FORCE_NOT_NULL (c)"
         );
     }
 
