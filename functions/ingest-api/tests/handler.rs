@@ -98,8 +98,11 @@ fn all_ok(req: &PutRecordsInput) -> PutRecordsOutput {
     output((0..req.records().len()).map(ok_entry).collect())
 }
 
-/// A rule that accepts everything and records each request's records (partition key, data).
-fn recording_ok() -> (Rule, Arc<Mutex<Vec<Vec<(String, Vec<u8>)>>>>) {
+/// The records of each PutRecords request a mock saw: (partition key, data).
+type Seen = Arc<Mutex<Vec<Vec<(String, Vec<u8>)>>>>;
+
+/// A rule that accepts everything and records each request's records.
+fn recording_ok() -> (Rule, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let rule = mock!(aws_sdk_kinesis::Client::put_records)
