@@ -9,8 +9,8 @@
 //! Steps: read the schema's columns from `information_schema.columns` (Redshift and PostgreSQL
 //! both have it), let the rules compute `CREATE TABLE IF NOT EXISTS` / `ADD COLUMN` statements
 //! ([`shared::rules::RuleSet::ddl_migrate`] — a non-additive difference is an error naming the
-//! table and column), add the ledger and rejects tables when missing and the views when a table
-//! changed or a view is missing, and run everything in Data API batches (≤ 40 statements each).
+//! table and column), create the schema when it has no table yet, add the ledger and rejects
+//! tables when missing and the views when a table changed or a view is missing, and run everything in Data API batches (≤ 40 statements each).
 //! Every statement is idempotent, so concurrent cold starts are harmless.
 
 use std::collections::BTreeMap;
@@ -19,9 +19,9 @@ use shared::aws::redshift::{self, QueryError, Value};
 use shared::rules::ExistingColumn;
 use tokio::time::Instant;
 
-use crate::State;
 use crate::load::LoadError;
 use crate::sql::{self, MAX_BATCH_STATEMENTS};
+use crate::{Config, State};
 
 /// The name a `CREATE … TABLE` / `CREATE … VIEW` statement creates (bare, lower case).
 fn created_name(statement: &str) -> Option<String> {
@@ -45,13 +45,20 @@ fn text(v: Option<&Value>) -> Option<String> {
 
 /// The statements that bring the warehouse in line with the rules (empty when it already is).
 pub fn plan(
-    state: &State,
+    cfg: &Config,
     existing: &BTreeMap<String, Vec<ExistingColumn>>,
 ) -> Result<Vec<String>, LoadError> {
-    let cfg = &state.config;
     let rules = cfg.rules.as_ref();
-    let mut statements = rules.ddl_migrate(&cfg.schema, existing)?;
-    let tables_changed = !statements.is_empty();
+    let mut statements = Vec::new();
+    if existing.is_empty() {
+        // Nothing in the schema: it may not exist yet (it always does for `public`).
+        statements.push(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            cfg.schema.quoted()
+        ));
+    }
+    statements.extend(rules.ddl_migrate(&cfg.schema, existing)?);
+    let tables_changed = statements.len() > usize::from(existing.is_empty());
     let all = rules.ddl_create(&cfg.schema);
     let views = rules.ddl_views(&cfg.schema);
     // ddl_create = rules' tables, then the ledger and rejects tables, then the views.
@@ -103,7 +110,7 @@ pub async fn migrate(state: &State, deadline: Instant) -> Result<Vec<String>, Lo
                 numeric_scale: r.get(5).and_then(Value::as_i64),
             });
     }
-    let statements = plan(state, &existing)?;
+    let statements = plan(cfg, &existing)?;
     if statements.is_empty() {
         tracing::info!(schema = %cfg.schema, "warehouse schema up to date");
         return Ok(statements);
@@ -130,6 +137,128 @@ pub async fn migrate(state: &State, deadline: Instant) -> Result<Vec<String>, Lo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::config::Env;
+
+    fn config() -> Config {
+        let env = Env::from_map(
+            [
+                ("STAGING_BUCKET", "caudal-staging"),
+                ("REDSHIFT_WORKGROUP", "wg"),
+                ("REDSHIFT_DATABASE", "dev"),
+                ("REDSHIFT_SCHEMA", "analytics"),
+                ("COPY_ROLE_ARN", "arn:aws:iam::123456789012:role/c"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        Config::from_env(&env).unwrap()
+    }
+
+    fn col(name: &str, data_type: &str, len: Option<i64>) -> ExistingColumn {
+        ExistingColumn {
+            name: name.into(),
+            data_type: data_type.into(),
+            character_maximum_length: len,
+            numeric_precision: None,
+            numeric_scale: None,
+        }
+    }
+
+    /// The catalogue as it looks after `plan` on an empty schema was applied.
+    fn full(cfg: &Config) -> BTreeMap<String, Vec<ExistingColumn>> {
+        let mut m = BTreeMap::new();
+        for t in cfg.rules.tables() {
+            let cols = t
+                .columns
+                .iter()
+                .map(|c| {
+                    let ty = c.ty.to_string().to_ascii_lowercase();
+                    let (dt, len) = match ty.split_once('(') {
+                        Some(("varchar", n)) => (
+                            "character varying".to_owned(),
+                            n.trim_end_matches(')').parse().ok(),
+                        ),
+                        _ => (ty.clone(), None),
+                    };
+                    let dt = match dt.as_str() {
+                        "timestamptz" => "timestamp with time zone".to_owned(),
+                        d if d.starts_with("decimal") => "numeric".to_owned(),
+                        _ => dt,
+                    };
+                    col(c.name.as_str(), &dt, len)
+                })
+                .collect();
+            m.insert(t.name.to_string(), cols);
+        }
+        for other in [
+            "caudal_ledger",
+            "caudal_rejects",
+            "caudal_events_hourly",
+            "caudal_rejects_by_reason",
+            "caudal_reconciliation",
+        ] {
+            m.insert(other.to_owned(), vec![col("x", "bigint", None)]);
+        }
+        m
+    }
+
+    #[test]
+    fn empty_schema_gets_everything_in_order() {
+        let cfg = config();
+        let st = plan(&cfg, &BTreeMap::new()).unwrap();
+        assert_eq!(st[0], "CREATE SCHEMA IF NOT EXISTS \"analytics\"");
+        let n = cfg.rules.tables().len();
+        for (i, t) in cfg.rules.tables().iter().enumerate() {
+            assert!(
+                st[1 + i].starts_with(&format!(
+                    "CREATE TABLE IF NOT EXISTS \"analytics\".\"{}\"",
+                    t.name
+                )),
+                "{}",
+                st[1 + i]
+            );
+        }
+        assert!(st[1 + n].contains("caudal_ledger"));
+        assert!(st[2 + n].contains("caudal_rejects"));
+        assert_eq!(st.len(), 1 + n + 2 + 3);
+    }
+
+    #[test]
+    fn up_to_date_schema_needs_nothing_and_a_new_column_is_added() {
+        let cfg = config();
+        let mut existing = full(&cfg);
+        let planned = plan(&cfg, &existing).unwrap();
+        assert!(planned.is_empty(), "{planned:?}");
+        let table = cfg.rules.tables()[0].name.to_string();
+        let cols = existing.get_mut(&table).unwrap();
+        let dropped = cols.remove(0);
+        let st = plan(&cfg, &existing).unwrap();
+        assert_eq!(
+            st[0],
+            format!(
+                "ALTER TABLE \"analytics\".\"{table}\" ADD COLUMN \"{}\" {}",
+                dropped.name,
+                cfg.rules.tables()[0].columns[0].ty
+            )
+        );
+        // A changed table re-creates the views so they cover it.
+        assert!(st.iter().any(|s| s.contains("VIEW")));
+    }
+
+    #[test]
+    fn a_type_change_is_refused_naming_the_column() {
+        let cfg = config();
+        let mut existing = full(&cfg);
+        let table = cfg.rules.tables()[0].name.to_string();
+        let cols = existing.get_mut(&table).unwrap();
+        let name = cols[0].name.clone();
+        cols[0] = col(&name, "boolean", None);
+        let err = plan(&cfg, &existing).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&table) && text.contains(&name), "{text}");
+        assert!(!shared::retry::Retryable::is_retryable(&err));
+    }
 
     #[test]
     fn created_names() {
