@@ -9,6 +9,16 @@ use std::io::Write;
 
 use serde_json::{Map, Value, json};
 
+/// Where EMF lines go instead of stdout; set once per process.
+static EMF_SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Sends EMF lines to `sink` instead of stdout, for processes where stdout is a terminal
+/// rather than a Lambda log stream (the local stack runs the handlers in process and keeps
+/// their metric lines in its log file). The first call wins; returns whether this one did.
+pub fn set_emf_sink(sink: fn(&str)) -> bool {
+    EMF_SINK.set(sink).is_ok()
+}
+
 /// Set up `tracing` once per process: JSON when `json` is true (in Lambda), text otherwise.
 /// The filter comes from `filter` (e.g. the `RUST_LOG` value), default `info`.
 pub fn init_tracing(json: bool, filter: Option<&str>) {
@@ -112,10 +122,15 @@ impl Emf {
         Value::Object(root)
     }
 
-    /// Write the line to stdout (where the Lambda log agent picks EMF up).
+    /// Write the line to stdout (where the Lambda log agent picks EMF up), or to the sink set
+    /// with [`set_emf_sink`].
     pub fn emit(&self) {
         let now = time::OffsetDateTime::now_utc();
         let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        if let Some(sink) = EMF_SINK.get() {
+            sink(&self.to_json(ms).to_string());
+            return;
+        }
         let mut stdout = std::io::stdout().lock();
         let _ = serde_json::to_writer(&mut stdout, &self.to_json(ms));
         let _ = stdout.write_all(b"\n");
