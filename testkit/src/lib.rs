@@ -123,6 +123,11 @@ impl Moto {
         Err(StartError::NotReady("moto_server".into(), timeout))
     }
 
+    /// The moto_server process id (the local stack records it to clean up after a crash).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port moto listens on.
     pub fn port(&self) -> u16 {
         self.port
