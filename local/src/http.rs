@@ -184,10 +184,10 @@ pub fn match_route<'a>(
 ) -> Option<(&'a BoundRoute, BTreeMap<String, String>)> {
     let mut best: Option<(i64, &BoundRoute, BTreeMap<String, String>)> = None;
     for r in routes {
-        if let Some(m) = &r.route.method {
-            if !m.eq_ignore_ascii_case(method) {
-                continue;
-            }
+        if let Some(m) = &r.route.method
+            && !m.eq_ignore_ascii_case(method)
+        {
+            continue;
         }
         let (score, params) = match &r.route.path {
             None => (i64::MIN + 1, BTreeMap::new()),

@@ -222,6 +222,8 @@ pub struct Function {
     pub arn: String,
     /// `Metadata.BuildProperties.Binary`: the package whose `invoke` runs it locally.
     pub binary: Option<String>,
+    /// The execution role ARN (`Role`), when the template sets one.
+    pub role_arn: Option<String>,
     /// Environment variables, references resolved to local names (Globals merged in).
     pub environment: BTreeMap<String, String>,
     /// Timeout (default 3 s).
@@ -383,6 +385,18 @@ impl Model {
     pub fn queue_by_arn(&self, arn: &str) -> Option<&Queue> {
         self.queues.iter().find(|q| q.arn == arn)
     }
+}
+
+/// The names of the parameters a template declares (to apply local defaults only to those).
+pub fn declared_parameters(text: &str) -> Result<Vec<String>> {
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| TemplateError::Syntax(e.to_string()))?;
+    let doc = yaml_to_json(yaml, "template")?;
+    Ok(doc
+        .get("Parameters")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -547,7 +561,7 @@ impl Resolver {
             };
             if let Some(Value::Array(allowed)) = decl.get("AllowedValues") {
                 let allowed: Vec<String> = allowed.iter().filter_map(scalar_string).collect();
-                if !allowed.iter().any(|a| *a == value) {
+                if !allowed.contains(&value) {
                     return Err(TemplateError::NotAllowed {
                         name: name.clone(),
                         value,
@@ -1174,10 +1188,10 @@ impl Resolver {
     fn check_rules(&self) -> Result<()> {
         for (name, rule) in &self.rules {
             let at = format!("Rules.{name}");
-            if let Some(cond) = rule.get("RuleCondition") {
-                if !self.eval_bool(cond, &format!("{at}.RuleCondition"), 0)? {
-                    continue;
-                }
+            if let Some(cond) = rule.get("RuleCondition")
+                && !self.eval_bool(cond, &format!("{at}.RuleCondition"), 0)?
+            {
+                continue;
             }
             let assertions = rule.get("Assertions").and_then(Value::as_array);
             for (i, a) in assertions.into_iter().flatten().enumerate() {
@@ -1235,11 +1249,13 @@ impl Resolver {
         }
         let timeout = Duration::from_secs(opt_u64(&p, "Timeout", &at)?.unwrap_or(3));
         let memory_mb = opt_u64(&p, "MemorySize", &at)?.unwrap_or(128) as u32;
+        let role_arn = p.get("Role").and_then(scalar_string);
         let mut f = Function {
             logical_id: id.to_owned(),
             name,
             arn,
             binary,
+            role_arn,
             environment,
             timeout,
             memory_mb,
