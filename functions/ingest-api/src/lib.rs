@@ -194,11 +194,16 @@ fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> R
     )
 }
 
+/// Lambda deadlines below this (2001-09-09 in ms since the epoch) are not absolute timestamps.
+const PLAUSIBLE_EPOCH_MS: u64 = 1_000_000_000_000;
+
 /// The absolute deadline for PutRecords: `PUT_DEADLINE_MS` from now, but never later than the
-/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`] (a context deadline of 0 means unknown).
+/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`]. A context deadline that is not an absolute
+/// epoch time counts as unknown: `Context::default()` has 0, and `cargo lambda watch` sends its
+/// relative `--timeout` (e.g. 600000) instead of a timestamp.
 pub fn put_deadline(budget: Duration, lambda_deadline_ms: u64) -> Instant {
     let now = Instant::now();
-    if lambda_deadline_ms == 0 {
+    if lambda_deadline_ms < PLAUSIBLE_EPOCH_MS {
         return now + budget;
     }
     let now_ms = SystemTime::now()

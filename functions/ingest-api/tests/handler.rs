@@ -635,9 +635,12 @@ fn config_from_env() {
 fn put_deadline_respects_the_lambda_deadline() {
     let now = tokio::time::Instant::now();
     let budget = Duration::from_secs(8);
-    // Unknown Lambda deadline: the budget.
-    let d = ingest_api::put_deadline(budget, 0);
-    assert!(d >= now + budget && d <= now + budget + Duration::from_millis(100));
+    // Unknown Lambda deadline (0 in Context::default(), a relative 600000 from cargo lambda
+    // watch): the budget.
+    for unknown in [0, 600_000] {
+        let d = ingest_api::put_deadline(budget, unknown);
+        assert!(d >= now + budget && d <= now + budget + Duration::from_millis(100));
+    }
     // Lambda deadline in 3 s: 3 s minus the safety margin.
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
