@@ -52,7 +52,7 @@ test: tools fmt lint unit infra smoke
 	@echo "make test: all checks passed"
 
 bench:
-	cargo run --release -p ingest-api --bin ingest-bench
+	cargo bench -p ingest-api --bench ingest_core
 	cargo run --release -p raw-writer --bin raw-writer-bench
 	cargo run --release -p rules --bin rules-bench
 
