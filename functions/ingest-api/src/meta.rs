@@ -89,7 +89,6 @@ pub fn route_path(req: &Request) -> String {
     if let Some(stage) = stage.filter(|s| !s.is_empty() && *s != "$default")
         && let Some(rest) = path.strip_prefix('/').and_then(|p| p.strip_prefix(stage))
         && (rest.is_empty() || rest.starts_with('/'))
-        && !path.starts_with("/v1/")
     {
         return if rest.is_empty() {
             "/".into()
