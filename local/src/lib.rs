@@ -9,6 +9,7 @@ pub mod events;
 pub mod functions;
 pub mod http;
 pub mod lambda;
+pub mod motoproxy;
 pub mod notify;
 pub mod postgres;
 pub mod report;

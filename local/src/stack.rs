@@ -154,6 +154,7 @@ pub struct Stack {
     api: Arc<Api>,
     api_url: String,
     data_api_url: String,
+    aws_endpoint: String,
     functions: BTreeMap<String, Arc<LocalFunction>>,
     kinesis: Vec<Arc<KinesisMapping>>,
     sqs: Vec<Arc<SqsMapping>>,
@@ -204,8 +205,30 @@ impl Stack {
         let moto = tokio::task::spawn_blocking(move || testkit::Moto::start(Some(&moto_log)))
             .await
             .map_err(|e| StackError::Wiring(format!("moto start task: {e}")))??;
-        let sdk = moto.sdk_config().await;
-        let names = LocalNames::local(&moto.endpoint());
+        let (trigger, shutdown) = shutdown::channel();
+        let mut tasks = Vec::new();
+        // Every emulator call goes through the proxy that serializes Kinesis writes (moto loses
+        // records under concurrent PutRecords; see crate::motoproxy).
+        let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(io("binding the emulator proxy port"))?;
+        let aws_endpoint = format!(
+            "http://{}",
+            proxy_listener
+                .local_addr()
+                .map_err(io("emulator proxy address"))?
+        );
+        {
+            let upstream = moto.endpoint();
+            let sd = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::motoproxy::serve(proxy_listener, upstream, sd.wait()).await {
+                    tracing::error!(error = %e, "emulator_proxy_failed");
+                }
+            }));
+        }
+        let sdk = testkit::sdk_config_for(&aws_endpoint).await;
+        let names = LocalNames::local(&aws_endpoint);
 
         // The template first: a mistake there should not cost a PostgreSQL start.
         let text = std::fs::read_to_string(&opts.template)
@@ -232,9 +255,6 @@ impl Stack {
 
         let pg_dir = run_dir.join("pg");
         let pg = start_postgres(pg_dir).await?;
-
-        let (trigger, shutdown) = shutdown::channel();
-        let mut tasks = Vec::new();
 
         // Data API on PostgreSQL.
         let data_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -417,6 +437,7 @@ impl Stack {
             api,
             api_url,
             data_api_url,
+            aws_endpoint,
             functions: fns,
             kinesis,
             sqs,
@@ -436,7 +457,7 @@ impl Stack {
         let file = StackFile {
             pid: std::process::id(),
             moto_pid: moto.pid(),
-            moto_endpoint: moto.endpoint(),
+            moto_endpoint: self.aws_endpoint.clone(),
             api_url: self.api_url.clone(),
             data_api_url: self.data_api_url.clone(),
             pg_port: pg.port(),
@@ -486,9 +507,10 @@ impl Stack {
         &self.data_api_url
     }
 
-    /// moto's endpoint.
+    /// The AWS emulator endpoint (moto, behind the proxy that serializes Kinesis writes):
+    /// point `AWS_ENDPOINT_URL` here to use the AWS CLI or SDKs against the stack.
     pub fn moto_endpoint(&self) -> String {
-        self.moto.as_ref().map(|m| m.endpoint()).unwrap_or_default()
+        self.aws_endpoint.clone()
     }
 
     /// tokio-postgres/libpq connection string of the warehouse.

@@ -1,0 +1,652 @@
+//! End-to-end: the real local stack (moto, PostgreSQL, the Data API endpoint, the three
+//! functions in process, the event source pollers), driven over HTTP like a client would.
+//!
+//! One test, in phases, because starting the stack is the expensive part:
+//! 1. ≥ 10,000 generated events in ~70 requests (JSON arrays, NDJSON, gzip of both, one
+//!    request from a bot user agent): valid events of four types, an unknown type (catch-all),
+//!    events the rules filter, events the rules reject (schema, mapping), events the API
+//!    rejects, and 500 re-sent valid events (duplicate ids). Then, per accepted event id:
+//!    valid → exactly one row in one table and no reject; rule-invalid → exactly one reject and
+//!    no row; filtered → neither; and the ledger's totals match what was sent. The
+//!    reconciliation view has zero differences. Ingest → queryable latency (p50/p95) is
+//!    measured on one sampled event per request and printed.
+//! 2. Every request is sent again: the event tables do not change.
+//! 3. An S3 notification for an already-loaded raw object is delivered again to the loader's
+//!    queue: the loader runs and loads nothing.
+//!
+//! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use caudal_local::report::{self, Counts};
+use caudal_local::stack::{Stack, StackOptions};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+const EVENTS_PER_REQUEST: usize = 150;
+const RESENT: usize = 500;
+const LOAD_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// What the pipeline must do with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Expect {
+    /// A row in this table.
+    Row(&'static str),
+    /// Dropped by a filter.
+    Filtered,
+    /// Refused by the rules (a row in caudal_rejects).
+    Rejected,
+    /// Refused by the API (never reaches Kinesis).
+    ApiRejected,
+}
+
+#[derive(Debug, Clone)]
+struct Item {
+    id: String,
+    line: String,
+    expect: Expect,
+}
+
+fn ts(i: usize) -> String {
+    format!(
+        "2026-11-25T{:02}:{:02}:{:02}.{:03}Z",
+        10 + (i / 3600) % 10,
+        (i / 60) % 60,
+        i % 60,
+        i % 1000
+    )
+}
+
+/// The generated event `i` (deterministic).
+fn item(run: &str, i: usize) -> Item {
+    let id = format!("{run}-{i:05}");
+    let t = ts(i);
+    let (line, expect) = match i % 20 {
+        0..=5 => (
+            json!({"type": "page_view", "id": id, "ts": t, "user_id": format!("u-{}", i % 97),
+                   "session_id": format!("s-{}", i % 31),
+                   "page": {"url": format!("https://shop.example.com/p/{i}"), "title": " Product ",
+                            "referrer": "https://www.google.com/"},
+                   "device": {"mobile": i.is_multiple_of(2)}}),
+            Expect::Row("page_views"),
+        ),
+        6..=8 => (
+            json!({"type": "purchase", "id": id, "ts": t, "order_id": format!("A-{i}"), "user_id": "u-42",
+                   "email": " Ann.Example@Example.COM ", "currency": "eur", "amount": 129.9,
+                   "coupon": " bf24 ", "items": [{"sku": "shoe-red-42", "qty": 1, "price": 129.9}]}),
+            Expect::Row("purchases"),
+        ),
+        9..=10 => (
+            json!({"type": "signup", "id": id, "ts": t, "user_id": format!("u-{i}"),
+                   "email": "bob@mail.example.org", "country": "de", "referral_code": "friend-1"}),
+            Expect::Row("signups"),
+        ),
+        11..=12 => (
+            json!({"type": "search", "id": id, "ts": t, "session_id": "s-9", "query": "  Red Running SHOES ",
+                   "result_count": i % 13}),
+            Expect::Row("searches"),
+        ),
+        13 => (
+            json!({"type": "newsletter_open", "id": id, "campaign": "november", "opened_at": t}),
+            Expect::Row("unknown_events"),
+        ),
+        14 => (
+            json!({"type": "page_view", "id": id, "test": true, "ts": t, "page": {"url": "https://shop.example.com/"}}),
+            Expect::Filtered,
+        ),
+        15 => (
+            json!({"type": "page_view", "id": id, "ts": t, "page": {"url": "https://shop.example.com/healthz"}}),
+            Expect::Filtered,
+        ),
+        16 => (
+            json!({"type": "purchase", "id": id, "ts": t, "order_id": format!("A-{i}"), "currency": "EURO", "amount": -5}),
+            Expect::Rejected,
+        ),
+        17 => (
+            json!({"type": "purchase", "id": id, "ts": t, "order_id": format!("A-{i}"), "currency": "usd", "amount": 10.005}),
+            Expect::Rejected,
+        ),
+        18 => (
+            json!({"id": id, "ts": t, "no_type": true}),
+            Expect::ApiRejected,
+        ),
+        _ => (
+            json!({"type": "search", "id": id, "ts": "25/11/2026 19:56", "query": "boots"}),
+            Expect::ApiRejected,
+        ),
+    };
+    Item {
+        id,
+        line: line.to_string(),
+        expect,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    body: Vec<u8>,
+    content_type: &'static str,
+    gzip: bool,
+    user_agent: &'static str,
+    /// Ids of the items, in order.
+    ids: Vec<String>,
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn request(items: &[Item], n: usize, user_agent: &'static str) -> Request {
+    let ndjson = n.is_multiple_of(2);
+    let text = if ndjson {
+        items
+            .iter()
+            .map(|i| i.line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| i.line.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let gz = (n / 2) % 2 == 1;
+    Request {
+        body: if gz {
+            gzip(text.as_bytes())
+        } else {
+            text.into_bytes()
+        },
+        content_type: if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        },
+        gzip: gz,
+        user_agent,
+        ids: items.iter().map(|i| i.id.clone()).collect(),
+    }
+}
+
+/// Receipt summary: accepted ids and counts.
+#[derive(Debug, Default)]
+struct Sent {
+    accepted: Vec<String>,
+    rejected: usize,
+    retry: usize,
+    statuses: BTreeMap<u16, usize>,
+}
+
+type SampleTx = tokio::sync::mpsc::UnboundedSender<(String, Instant)>;
+
+/// Sends `requests` (4 at a time); for ids in `sample_ids`, reports when the API accepted them.
+async fn send_all(
+    api: &str,
+    requests: &[Request],
+    sample_ids: &HashSet<String>,
+    samples: Option<SampleTx>,
+) -> Sent {
+    let client = reqwest::Client::new();
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in requests.iter().cloned() {
+        let (client, sent, gate, api) =
+            (client.clone(), sent.clone(), gate.clone(), api.to_owned());
+        let sample_ids = sample_ids.clone();
+        let samples = samples.clone();
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            let mut req = client
+                .post(format!("{api}/v1/events"))
+                .header("content-type", r.content_type)
+                .header("user-agent", r.user_agent)
+                .body(r.body.clone());
+            if r.gzip {
+                req = req.header("content-encoding", "gzip");
+            }
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let receipt: Value = resp.json().await.expect("json receipt");
+            let answered = Instant::now();
+            let mut s = sent.lock().await;
+            *s.statuses.entry(status).or_default() += 1;
+            for item in receipt["results"].as_array().into_iter().flatten() {
+                match item["status"].as_str() {
+                    Some("accepted") => {
+                        let id = item["id"].as_str().unwrap_or_default().to_owned();
+                        if let Some(tx) = samples.as_ref().filter(|_| sample_ids.contains(&id)) {
+                            let _ = tx.send((id.clone(), answered));
+                        }
+                        s.accepted.push(id);
+                    }
+                    Some("rejected") => s.rejected += 1,
+                    _ => s.retry += 1,
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("sender task");
+    }
+    Arc::try_unwrap(sent).expect("senders done").into_inner()
+}
+
+async fn db(stack: &Stack) -> tokio_postgres::Client {
+    let (client, conn) =
+        tokio_postgres::connect(&stack.pg_connection_string(), tokio_postgres::NoTls)
+            .await
+            .expect("warehouse");
+    tokio::spawn(conn);
+    client
+}
+
+/// `event_id -> rows` over every event table, and the tables' union SQL.
+async fn rows_by_id(pg: &tokio_postgres::Client) -> (HashMap<String, i64>, String) {
+    let tables = report::event_tables(pg, "public").await.unwrap();
+    let union = tables
+        .iter()
+        .map(|t| format!("SELECT event_id FROM public.\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows = pg
+        .query(
+            &format!("SELECT event_id, COUNT(*) FROM ({union}) u GROUP BY event_id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    (
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect(),
+        union,
+    )
+}
+
+/// Polls the warehouse for the sampled ids arriving on `rx` (while the requests are still
+/// being sent) and records how long after the API's answer each became queryable.
+async fn measure_latency(
+    pg: tokio_postgres::Client,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+) -> Vec<Duration> {
+    let (_, union) = rows_by_id(&pg).await;
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut open = true;
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while (open || !pending.is_empty()) && start.elapsed() < LOAD_TIMEOUT + Duration::from_secs(60)
+    {
+        loop {
+            match rx.try_recv() {
+                Ok((id, t)) => {
+                    pending.insert(id, t);
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let ids: Vec<String> = pending.keys().cloned().collect();
+        let rows = pg
+            .query(
+                &format!("SELECT DISTINCT event_id FROM ({union}) u WHERE event_id = ANY($1)"),
+                &[&ids],
+            )
+            .await
+            .unwrap();
+        let now = Instant::now();
+        for r in rows {
+            if let Some(t) = pending.remove(&r.get::<_, String>(0)) {
+                out.push(now.duration_since(t));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        pending.is_empty(),
+        "{} sampled events never became queryable",
+        pending.len()
+    );
+    out.sort();
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn table_fingerprint(pg: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for t in report::event_tables(pg, "public").await.unwrap() {
+        // Count and an order-independent digest of every row's full content.
+        let r = pg
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*), COALESCE(md5(string_agg(md5(x::text), '' ORDER BY md5(x::text))), '') \
+                     FROM public.\"{t}\" x"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push((t, r.get(0), r.get(1)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_loads_everything_exactly_once() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        shared::telemetry::init_tracing(false, Some(&filter));
+    }
+    // The handlers' metric lines are noise in test output.
+    shared::telemetry::set_emf_sink(|_| {});
+    let started = Instant::now();
+    let run = format!("e2e{}", std::process::id());
+    let run_dir = std::env::temp_dir().join(format!("caudal-{run}"));
+    let mut opts = StackOptions::for_repo(&repo());
+    opts.run_dir = run_dir.clone();
+    let stack = Stack::start(opts).await.expect("local stack starts");
+    eprintln!("stack started in {:?}", started.elapsed());
+
+    // ---- Phase 1: the generated mix. ------------------------------------------------------
+    let total = 10_400;
+    let items: Vec<Item> = (0..total).map(|i| item(&run, i)).collect();
+    let mut requests: Vec<Request> = items
+        .chunks(EVENTS_PER_REQUEST)
+        .enumerate()
+        .map(|(n, chunk)| request(chunk, n, "caudal-e2e/1.0"))
+        .collect();
+    // A client retrying: the same valid page views again (duplicate ids, identical bytes).
+    let resent: Vec<Item> = items
+        .iter()
+        .filter(|i| i.expect == Expect::Row("page_views"))
+        .take(RESENT)
+        .cloned()
+        .collect();
+    requests.extend(
+        resent
+            .chunks(EVENTS_PER_REQUEST)
+            .enumerate()
+            .map(|(n, c)| request(c, n + 1, "caudal-e2e/1.0")),
+    );
+    // A crawler: every event of this request is dropped by the `drop_bots` filter.
+    let bot: Vec<Item> = (0..100)
+        .map(|k| {
+            let mut it = item(&format!("{run}bot"), k * 20);
+            it.expect = Expect::Filtered;
+            it
+        })
+        .collect();
+    requests.push(request(&bot, 3, "Mozilla/5.0 (compatible; Googlebot/2.1)"));
+    let expectations: HashMap<&str, Expect> = items
+        .iter()
+        .chain(&bot)
+        .map(|i| (i.id.as_str(), i.expect))
+        .collect();
+    // One sampled event per request: its first event that becomes a row.
+    let sample_ids: HashSet<String> = requests
+        .iter()
+        .filter_map(|r| {
+            r.ids
+                .iter()
+                .find(|id| matches!(expectations.get(id.as_str()), Some(Expect::Row(_))))
+        })
+        .cloned()
+        .collect();
+
+    let send_start = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let latency = tokio::spawn(measure_latency(db(&stack).await, rx));
+    let sent = send_all(stack.api_url(), &requests, &sample_ids, Some(tx)).await;
+    let send_took = send_start.elapsed();
+    let latencies = latency.await.expect("latency task");
+    let counts: Counts = report::wait_until_loaded(&stack, LOAD_TIMEOUT)
+        .await
+        .expect("pipeline settles");
+    let phase1 = send_start.elapsed();
+
+    let api_rejected = items
+        .iter()
+        .filter(|i| i.expect == Expect::ApiRejected)
+        .count();
+    let accepted_lines = total - api_rejected + RESENT + bot.len();
+    assert_eq!(sent.retry, 0, "nothing left to retry: {:?}", sent.statuses);
+    assert_eq!(sent.rejected, api_rejected, "API rejections");
+    assert_eq!(sent.accepted.len(), accepted_lines);
+    assert!(sent.accepted.len() + sent.rejected >= 10_000);
+
+    // Stage totals agree with what was sent.
+    assert_eq!(
+        counts.kinesis_processed as usize, accepted_lines,
+        "every accepted event reached Kinesis once"
+    );
+    assert_eq!(counts.kinesis_failed, 0);
+    assert_eq!(counts.raw_invalid_objects, 0);
+    assert!(counts.unloaded().is_empty());
+    assert_eq!(
+        counts.raw_lines as usize, accepted_lines,
+        "every accepted event is one raw line"
+    );
+    let expected_filtered = expectations
+        .values()
+        .filter(|e| **e == Expect::Filtered)
+        .count();
+    let expected_rejected = expectations
+        .values()
+        .filter(|e| **e == Expect::Rejected)
+        .count();
+    assert_eq!(counts.filtered as usize, expected_filtered, "filtered");
+    assert_eq!(counts.rejected as usize, expected_rejected, "rejected");
+    assert_eq!(counts.duplicates as usize, RESENT, "duplicates");
+    assert!(
+        counts.reconciliation.mismatches.is_empty(),
+        "{:?}",
+        counts.reconciliation.mismatches
+    );
+    assert_eq!(counts.reconciliation.records as usize, accepted_lines);
+
+    // Per event: exactly one final row, or one reject, or (filtered) neither.
+    let pg = db(&stack).await;
+    let (rows, _) = rows_by_id(&pg).await;
+    let rejects: HashMap<String, i64> = pg
+        .query(
+            "SELECT event_id, COUNT(*) FROM public.caudal_rejects GROUP BY event_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            r.get::<_, Option<String>>(0)
+                .map(|id| (id, r.get::<_, i64>(1)))
+        })
+        .collect();
+    let mut per_table: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in sent.accepted.iter().collect::<HashSet<_>>() {
+        let expect = expectations
+            .get(id.as_str())
+            .copied()
+            .unwrap_or_else(|| panic!("unknown id {id}"));
+        let (r, j) = (
+            rows.get(id).copied().unwrap_or(0),
+            rejects.get(id).copied().unwrap_or(0),
+        );
+        match expect {
+            Expect::Row(t) => {
+                assert_eq!((r, j), (1, 0), "{id} ({t}) must be exactly one row");
+                *per_table.entry(t).or_default() += 1;
+            }
+            Expect::Rejected => assert_eq!((r, j), (0, 1), "{id} must be exactly one reject"),
+            Expect::Filtered => assert_eq!((r, j), (0, 0), "{id} was filtered"),
+            Expect::ApiRejected => panic!("{id} was refused by the API but accepted"),
+        }
+    }
+    for (t, n) in &counts.tables {
+        assert_eq!(
+            per_table.get(t.as_str()).copied().unwrap_or(0) as i64,
+            *n,
+            "rows in {t}"
+        );
+    }
+    assert_eq!(
+        rows.len(),
+        per_table.values().sum::<usize>(),
+        "no rows for unknown ids"
+    );
+
+    let p50 = percentile(&latencies, 0.5);
+    let p95 = percentile(&latencies, 0.95);
+    eprintln!(
+        "phase 1: {} events in {} requests sent in {send_took:?}, all loaded after {phase1:?}; \
+         ingest→queryable over {} sampled events: p50 {p50:?}, p95 {p95:?}",
+        sent.accepted.len() + sent.rejected,
+        requests.len(),
+        latencies.len()
+    );
+    eprint!("{counts}");
+
+    // ---- Phase 2: everything again changes nothing in the final tables. -------------------
+    let before = table_fingerprint(&pg).await;
+    let resend_start = Instant::now();
+    let again = send_all(stack.api_url(), &requests, &HashSet::new(), None).await;
+    assert_eq!(again.accepted.len(), accepted_lines);
+    let counts2 = report::wait_until_loaded(&stack, LOAD_TIMEOUT)
+        .await
+        .expect("settles after re-send");
+    assert_eq!(
+        table_fingerprint(&pg).await,
+        before,
+        "re-sent events changed the final tables"
+    );
+    assert!(
+        counts2.reconciliation.mismatches.is_empty(),
+        "{:?}",
+        counts2.reconciliation.mismatches
+    );
+    assert_eq!(
+        counts2.raw_lines as usize,
+        2 * accepted_lines,
+        "the second copy was archived and accounted for"
+    );
+    let valid_lines = expectations
+        .values()
+        .filter(|e| matches!(e, Expect::Row(_)))
+        .count()
+        + RESENT;
+    assert_eq!(
+        counts2.duplicates as usize,
+        RESENT + valid_lines,
+        "every re-sent valid event is a duplicate"
+    );
+    eprintln!(
+        "phase 2: re-sent everything, tables unchanged ({:?})",
+        resend_start.elapsed()
+    );
+
+    // ---- Phase 3: a redelivered S3 notification loads nothing twice. ----------------------
+    let loader = stack
+        .model()
+        .functions
+        .iter()
+        .find(|f| f.binary.as_deref() == Some("rules-loader"))
+        .expect("the template has the loader");
+    let queue_url = stack
+        .queue_url_by_arn(&loader.sqs[0].queue_arn)
+        .expect("loader queue")
+        .to_owned();
+    let key = counts2
+        .raw_objects
+        .iter()
+        .next()
+        .expect("a raw object")
+        .clone();
+    let head = stack
+        .clients()
+        .s3
+        .head_object()
+        .bucket(&counts2.raw_bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    let notification = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-25T20:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:AIDAE2E"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "E2E", "x-amz-id-2": "E2E"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "redelivery",
+               "bucket": {"name": counts2.raw_bucket, "ownerIdentity": {"principalId": "E2E"},
+                          "arn": format!("arn:aws:s3:::{}", counts2.raw_bucket)},
+               "object": {"key": key, "size": head.content_length().unwrap_or(0),
+                          "eTag": head.e_tag().unwrap_or_default().trim_matches('"'),
+                          "versionId": head.version_id(), "sequencer": "00E2E"}}
+    }]});
+    let loader_fn = &stack.functions()[&loader.logical_id];
+    let invocations = loader_fn.stats.invocations.load(Ordering::Relaxed);
+    let ledger_before: i64 = pg
+        .query_one("SELECT COUNT(*) FROM public.caudal_ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    stack
+        .clients()
+        .sqs
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body(notification.to_string())
+        .send()
+        .await
+        .unwrap();
+    let counts3 = report::wait_until_loaded(&stack, LOAD_TIMEOUT)
+        .await
+        .expect("settles after redelivery");
+    assert!(
+        loader_fn.stats.invocations.load(Ordering::Relaxed) > invocations,
+        "the loader saw the redelivery"
+    );
+    let ledger_after: i64 = pg
+        .query_one("SELECT COUNT(*) FROM public.caudal_ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ledger_after, ledger_before, "no second ledger entry");
+    assert_eq!(table_fingerprint(&pg).await, before, "no second load");
+    assert!(counts3.reconciliation.mismatches.is_empty());
+    assert_eq!(
+        counts3
+            .unconsumed_queues
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u64>(),
+        0,
+        "nothing in DLQs"
+    );
+
+    stack.stop().await.expect("stack stops");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    eprintln!("e2e total {:?}", started.elapsed());
+}
