@@ -1,1 +1,290 @@
-fn main() {}
+//! Encoding benchmark for the raw writer (`cargo bench -p raw-writer --bench encode`).
+//!
+//! 1. Throughput: a 10,000-record (~5 MB) batch through [`encode_batch`] (envelope check + raw
+//!    line + streaming compression) versus the codec alone compressing the very same NDJSON
+//!    bytes, for gzip (level 6, the default) and zstd (level 3); plus Firehose packing.
+//! 2. Peak memory: a child process decodes a ~6 MB, 10,000-record Lambda payload and runs the
+//!    real handler on it (S3 and Firehose answered by mocks, so requests are still serialized),
+//!    then reports `VmHWM` from `/proc/self/status`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use aws_sdk_firehose::operation::put_record_batch::PutRecordBatchOutput;
+use aws_sdk_firehose::types::PutRecordBatchResponseEntry;
+use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use base64::Engine as _;
+use bytes::Bytes;
+use lambda_runtime::{Context, LambdaEvent};
+use raw_writer::encode::encode_batch;
+use raw_writer::forward::{PackLimits, Sink, forward, plan};
+use raw_writer::input::{KinesisBatchEvent, group};
+use raw_writer::{Config, State, handler};
+use shared::codec::Codec;
+use shared::envelope::{EventRef, RequestMeta, encode};
+use shared::retry::CallError;
+
+const RECORDS: usize = 10_000;
+
+/// A deterministic, varied envelope of roughly `400 + pad` bytes.
+fn envelope(i: usize, rng: &mut u64, pad: usize) -> Vec<u8> {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    let kinds = ["page_view", "click", "search", "add_to_cart", "purchase"];
+    let kind = kinds[(next() % 5) as usize];
+    let note: String = (0..pad)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz      "[(next() % 32) as usize]))
+        .collect();
+    let raw = format!(
+        r#"{{"type":"{kind}","user_id":"u-{}","session":"{:016x}","url":"https://shop.example.com/c/{}/p/{}","ts":"2026-11-25T19:55:{:02}.{:03}Z","sku":"SKU-{:06}","qty":{},"price":{}.{:02},"note":"{note}","n":{i}}}"#,
+        next() % 50_000,
+        next(),
+        next() % 40,
+        next() % 9_000,
+        next() % 60,
+        next() % 1_000,
+        next() % 999_999,
+        1 + next() % 4,
+        next() % 500,
+        next() % 100,
+    );
+    let meta = RequestMeta {
+        request_id: format!("K7x{:013x}=", next() % (1 << 52)),
+        received_at: Some(time::macros::datetime!(2026-11-25 19:55:17.042 UTC)),
+        source_ip: Some(format!("203.0.113.{}", next() % 255)),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0".into()),
+        principal: None,
+        stage: Some("$default".into()),
+    };
+    encode(
+        &EventRef {
+            id: &format!("0193a7c2-5f1e-7d40-9b1a-{i:012x}"),
+            id_generated: false,
+            event_type: kind,
+            raw: raw.as_bytes(),
+        },
+        &meta,
+    )
+}
+
+/// The Lambda payload (JSON text) of a 10,000-record batch of about `target` bytes of record
+/// data, written directly as text so the generator stays small next to what is measured.
+fn payload(target: usize) -> (String, usize) {
+    let mut probe = 1u64;
+    let base: usize = (0..100)
+        .map(|i| envelope(i, &mut probe, 0).len())
+        .sum::<usize>()
+        / 100;
+    let pad = (target / RECORDS).saturating_sub(base);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut out = String::with_capacity(RECORDS * (pad + 1_200));
+    let mut bytes_in = 0;
+    out.push_str("{\"Records\":[");
+    for i in 0..RECORDS {
+        let data = envelope(i, &mut rng, pad);
+        bytes_in += data.len();
+        let seq = format!(
+            "49659732041357081734587521{:030}",
+            9_471_837_450_129_318_200u128 + i as u128 * 1_000_003
+        );
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"kinesis":{{"kinesisSchemaVersion":"1.0","partitionKey":"u-{}","sequenceNumber":"{seq}","data":"{}","approximateArrivalTimestamp":{:.3}}},"eventSource":"aws:kinesis","eventVersion":"1.0","eventID":"shardId-000000000007:{seq}","eventName":"aws:kinesis:record","awsRegion":"us-east-1","eventSourceARN":"arn:aws:kinesis:us-east-1:123456789012:stream/caudal-events"}}"#,
+            i % 977,
+            base64::engine::general_purpose::STANDARD.encode(&data),
+            1_795_636_517.25 + i as f64 * 0.001
+        );
+    }
+    out.push_str("]}");
+    (out, bytes_in)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time_it<T>(iters: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut times = Vec::with_capacity(iters);
+    let mut last = None;
+    for _ in 0..iters {
+        let t = Instant::now();
+        let out = std::hint::black_box(f());
+        times.push(t.elapsed());
+        last = Some(out);
+    }
+    (median(times), last.expect("at least one iteration"))
+}
+
+fn mb_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+struct NullSink;
+
+impl Sink for NullSink {
+    async fn put(
+        &self,
+        records: &[Bytes],
+        _: tokio::time::Instant,
+    ) -> (Vec<Result<(), CallError>>, u32) {
+        (records.iter().map(|_| Ok(())).collect(), 1)
+    }
+}
+
+fn throughput() {
+    let (text, bytes_in) = payload(5_000_000);
+    let event = KinesisBatchEvent::parse_str(&text).expect("payload parses");
+    drop(text);
+    let refs = event.records();
+    let batches = group(&refs).expect("valid batch");
+    let batch = &batches[0];
+    // The exact NDJSON the raw object holds, for the codec-alone comparison.
+    let mut plain = Vec::new();
+    for r in &batch.records {
+        raw_writer::encode::write_raw_line(&mut plain, r).expect("in-memory write");
+    }
+    println!(
+        "batch: {} records, {:.2} MB of record data, {:.2} MB of NDJSON",
+        batch.records.len(),
+        bytes_in as f64 / 1e6,
+        plain.len() as f64 / 1e6
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>14} {:>10} {:>10}",
+        "codec", "encode MB/s", "codec MB/s", "encode/codec", "size", "ratio"
+    );
+    for (name, codec) in [
+        ("gzip-6", Codec::Gzip { level: 6 }),
+        ("zstd-3", Codec::Zstd { level: 3 }),
+    ] {
+        let iters = 7;
+        let (t_full, enc) = time_it(iters, || {
+            encode_batch(&batch.records, codec).expect("encode")
+        });
+        let (t_codec, alone) = time_it(iters, || codec.compress(&plain).expect("compress"));
+        let written = enc.bytes_written() as usize;
+        println!(
+            "{name:<10} {:>12.1} {:>12.1} {:>13.2}x {:>10} {:>9.1}x",
+            mb_s(bytes_in, t_full),
+            mb_s(bytes_in, t_codec),
+            t_full.as_secs_f64() / t_codec.as_secs_f64(),
+            written,
+            plain.len() as f64 / written as f64
+        );
+        assert_eq!(enc.raw_bytes as usize, plain.len());
+        assert!(alone.len().abs_diff(written) < written / 50 + 64);
+    }
+    let enc = encode_batch(&batch.records, Codec::default()).expect("encode");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let (t_fh, out) = time_it(7, || {
+        let p = plan(&enc.line_sizes, PackLimits::default()).expect("plan");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        rt.block_on(forward(&NullSink, batch, &enc, &p, deadline))
+    });
+    println!(
+        "firehose packing: {} records of <= 1,000 KiB in {} calls, {:.1} MB/s (plan + build)",
+        out.records,
+        out.attempts,
+        mb_s(plain.len(), t_fh)
+    );
+}
+
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child process: decode a ~6 MB payload and run the real handler with mocked clients.
+fn rss_child() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s3_rule = mock!(aws_sdk_s3::Client::put_object)
+        .then_output(|| PutObjectOutput::builder().e_tag("\"e\"").build());
+    let fh_rule = mock!(aws_sdk_firehose::Client::put_record_batch).then_compute_output(|req| {
+        PutRecordBatchOutput::builder()
+            .failed_put_count(0)
+            .set_request_responses(Some(
+                req.records()
+                    .iter()
+                    .map(|_| {
+                        PutRecordBatchResponseEntry::builder()
+                            .record_id("r")
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+            .expect("output")
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&s3_rule]);
+    let fh = mock_client!(aws_sdk_firehose, RuleMode::MatchAny, [&fh_rule]);
+    let mut config = Config::new("raw-bucket");
+    config.firehose_stream = Some("lake".into());
+    let state = State::new(config, s3, fh);
+    let start_kb = status_kb("VmHWM:");
+    let (text, bytes_in) = payload(6_000_000);
+    let payload_kb = status_kb("VmHWM:");
+    let event = KinesisBatchEvent::parse_str(&text).expect("payload parses");
+    let parsed_kb = status_kb("VmHWM:");
+    drop(text);
+    let resp = rt
+        .block_on(handler(&state, LambdaEvent::new(event, Context::default())))
+        .expect("handler");
+    assert!(resp.batch_item_failures.is_empty());
+    let end_kb = status_kb("VmHWM:");
+    println!(
+        "peak RSS for a {:.2} MB, {RECORDS}-record batch through the handler: VmHWM {:.1} MB \
+         (process start {:.1} MB; +payload text {:.1} MB; +decoded event {:.1} MB; \
+         +encode/S3/Firehose {:.1} MB); S3 calls {}, Firehose calls {}",
+        bytes_in as f64 / 1e6,
+        end_kb as f64 / 1024.0,
+        start_kb as f64 / 1024.0,
+        payload_kb.saturating_sub(start_kb) as f64 / 1024.0,
+        parsed_kb.saturating_sub(payload_kb) as f64 / 1024.0,
+        end_kb.saturating_sub(parsed_kb) as f64 / 1024.0,
+        s3_rule.num_calls(),
+        fh_rule.num_calls(),
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "rss-child") {
+        rss_child();
+        return;
+    }
+    throughput();
+    // Peak RSS is per process: measure it in a fresh one.
+    match std::env::current_exe()
+        .and_then(|exe| std::process::Command::new(exe).arg("rss-child").output())
+    {
+        Ok(out) => {
+            // The child's stdout also carries the handler's EMF line; show only the figures.
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if line.starts_with("peak RSS") {
+                    println!("{line}");
+                }
+            }
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Err(e) => eprintln!("could not run the RSS child: {e}"),
+    }
+}

@@ -9,7 +9,7 @@
 //! The uncompressed size of every valid line is recorded on the way: the Firehose packer needs it
 //! and can rebuild any line later from the borrowed record without keeping a copy.
 
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 
 use bytes::Bytes;
 
@@ -74,9 +74,16 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-fn new_encoder(codec: Codec, capacity: usize) -> io::Result<Counting<Encoder<Vec<u8>>>> {
+/// The compressor behind a buffer: a raw line is written as many small pieces (serde writes
+/// each token separately), and feeding those one by one to the compressor costs more than the
+/// compression itself.
+type LineSink = Counting<BufWriter<Encoder<Vec<u8>>>>;
+
+const WRITE_BUFFER: usize = 64 * 1024;
+
+fn new_encoder(codec: Codec, capacity: usize) -> io::Result<LineSink> {
     Ok(Counting {
-        inner: codec.encoder(Vec::with_capacity(capacity))?,
+        inner: BufWriter::with_capacity(WRITE_BUFFER, codec.encoder(Vec::with_capacity(capacity))?),
         count: 0,
     })
 }
@@ -101,8 +108,8 @@ pub fn encode_batch(records: &[InRecord<'_>], codec: Codec) -> io::Result<Encode
     // Capacity is a reservation, not resident memory: pages are touched only as output grows,
     // and reserving avoids the Vec doubling (which would briefly hold two copies).
     let capacity = usize::try_from(bytes_in / 3).unwrap_or(0) + 4096;
-    let mut raw_enc: Option<Counting<Encoder<Vec<u8>>>> = None;
-    let mut invalid_enc: Option<Counting<Encoder<Vec<u8>>>> = None;
+    let mut raw_enc: Option<LineSink> = None;
+    let mut invalid_enc: Option<LineSink> = None;
     let mut valid = Vec::with_capacity(records.len());
     let mut line_sizes = Vec::with_capacity(records.len());
     let mut invalid_count = 0usize;
@@ -133,9 +140,12 @@ pub fn encode_batch(records: &[InRecord<'_>], codec: Codec) -> io::Result<Encode
         }
     }
     // `Bytes::from(Vec)` takes the buffer over without copying it.
-    let finish = |e: Option<Counting<Encoder<Vec<u8>>>>| -> io::Result<(Option<Bytes>, u64)> {
+    let finish = |e: Option<LineSink>| -> io::Result<(Option<Bytes>, u64)> {
         match e {
-            Some(c) => Ok((Some(Bytes::from(c.inner.finish()?)), c.count)),
+            Some(c) => {
+                let encoder = c.inner.into_inner().map_err(|e| e.into_error())?;
+                Ok((Some(Bytes::from(encoder.finish()?)), c.count))
+            }
             None => Ok((None, 0)),
         }
     };

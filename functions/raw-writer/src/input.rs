@@ -262,7 +262,8 @@ pub fn seq_cmp(a: &str, b: &str) -> Ordering {
 
 /// Seconds since the epoch (millisecond precision, as Kinesis reports it) to a UTC time.
 fn arrival_time(seconds: f64) -> Option<OffsetDateTime> {
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 253_402_300_799.0 {
+    // NaN and infinities fall outside the range too.
+    if !(0.0..=253_402_300_799.0).contains(&seconds) {
         return None;
     }
     // f64 holds today's epoch milliseconds exactly enough for rounding to recover them.

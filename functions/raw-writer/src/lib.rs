@@ -5,8 +5,10 @@
 //!
 //! 1. writes **one** compressed NDJSON object under `raw/` holding every valid record, in stream
 //!    order, each line = the envelope verbatim + its Kinesis coordinates; records that are not
-//!    envelopes go to a sibling object under `raw-invalid/` with the reason. Keys come from the
-//!    batch alone ([`shared::keys::raw_key`]), so a re-delivered batch overwrites its object;
+//!    envelopes go to a sibling object under `raw-invalid/` with the reason (a batch with no valid
+//!    record writes only that one; one with no invalid record writes no `raw-invalid/` object).
+//!    Keys come from the batch alone ([`shared::keys::raw_key`]), so a re-delivered batch
+//!    overwrites its object;
 //! 2. forwards the valid lines to Firehose, packed into ≤ 1,000 KiB records ([`forward`]);
 //! 3. answers with `batchItemFailures` naming the lowest sequence number that is not safely
 //!    stored, and one EMF metrics line per batch.

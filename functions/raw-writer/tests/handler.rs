@@ -1,0 +1,663 @@
+//! Handler tests: `events/raw-writer-*.json` (Kinesis events shaped as Lambda delivers them) run
+//! through the real handler with S3 and Firehose answered by `aws-smithy-mocks`.
+//!
+//! The SDK's own retries are disabled on the mocked clients so every call the mocks count is one
+//! the function's shared retry code decided to make.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_firehose::operation::put_record_batch::{PutRecordBatchError, PutRecordBatchOutput};
+use aws_sdk_firehose::types::PutRecordBatchResponseEntry;
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
+use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use base64::Engine as _;
+use lambda_runtime::{Context, LambdaEvent};
+use raw_writer::input::KinesisBatchEvent;
+use raw_writer::{Config, State, handler, invoke};
+use shared::codec::Codec;
+use shared::raw::RawLine;
+use shared::retry::RetryPolicy;
+
+// ---------------------------------------------------------------------------------------------
+// fixtures
+
+fn event_json(name: &str) -> serde_json::Value {
+    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn event(name: &str) -> KinesisBatchEvent {
+    KinesisBatchEvent::parse_value(&event_json(name)).unwrap()
+}
+
+/// (sequence number, decoded data) of each record of an event file, in file order.
+fn records_of(name: &str) -> Vec<(String, Vec<u8>)> {
+    event_json(name)["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let seq = r["kinesis"]["sequenceNumber"].as_str().unwrap().to_owned();
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(r["kinesis"]["data"].as_str().unwrap())
+                .unwrap_or_default();
+            (seq, data)
+        })
+        .collect()
+}
+
+fn ctx_with_deadline(from_now: Duration) -> Context {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let mut ctx = Context::default();
+    ctx.request_id = "test-request".into();
+    ctx.deadline = u64::try_from((now + from_now).as_millis()).unwrap();
+    ctx
+}
+
+fn ctx() -> Context {
+    ctx_with_deadline(Duration::from_secs(30))
+}
+
+fn config(firehose: bool) -> Config {
+    let mut c = Config::new("raw-bucket");
+    c.firehose_stream = firehose.then(|| "lake-stream".to_owned());
+    c.retry = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    };
+    c.deadline_margin = Duration::from_secs(1);
+    c
+}
+
+fn pad(seq: &str) -> String {
+    format!("{seq:0>64}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3 mock: the first `fail_first` calls answer `status` with an S3 error body, later calls
+// succeed and are recorded.
+
+#[derive(Debug, Clone)]
+struct Put {
+    key: String,
+    body: Vec<u8>,
+    content_type: String,
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Clone, Default)]
+struct S3Log {
+    calls: Arc<AtomicUsize>,
+    puts: Arc<Mutex<Vec<Put>>>,
+}
+
+impl S3Log {
+    fn puts(&self) -> Vec<Put> {
+        self.puts.lock().unwrap().clone()
+    }
+    fn put(&self, prefix: &str) -> Put {
+        let all = self.puts();
+        let found: Vec<&Put> = all.iter().filter(|p| p.key.starts_with(prefix)).collect();
+        assert_eq!(found.len(), 1, "one object under {prefix}: {all:#?}");
+        found[0].clone()
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn s3_error(status: u16, code: &str) -> HttpResponse {
+    HttpResponse::new(
+        StatusCode::try_from(status).unwrap(),
+        SdkBody::from(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+             <Message>mocked {code}</Message><RequestId>r</RequestId></Error>"
+        )),
+    )
+}
+
+fn s3_client(fail_first: usize, status: u16, code: &'static str) -> (aws_sdk_s3::Client, S3Log) {
+    let log = S3Log::default();
+    let l = log.clone();
+    let rule = mock!(aws_sdk_s3::Client::put_object).then_compute_response(move |req| {
+        let n = l.calls.fetch_add(1, Ordering::SeqCst);
+        if n < fail_first {
+            return MockResponse::<PutObjectOutput, PutObjectError>::Http(s3_error(status, code));
+        }
+        l.puts.lock().unwrap().push(Put {
+            key: req.key().unwrap_or_default().to_owned(),
+            body: req.body().bytes().unwrap_or_default().to_vec(),
+            content_type: req.content_type().unwrap_or_default().to_owned(),
+            metadata: req.metadata().cloned().unwrap_or_default(),
+        });
+        MockResponse::Output(PutObjectOutput::builder().e_tag("\"etag-1\"").build())
+    });
+    let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+    (client, log)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Firehose mock: `decide(call_number, record_bytes)` returns `None` (accepted) or an error code
+// per entry; every call's records are recorded.
+
+type Decide = dyn Fn(usize, &[u8]) -> Option<&'static str> + Send + Sync;
+
+#[derive(Clone, Default)]
+struct FhLog {
+    calls: Arc<Mutex<Vec<Vec<Vec<u8>>>>>,
+}
+
+impl FhLog {
+    fn calls(&self) -> Vec<Vec<Vec<u8>>> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+fn firehose_client(decide: Arc<Decide>) -> (aws_sdk_firehose::Client, FhLog) {
+    let log = FhLog::default();
+    let l = log.clone();
+    let rule =
+        mock!(aws_sdk_firehose::Client::put_record_batch).then_compute_response(move |req| {
+            assert_eq!(req.delivery_stream_name(), Some("lake-stream"));
+            let records: Vec<Vec<u8>> = req
+                .records()
+                .iter()
+                .map(|r| r.data().as_ref().to_vec())
+                .collect();
+            let n = {
+                let mut calls = l.calls.lock().unwrap();
+                calls.push(records.clone());
+                calls.len() - 1
+            };
+            let mut failed = 0;
+            let entries = records
+                .iter()
+                .map(|r| match decide(n, r) {
+                    Some(code) => {
+                        failed += 1;
+                        PutRecordBatchResponseEntry::builder()
+                            .error_code(code)
+                            .error_message("mocked")
+                            .build()
+                    }
+                    None => PutRecordBatchResponseEntry::builder()
+                        .record_id(format!("rec-{n}"))
+                        .build(),
+                })
+                .collect::<Vec<_>>();
+            MockResponse::<PutRecordBatchOutput, PutRecordBatchError>::Output(
+                PutRecordBatchOutput::builder()
+                    .failed_put_count(failed)
+                    .set_request_responses(Some(entries))
+                    .build()
+                    .unwrap(),
+            )
+        });
+    let client = mock_client!(aws_sdk_firehose, RuleMode::MatchAny, [&rule], |c| c
+        .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled()));
+    (client, log)
+}
+
+fn firehose_ok() -> (aws_sdk_firehose::Client, FhLog) {
+    firehose_client(Arc::new(|_, _| None))
+}
+
+fn lines(codec: Codec, body: &[u8]) -> Vec<Vec<u8>> {
+    let plain = codec.decompress_capped(body, 64 << 20).unwrap();
+    assert_eq!(plain.last(), Some(&b'\n'));
+    plain
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn run(state: &State, name: &str) -> Vec<String> {
+    let resp = handler(state, LambdaEvent::new(event(name), ctx()))
+        .await
+        .unwrap();
+    resp.batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier.unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests
+
+#[tokio::test]
+async fn batch_is_archived_after_an_s3_503_and_forwarded() {
+    let (s3, s3_log) = s3_client(1, 503, "SlowDown");
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let failures = run(&state, "raw-writer-batch.json").await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(s3_log.calls(), 2, "one 503, one success");
+
+    let expected = records_of("raw-writer-batch.json");
+    let put = s3_log.put("raw/");
+    assert_eq!(
+        put.key,
+        format!(
+            "raw/dt=2026-11-25/hr=19/shardId-000000000003/{}-{}.ndjson.gz",
+            pad(&expected[0].0),
+            pad(&expected[4].0)
+        )
+    );
+    assert_eq!(put.content_type, "application/gzip");
+    assert_eq!(put.metadata["record-count"], "5");
+    assert_eq!(put.metadata["invalid-count"], "0");
+    assert_eq!(put.metadata["first-seq"], expected[0].0);
+    assert_eq!(put.metadata["last-seq"], expected[4].0);
+    assert_eq!(put.metadata["format-version"], "1");
+    assert_eq!(put.metadata["codec"], "gzip");
+    assert_eq!(put.metadata["shard-id"], "shardId-000000000003");
+    assert!(
+        s3_log
+            .puts()
+            .iter()
+            .all(|p| !p.key.starts_with("raw-invalid/"))
+    );
+
+    let got = lines(Codec::default(), &put.body);
+    assert_eq!(got.len(), 5);
+    for (line, (seq, data)) in got.iter().zip(&expected) {
+        let parsed = RawLine::parse(line).unwrap();
+        assert_eq!(parsed.kinesis.sequence_number, seq.as_str());
+        assert_eq!(parsed.kinesis.shard_id, "shardId-000000000003");
+        assert_eq!(
+            parsed.envelope.get().as_bytes(),
+            &data[..],
+            "envelope kept verbatim"
+        );
+    }
+    let first = RawLine::parse(&got[0]).unwrap();
+    assert_eq!(first.kinesis.arrival, "2026-11-25T19:55:17.250Z");
+    assert_eq!(first.kinesis.partition_key, "u-1042");
+    let last = RawLine::parse(&got[4]).unwrap();
+    assert_eq!(last.kinesis.arrival, "2026-11-25T19:55:19.237Z");
+
+    // Firehose got the very same NDJSON, packed into one record.
+    let calls = fh_log.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].len(), 1);
+    let plain = Codec::default()
+        .decompress_capped(&put.body, 1 << 20)
+        .unwrap();
+    assert_eq!(calls[0][0], plain);
+}
+
+#[tokio::test]
+async fn s3_failing_after_retries_fails_the_whole_batch() {
+    let (s3, s3_log) = s3_client(usize::MAX, 503, "SlowDown");
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let failures = run(&state, "raw-writer-batch.json").await;
+    let first = records_of("raw-writer-batch.json")[0].0.clone();
+    assert_eq!(failures, vec![first]);
+    assert_eq!(s3_log.calls(), 4, "the policy's 4 attempts");
+    assert!(
+        fh_log.calls().is_empty(),
+        "nothing forwarded for an unarchived batch"
+    );
+}
+
+#[tokio::test]
+async fn s3_permanent_error_is_not_retried_and_fails_the_batch() {
+    let (s3, s3_log) = s3_client(usize::MAX, 403, "AccessDenied");
+    let (fh, _) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let failures = run(&state, "raw-writer-single.json").await;
+    assert_eq!(
+        failures,
+        vec![records_of("raw-writer-single.json")[0].0.clone()]
+    );
+    assert_eq!(s3_log.calls(), 1);
+}
+
+#[tokio::test]
+async fn invalid_object_failing_also_fails_the_batch() {
+    // Two objects are written (raw + raw-invalid); one 500 each time for the invalid one only.
+    let log = S3Log::default();
+    let l = log.clone();
+    let rule = mock!(aws_sdk_s3::Client::put_object).then_compute_response(move |req| {
+        l.calls.fetch_add(1, Ordering::SeqCst);
+        if req.key().unwrap_or_default().starts_with("raw-invalid/") {
+            return MockResponse::Http(s3_error(500, "InternalError"));
+        }
+        MockResponse::Output(PutObjectOutput::builder().build())
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let failures = run(&state, "raw-writer-invalid.json").await;
+    assert_eq!(
+        failures,
+        vec![records_of("raw-writer-invalid.json")[0].0.clone()]
+    );
+    assert_eq!(log.calls(), 1 + 4);
+    assert!(fh_log.calls().is_empty());
+}
+
+#[tokio::test]
+async fn firehose_partial_failure_resends_only_the_failed_entries() {
+    let (s3, _) = s3_client(0, 200, "");
+    // First call: the purchase and the search records fail; later calls accept everything.
+    let (fh, fh_log) = firehose_client(Arc::new(|n, data| {
+        (n == 0 && (contains(data, "order-2026-000187") || contains(data, "\"search\"")))
+            .then_some("ServiceUnavailableException")
+    }));
+    let mut cfg = config(true);
+    // One line per Firehose record, so entries map to events.
+    cfg.pack.record_max_bytes = 1000;
+    let state = State::new(cfg, s3, fh);
+    let failures = run(&state, "raw-writer-batch.json").await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let calls = fh_log.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].len(), 5, "one record per line");
+    assert_eq!(calls[1], vec![calls[0][2].clone(), calls[0][3].clone()]);
+    assert!(contains(&calls[1][0], "order-2026-000187"));
+    assert!(calls.iter().flatten().all(|r| r.ends_with(b"\n")));
+}
+
+#[tokio::test]
+async fn firehose_persistently_failing_reports_the_lowest_missing_sequence_number() {
+    let (s3, s3_log) = s3_client(0, 200, "");
+    // The purchase (3rd record) and the last page view never get in.
+    let (fh, fh_log) = firehose_client(Arc::new(|_, data| {
+        (contains(data, "order-2026-000187") || contains(data, "1a05")).then_some("InternalFailure")
+    }));
+    let mut cfg = config(true);
+    cfg.pack.record_max_bytes = 1000;
+    let state = State::new(cfg, s3, fh);
+    let failures = run(&state, "raw-writer-batch.json").await;
+    let expected = records_of("raw-writer-batch.json");
+    assert_eq!(failures, vec![expected[2].0.clone()]);
+    // The raw object was still written: re-delivery rewrites it under the same naming.
+    assert_eq!(s3_log.puts().len(), 1);
+    let calls = fh_log.calls();
+    assert_eq!(calls.len(), 4, "the policy's 4 attempts");
+    assert_eq!(calls[0].len(), 5);
+    for later in &calls[1..] {
+        assert_eq!(later.len(), 2, "only the two failing entries are resent");
+    }
+}
+
+#[tokio::test]
+async fn firehose_call_failing_reports_the_first_forwarded_record() {
+    let (s3, _) = s3_client(0, 200, "");
+    let rule = mock!(aws_sdk_firehose::Client::put_record_batch)
+        .sequence()
+        .http_status(
+            500,
+            Some(r#"{"__type":"ServiceUnavailableException","message":"down"}"#.into()),
+        )
+        .repeatedly()
+        .build();
+    let fh = mock_client!(aws_sdk_firehose, RuleMode::MatchAny, [&rule], |c| c
+        .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled()));
+    let state = State::new(config(true), s3, fh);
+    // In the invalid event the first record is valid: it is the lowest one missing from the lake.
+    let failures = run(&state, "raw-writer-invalid.json").await;
+    assert_eq!(
+        failures,
+        vec![records_of("raw-writer-invalid.json")[0].0.clone()]
+    );
+    assert_eq!(rule.num_calls(), 4);
+}
+
+#[tokio::test]
+async fn the_same_batch_twice_gives_the_same_key_and_bytes() {
+    for codec in [Codec::Gzip { level: 6 }, Codec::Zstd { level: 3 }] {
+        let mut puts = Vec::new();
+        for _ in 0..2 {
+            let (s3, log) = s3_client(0, 200, "");
+            let (fh, _) = firehose_ok();
+            let mut cfg = config(true);
+            cfg.codec = codec;
+            let state = State::new(cfg, s3, fh);
+            assert!(run(&state, "raw-writer-invalid.json").await.is_empty());
+            let mut p = log.puts();
+            p.sort_by(|a, b| a.key.cmp(&b.key));
+            puts.push(p);
+        }
+        assert_eq!(puts[0].len(), 2);
+        for (a, b) in puts[0].iter().zip(&puts[1]) {
+            assert_eq!(a.key, b.key);
+            assert_eq!(a.body, b.body, "{codec:?}: byte-identical object");
+            assert_eq!(a.metadata, b.metadata);
+        }
+        let suffix = codec.suffix();
+        assert!(
+            puts[0]
+                .iter()
+                .all(|p| p.key.ends_with(&format!(".ndjson{suffix}")))
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_records_go_to_raw_invalid_and_are_not_forwarded() {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    assert!(run(&state, "raw-writer-invalid.json").await.is_empty());
+    let expected = records_of("raw-writer-invalid.json");
+    let raw = log.put("raw/");
+    let invalid = log.put("raw-invalid/");
+    assert_eq!(
+        invalid.key,
+        raw.key.replacen("raw/", "raw-invalid/", 1),
+        "sibling object, same naming"
+    );
+    assert_eq!(raw.metadata["record-count"], "2");
+    assert_eq!(raw.metadata["invalid-count"], "3");
+    assert_eq!(invalid.metadata["record-count"], "3");
+
+    let good = lines(Codec::default(), &raw.body);
+    let good_seqs: Vec<String> = good
+        .iter()
+        .map(|l| {
+            RawLine::parse(l)
+                .unwrap()
+                .kinesis
+                .sequence_number
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        good_seqs,
+        vec![expected[0].0.clone(), expected[3].0.clone()]
+    );
+
+    let bad = lines(Codec::default(), &invalid.body);
+    assert_eq!(bad.len(), 3);
+    for (line, idx) in bad.iter().zip([1, 2, 4]) {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        assert_eq!(v["kinesis"]["sequence_number"], expected[idx].0.as_str());
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data_b64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(data, expected[idx].1, "every byte kept");
+        assert!(!v["reason"].as_str().unwrap().is_empty());
+    }
+
+    let calls = fh_log.calls();
+    assert_eq!(calls.len(), 1);
+    let forwarded: Vec<u8> = calls.concat().concat();
+    assert_eq!(
+        forwarded,
+        Codec::default()
+            .decompress_capped(&raw.body, 1 << 20)
+            .unwrap(),
+        "valid lines only"
+    );
+}
+
+#[tokio::test]
+async fn a_single_record_batch_is_keyed_by_its_own_sequence_number() {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, _) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    assert!(run(&state, "raw-writer-single.json").await.is_empty());
+    let seq = &records_of("raw-writer-single.json")[0].0;
+    let put = log.put("raw/");
+    assert_eq!(
+        put.key,
+        format!(
+            "raw/dt=2026-11-25/hr=20/shardId-000000000000/{}-{}.ndjson.gz",
+            pad(seq),
+            pad(seq)
+        )
+    );
+    assert_eq!(lines(Codec::default(), &put.body).len(), 1);
+}
+
+#[tokio::test]
+async fn undecodable_base64_is_archived_as_invalid_through_invoke() {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let out = invoke(&state, event_json("raw-writer-bad-base64.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    let invalid = log.put("raw-invalid/");
+    let bad = lines(Codec::default(), &invalid.body);
+    assert_eq!(bad.len(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&bad[0]).unwrap();
+    assert!(v["reason"].as_str().unwrap().contains("base64"));
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(v["data_b64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(kept, b"this is *not* base64!");
+    assert_eq!(lines(Codec::default(), &log.put("raw/").body).len(), 2);
+    assert_eq!(fh_log.calls().concat().len(), 1);
+}
+
+#[tokio::test]
+async fn invoke_answers_in_the_lambda_response_shape() {
+    let (s3, _) = s3_client(usize::MAX, 503, "SlowDown");
+    let (fh, _) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let out = invoke(&state, event_json("raw-writer-batch.json"), ctx())
+        .await
+        .unwrap();
+    let first = records_of("raw-writer-batch.json")[0].0.clone();
+    assert_eq!(
+        out,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": first}]})
+    );
+}
+
+#[tokio::test]
+async fn firehose_off_forwards_nothing() {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(false), s3, fh);
+    assert!(run(&state, "raw-writer-batch.json").await.is_empty());
+    assert_eq!(log.puts().len(), 1);
+    assert!(fh_log.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_an_error_and_writes_nothing() {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, _) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let mut v = event_json("raw-writer-batch.json");
+    v["Records"][3]["eventID"] = serde_json::Value::Null;
+    let err = invoke(&state, v, ctx()).await.unwrap_err();
+    assert!(err.to_string().contains("record 3"), "{err}");
+    let err = invoke(&state, serde_json::json!({"Records": "nope"}), ctx())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a Kinesis event"), "{err}");
+    assert_eq!(log.calls(), 0);
+}
+
+#[tokio::test]
+async fn an_empty_event_writes_nothing() {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let out = invoke(&state, serde_json::json!({"Records": []}), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(log.calls(), 0);
+    assert!(fh_log.calls().is_empty());
+}
+
+#[tokio::test]
+async fn several_shards_get_one_object_each() {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, _) = firehose_ok();
+    let state = State::new(config(true), s3, fh);
+    let mut v = event_json("raw-writer-batch.json");
+    let single = event_json("raw-writer-single.json");
+    let recs = v["Records"].as_array_mut().unwrap();
+    recs.push(single["Records"][0].clone());
+    let out = invoke(&state, v, ctx()).await.unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    let puts = log.puts();
+    assert_eq!(puts.len(), 2);
+    assert!(
+        puts.iter()
+            .any(|p| p.key.contains("/shardId-000000000003/"))
+    );
+    assert!(
+        puts.iter()
+            .any(|p| p.key.contains("/shardId-000000000000/"))
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_before_the_lambda_deadline() {
+    let (s3, log) = s3_client(usize::MAX, 503, "SlowDown");
+    let (fh, _) = firehose_ok();
+    let mut cfg = config(true);
+    cfg.retry = RetryPolicy {
+        max_attempts: 1000,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(400),
+    };
+    cfg.deadline_margin = Duration::from_secs(1);
+    let state = State::new(cfg, s3, fh);
+    let started = std::time::Instant::now();
+    let resp = handler(
+        &state,
+        LambdaEvent::new(
+            event("raw-writer-batch.json"),
+            ctx_with_deadline(Duration::from_secs(3)),
+        ),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered in time: {took:?}"
+    );
+    assert!(log.calls() > 1 && log.calls() < 1000);
+    assert_eq!(resp.batch_item_failures.len(), 1);
+    assert_eq!(
+        resp.batch_item_failures[0].item_identifier.as_deref(),
+        Some(records_of("raw-writer-batch.json")[0].0.as_str())
+    );
+}
