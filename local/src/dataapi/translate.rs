@@ -684,7 +684,11 @@ impl CopyPlan {
     /// unquoted empty field as NULL, so character columns get `FORCE_NOT_NULL`.
     pub fn pg_options(&self, text_columns: &[String]) -> String {
         let mut out = String::from("FORMAT csv");
-        let _ = write!(out, ", DELIMITER {}", quote_literal(&self.delimiter.to_string()));
+        let _ = write!(
+            out,
+            ", DELIMITER {}",
+            quote_literal(&self.delimiter.to_string())
+        );
         let _ = write!(out, ", QUOTE {}", quote_literal(&self.quote.to_string()));
         let _ = write!(out, ", NULL {}", quote_literal(&self.null_as));
         if !text_columns.is_empty() {
