@@ -36,8 +36,9 @@ impl Expr {
             .compile(source)
             .map_err(|e| format!("CEL syntax error in {source:?}: {e}"))?;
         let refs = program.references();
+        let bound = macro_variables(source);
         for var in refs.variables() {
-            if !VARIABLES.contains(&var) {
+            if !VARIABLES.contains(&var) && !bound.iter().any(|b| b == var) {
                 return Err(format!(
                     "CEL expression {source:?} uses unknown variable `{var}` (available: event, envelope, kinesis)"
                 ));
@@ -53,49 +54,74 @@ impl Expr {
 
     /// Evaluate against a prepared scope.
     pub fn eval(&self, scope: &cel::Context<'_, '_>) -> Result<Value, String> {
-        let v = self
-            .program
-            .execute(scope)
-            .map_err(|e| format!("CEL {:?} failed: {e}", self.source))?;
+        // The interpreter is third-party code run on client data: a panic in it must become a
+        // reject of this one event, not the end of the whole batch.
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.program.execute(scope)))
+                .map_err(|_| format!("CEL {:?} panicked while evaluating", self.source))?;
+        let v = run.map_err(|e| format!("CEL {:?} failed: {e}", self.source))?;
         to_json(&v).map_err(|e| format!("CEL {:?} returned {e}", self.source))
     }
 }
 
-/// Build a scope binding the requested variables.
-pub(crate) fn scope(
+/// Names bound by comprehension macros (`list.exists(x, …)`, `all`, `exists_one`, `map`,
+/// `filter`), which the reference list reports like free variables.
+fn macro_variables(source: &str) -> Vec<String> {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(
+            r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,",
+        )
+        .ok()
+    })
+    .as_ref()
+    .map(|re| {
+        re.captures_iter(source)
+            .filter_map(|c| c.get(1))
+            .map(|m| m.as_str().to_owned())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Build a scope binding the requested variables, borrowing from the JSON values (strings are
+/// not copied; the scope lives as long as the line being processed).
+pub(crate) fn scope<'v>(
     env: &Arc<cel::Env>,
     needs: [bool; 3],
-    values: [&dyn Fn() -> Value; 3],
-) -> Result<cel::Context<'static, 'static>, String> {
+    values: [&dyn Fn() -> &'v Value; 3],
+) -> cel::Context<'v, 'v> {
     let mut ctx = cel::Context::with_env(Arc::clone(env));
     for ((name, need), value) in VARIABLES.iter().zip(needs).zip(values) {
         if need {
-            ctx.add_variable_from_value(*name, from_json(&value()));
+            ctx.add_variable_as_val(*name, to_val(value()));
         }
     }
-    Ok(ctx)
+    ctx
 }
 
-/// JSON → CEL. Integers become `int` whenever they fit (serde would make every positive
-/// integer a `uint`, and CEL refuses `uint + int`, so `event.n + 1` would fail).
-fn from_json(v: &Value) -> cel::Value {
+/// JSON → CEL value, built directly (no intermediate `cel::Value`) and borrowing strings.
+/// Integers become `int` whenever they fit (serde would make every positive integer a `uint`,
+/// and CEL refuses `uint + int`, so `event.n + 1` would fail).
+fn to_val<'v>(v: &'v Value) -> Box<dyn cel::common::value::Val + 'v> {
+    use cel::common::types::{
+        CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+    };
     match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => cel::Value::Int(i),
-            (None, Some(u)) => cel::Value::UInt(u),
-            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(from_json).collect())),
-        Value::Object(o) => {
-            let map: std::collections::HashMap<cel::objects::Key, cel::Value> = o
-                .iter()
-                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), from_json(v)))
-                .collect();
-            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
-        }
+        Value::String(s) => Box::new(CelString::from(s.as_str())),
+        Value::Array(a) => Box::new(CelList::from(a.iter().map(to_val).collect::<Vec<_>>())),
+        Value::Object(o) => Box::new(CelMap::from(
+            o.iter()
+                .map(|(k, v)| (CelMapKey::String(CelString::from(k.as_str())), to_val(v)))
+                .collect::<std::collections::HashMap<_, _>>(),
+        )),
     }
 }
 
@@ -138,10 +164,10 @@ mod tests {
     fn run(src: &str, event: Value) -> Result<Value, String> {
         let env = environment().unwrap();
         let e = Expr::compile(&env, src)?;
-        let ev = move || event.clone();
-        let envl = || json!({"user_agent": "Mozilla/5.0 (bot)"});
-        let kin = || json!({"shard_id": "s-1"});
-        let sc = scope(&env, e.uses, [&ev, &envl, &kin])?;
+        let envl = json!({"user_agent": "Mozilla/5.0 (bot)"});
+        let kin = json!({"shard_id": "s-1"});
+        let (ev, en, ki) = (|| &event, || &envl, || &kin);
+        let sc = scope(&env, e.uses, [&ev, &en, &ki]);
         e.eval(&sc)
     }
 

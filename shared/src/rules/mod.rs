@@ -7,8 +7,8 @@
 //! * **event types** — per type a JSON Schema, named filters (CEL, `drop_if`), the target table
 //!   and one mapping per column: a JSON pointer into `/event`, `/envelope` or `/kinesis`, a CEL
 //!   expression, a constant or a coalesce of those, followed by enrichment steps
-//!   ([`enrich`]-module: trim/lower/upper, salted sha256, date parts, IP truncation, epochs,
-//!   default) and a strict conversion to the column type ([`types`]);
+//!   (module `enrich`: trim/lower/upper, salted sha256, date parts, IP truncation, epochs,
+//!   default) and a strict conversion to the column type (module `types`);
 //! * **global filters** applied to every event before its type is looked at;
 //! * what to do with **unknown event types**: reject them, or keep them whole in a catch-all
 //!   table as `SUPER`.
@@ -921,12 +921,13 @@ impl RuleSet {
             kin: &raw.kinesis,
             env_json: OnceCell::new(),
             kin_json: OnceCell::new(),
-            scope: OnceCell::new(),
             uses: rule.map_or(self.global_uses, |r| r.uses),
         };
+        // Declared after `lc`, which it borrows (dropped first).
+        let sc: Scope<'_> = OnceCell::new();
 
         for f in &self.global_filters {
-            match self.run_filter(f, &lc) {
+            match self.run_filter(f, &lc, &sc) {
                 Ok(true) => {
                     return Outcome::Filtered {
                         rule: f.name.clone(),
@@ -956,7 +957,7 @@ impl RuleSet {
             return identify(r);
         }
         for f in &rule.filters {
-            match self.run_filter(f, &lc) {
+            match self.run_filter(f, &lc, &sc) {
                 Ok(true) => {
                     return Outcome::Filtered {
                         rule: f.name.clone(),
@@ -966,7 +967,7 @@ impl RuleSet {
                 Err(r) => return identify(r),
             }
         }
-        match self.map_row(env.event_type.as_ref(), rule, &lc, lineage) {
+        match self.map_row(env.event_type.as_ref(), rule, &lc, &sc, lineage) {
             Ok(row) => Outcome::Rows(vec![row]),
             Err(r) => identify(r),
         }
@@ -1002,9 +1003,14 @@ impl RuleSet {
         }
     }
 
-    fn run_filter(&self, f: &Filter, lc: &LineCtx<'_>) -> Result<bool, Reject> {
+    fn run_filter<'s>(
+        &self,
+        f: &Filter,
+        lc: &'s LineCtx<'_>,
+        sc: &Scope<'s>,
+    ) -> Result<bool, Reject> {
         let fail = |msg: String| Reject::new("filter", Some(f.name.clone()), None, msg);
-        let scope = self.scope(lc).map_err(fail)?;
+        let scope = self.scope(lc, sc);
         match f.expr.eval(scope).map_err(fail)? {
             Value::Bool(b) => Ok(b),
             other => Err(fail(format!(
@@ -1014,18 +1020,23 @@ impl RuleSet {
         }
     }
 
-    fn scope<'s>(&self, lc: &'s LineCtx<'_>) -> Result<&'s cel::Context<'static, 'static>, String> {
-        if let Some(s) = lc.scope.get() {
-            return Ok(s);
-        }
-        let ev = || lc.event.clone();
-        let en = || lc.envelope_json().clone();
-        let ki = || lc.kinesis_json().clone();
-        let built = expr::scope(&self.cel, lc.uses, [&ev, &en, &ki])?;
-        Ok(lc.scope.get_or_init(|| built))
+    /// The CEL scope of a line, built on first use (most lines of a type without expressions
+    /// never pay for it).
+    fn scope<'s, 'c>(&self, lc: &'s LineCtx<'_>, cell: &'c Scope<'s>) -> &'c cel::Context<'s, 's> {
+        cell.get_or_init(|| {
+            let ev = || &lc.event;
+            let en = || lc.envelope_json();
+            let ki = || lc.kinesis_json();
+            expr::scope(&self.cel, lc.uses, [&ev, &en, &ki])
+        })
     }
 
-    fn eval_source<'v>(&self, s: &Source, lc: &'v LineCtx<'_>) -> Result<Cow<'v, Value>, String> {
+    fn eval_source<'v>(
+        &self,
+        s: &Source,
+        lc: &'v LineCtx<'_>,
+        sc: &Scope<'v>,
+    ) -> Result<Cow<'v, Value>, String> {
         match s {
             Source::Const(v) => Ok(Cow::Owned(v.clone())),
             Source::Pointer(p) => {
@@ -1038,10 +1049,10 @@ impl RuleSet {
                     .pointer(&p.rest)
                     .map_or(Cow::Owned(Value::Null), Cow::Borrowed))
             }
-            Source::Expr(e) => Ok(Cow::Owned(e.eval(self.scope(lc)?)?)),
+            Source::Expr(e) => Ok(Cow::Owned(e.eval(self.scope(lc, sc))?)),
             Source::Coalesce(list) => {
                 for s in list {
-                    let v = self.eval_source(s, lc)?;
+                    let v = self.eval_source(s, lc, sc)?;
                     if !v.is_null() {
                         return Ok(v);
                     }
@@ -1102,11 +1113,12 @@ impl RuleSet {
         ])
     }
 
-    fn map_row(
+    fn map_row<'s>(
         &self,
         event_type: &str,
         rule: &EventRule,
-        lc: &LineCtx<'_>,
+        lc: &'s LineCtx<'_>,
+        sc: &Scope<'s>,
         lineage: &Lineage<'_>,
     ) -> Result<Row, Reject> {
         let table = &self.tables[rule.table];
@@ -1121,7 +1133,7 @@ impl RuleSet {
                     format!("column `{}` ({}): {msg}", col.name, col.ty),
                 )
             };
-            let mut v = self.eval_source(&m.source, lc).map_err(fail)?;
+            let mut v = self.eval_source(&m.source, lc, sc).map_err(fail)?;
             for step in &m.steps {
                 v = step.apply(v, &self.salt).map_err(fail)?;
             }
@@ -1244,6 +1256,9 @@ fn sanitize(s: &str) -> String {
     if s == NULL_MARKER { format!("{s} ") } else { s }
 }
 
+/// The lazily built CEL scope of one line.
+type Scope<'s> = OnceCell<cel::Context<'s, 's>>;
+
 /// Per-line evaluation state: the parsed event plus lazily built JSON/CEL views.
 struct LineCtx<'a> {
     event: Value,
@@ -1251,7 +1266,6 @@ struct LineCtx<'a> {
     kin: &'a KinesisCoords<'a>,
     env_json: OnceCell<Value>,
     kin_json: OnceCell<Value>,
-    scope: OnceCell<cel::Context<'static, 'static>>,
     uses: [bool; 3],
 }
 
