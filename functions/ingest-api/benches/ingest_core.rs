@@ -3,8 +3,9 @@
 //!
 //! Run with `cargo bench -p ingest-api` (release profile). Prints, for bodies of 1, 100 and 500
 //! events of ~500 B each, the per-event cost of the core, of `serde_json` skipping the body
-//! (`IgnoredAny`, the floor), of `serde_json` building a `Value` (for reference), and the ratio
-//! core / floor.
+//! (`IgnoredAny`, the floor), of `serde_json` building a `Value` (for reference), of parsing and
+//! validation alone (no envelopes), and the ratio core / floor. Events carry no `id`, so the
+//! core also generates one UUIDv7 per event (the expensive case).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use ingest_api::core::prepare;
 use shared::aws::kinesis::PUT_RECORDS_LIMITS;
 use shared::batching::chunk;
 use shared::envelope::RequestMeta;
-use shared::event::{MediaType, ParseOptions};
+use shared::event::{MediaType, ParseOptions, parse_events};
 
 /// One realistic ~500-byte event; `i` varies the content so every event differs.
 fn event(i: usize) -> String {
@@ -77,8 +78,15 @@ fn main() {
         ..ParseOptions::default()
     };
     println!(
-        "{:>7} {:>9} {:>10} | {:>14} {:>15} {:>7} | {:>16}",
-        "events", "body B", "B/event", "core ns/event", "floor ns/event", "ratio", "Value ns/event"
+        "{:>7} {:>9} {:>10} | {:>14} {:>15} {:>7} | {:>16} {:>19}",
+        "events",
+        "body B",
+        "B/event",
+        "core ns/event",
+        "floor ns/event",
+        "ratio",
+        "Value ns/event",
+        "validate ns/event"
     );
     for n in [1usize, 100, 500] {
         let body = body(n);
@@ -103,9 +111,12 @@ fn main() {
                 serde_json::from_slice::<serde_json::Value>(black_box(&body)).expect("valid json"),
             );
         });
+        let validate = time_per_call(target, || {
+            black_box(parse_events(black_box(&body), MediaType::Json, &opts).expect("valid body"));
+        });
         let per = |d: Duration| d.as_nanos() as f64 / n as f64;
         println!(
-            "{:>7} {:>9} {:>10} | {:>14.0} {:>15.0} {:>6.2}x | {:>16.0}",
+            "{:>7} {:>9} {:>10} | {:>14.0} {:>15.0} {:>6.2}x | {:>16.0} {:>19.0}",
             n,
             body.len(),
             body.len() / n,
@@ -113,6 +124,7 @@ fn main() {
             per(floor),
             per(core) / per(floor),
             per(value),
+            per(validate),
         );
     }
 }
