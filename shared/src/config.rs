@@ -48,6 +48,16 @@ impl Env {
         }
     }
 
+    /// Values from literal pairs (tests, examples).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
     /// The value of `name`, or `None` when unset or empty (empty counts as unset so templates can
     /// switch a feature off with `""`).
     pub fn optional(&self, name: &str) -> Option<String> {
@@ -98,12 +108,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        Env::from_pairs(pairs)
     }
 
     #[test]
