@@ -53,7 +53,7 @@ test: tools fmt lint unit infra smoke
 
 bench:
 	cargo bench -p ingest-api --bench ingest_core
-	cargo run --release -p raw-writer --bin raw-writer-bench
+	cargo bench -p raw-writer --bench encode
 	cargo run --release -p rules --bin rules-bench
 
 clean-local:
