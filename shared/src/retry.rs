@@ -17,6 +17,38 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Lambda deadlines below this (2001-09-09 in ms since the epoch) are not absolute timestamps:
+/// `Context::default()` carries 0 and `cargo lambda watch` sends its relative timeout (600000).
+const PLAUSIBLE_EPOCH_MS: u64 = 1_000_000_000_000;
+
+/// The retry deadline of one invocation, from the Lambda context's deadline (ms since the epoch):
+/// the time left minus `margin` — kept free to build and return the answer instead of being
+/// killed mid-call — but at least half of the time left, so a short invocation still tries. A
+/// context without a real deadline (see [`PLAUSIBLE_EPOCH_MS`]) gets `fallback` from now.
+pub fn invocation_deadline(
+    lambda_deadline_ms: u64,
+    margin: Duration,
+    fallback: Duration,
+) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Instant::now() + usable_time(lambda_deadline_ms, now_ms, margin, fallback)
+}
+
+fn usable_time(
+    lambda_deadline_ms: u64,
+    now_ms: u64,
+    margin: Duration,
+    fallback: Duration,
+) -> Duration {
+    if lambda_deadline_ms < PLAUSIBLE_EPOCH_MS {
+        return fallback;
+    }
+    let remaining = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms));
+    remaining.saturating_sub(margin).max(remaining / 2)
+}
+
 /// How hard to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -256,6 +288,22 @@ mod tests {
             code: "ProvisionedThroughputExceededException".into(),
             message: "slow down".into(),
         }
+    }
+
+    #[test]
+    fn usable_time_keeps_a_margin_and_knows_unknown_deadlines() {
+        let now = 1_800_000_000_000;
+        let (m, f) = (Duration::from_secs(5), Duration::from_secs(60));
+        assert_eq!(
+            usable_time(now + 60_000, now, m, f),
+            Duration::from_secs(55)
+        );
+        // Less than the margin left: half of it.
+        assert_eq!(usable_time(now + 2_000, now, m, f), Duration::from_secs(1));
+        assert_eq!(usable_time(now - 10, now, m, f), Duration::ZERO);
+        // Context::default() and cargo lambda watch's relative timeout.
+        assert_eq!(usable_time(0, now, m, f), f);
+        assert_eq!(usable_time(600_000, now, m, f), f);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod meta;
 pub mod receipt;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::request::LambdaRequest;
@@ -194,25 +194,11 @@ fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> R
     )
 }
 
-/// Lambda deadlines below this (2001-09-09 in ms since the epoch) are not absolute timestamps.
-const PLAUSIBLE_EPOCH_MS: u64 = 1_000_000_000_000;
-
 /// The absolute deadline for PutRecords: `PUT_DEADLINE_MS` from now, but never later than the
-/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`]. A context deadline that is not an absolute
-/// epoch time counts as unknown: `Context::default()` has 0, and `cargo lambda watch` sends its
-/// relative `--timeout` (e.g. 600000) instead of a timestamp.
+/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`] (see [`shared::retry::invocation_deadline`]).
 pub fn put_deadline(budget: Duration, lambda_deadline_ms: u64) -> Instant {
-    let now = Instant::now();
-    if lambda_deadline_ms < PLAUSIBLE_EPOCH_MS {
-        return now + budget;
-    }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms))
-        .saturating_sub(DEADLINE_SAFETY_MARGIN);
-    now + budget.min(left)
+    shared::retry::invocation_deadline(lambda_deadline_ms, DEADLINE_SAFETY_MARGIN, budget)
+        .min(Instant::now() + budget)
 }
 
 /// Handle one HTTP request (the function `lambda_http::run` serves).

@@ -44,7 +44,7 @@ pub mod encode;
 pub mod forward;
 pub mod input;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
@@ -191,19 +191,14 @@ pub async fn invoke(
 }
 
 /// The absolute retry deadline: the invocation's deadline minus the margin (at least half of
-/// what remains), or the default budget when the context has none.
+/// what remains), or the default budget when the context has none
+/// ([`shared::retry::invocation_deadline`]).
 pub fn retry_deadline(ctx_deadline_ms: u64, config: &Config) -> Instant {
-    if ctx_deadline_ms == 0 {
-        return Instant::now() + config.default_budget;
-    }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let remaining = Duration::from_millis(ctx_deadline_ms.saturating_sub(now_ms));
-    let usable = remaining
-        .saturating_sub(config.deadline_margin)
-        .max(remaining / 2);
-    Instant::now() + usable
+    shared::retry::invocation_deadline(
+        ctx_deadline_ms,
+        config.deadline_margin,
+        config.default_budget,
+    )
 }
 
 async fn process(
@@ -507,6 +502,7 @@ fn emit_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Env {

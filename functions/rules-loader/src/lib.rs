@@ -39,7 +39,7 @@ pub mod sql;
 pub mod stage;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lambda_runtime::{Context, LambdaEvent};
 use shared::aws::redshift::PollPolicy;
@@ -106,21 +106,12 @@ impl State {
     }
 }
 
-/// The invocation's deadline as a tokio instant, minus `margin`. A context without a deadline
-/// (`0`, e.g. `Context::default()`) gets 5 minutes, the function's configured timeout.
+/// The invocation's deadline as a tokio instant, minus `margin`
+/// ([`shared::retry::invocation_deadline`]). A context without a real deadline (`0` in
+/// `Context::default()`, a relative timeout from `cargo lambda watch`) gets 5 minutes, the
+/// function's configured timeout.
 pub fn deadline_of(ctx: &Context, margin: Duration) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let remaining = if ctx.deadline == 0 {
-        Duration::from_secs(300)
-    } else {
-        Duration::from_millis(
-            u64::try_from(u128::from(ctx.deadline).saturating_sub(now_ms)).unwrap_or(0),
-        )
-    };
-    Instant::now() + remaining.saturating_sub(margin)
+    shared::retry::invocation_deadline(ctx.deadline, margin, Duration::from_secs(300))
 }
 
 /// The Lambda handler: SQS → partial batch response; direct S3 → summary, or an error when an
