@@ -502,8 +502,8 @@ fn emit_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{SystemTime, UNIX_EPOCH};
     use std::collections::HashMap;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_pairs(pairs)
