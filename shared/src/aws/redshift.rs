@@ -53,6 +53,25 @@ pub struct Connection {
     pub db_user: Option<String>,
 }
 
+impl Connection {
+    /// The request's `WorkgroupName` and `ClusterIdentifier`: exactly one is set.
+    fn target_names(&self) -> (Option<String>, Option<String>) {
+        match &self.target {
+            Target::Workgroup(w) => (Some(w.clone()), None),
+            Target::Cluster(c) => (None, Some(c.clone())),
+        }
+    }
+}
+
+/// The statement id a submission must return; its absence is a malformed (permanent) answer.
+fn statement_id(id: Option<&str>, operation: &str) -> Result<String, CallError> {
+    id.map(str::to_owned).ok_or_else(|| CallError {
+        retryable: false,
+        code: "MalformedResponse".into(),
+        message: format!("{operation} returned no statement id"),
+    })
+}
+
 /// A named Data API parameter (`:name` in the SQL). Values travel as text and are cast by the
 /// engine; the Data API has no NULL parameter, so callers never pass optional values this way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,10 +341,7 @@ pub async fn execute(
 ) -> Result<String, CallError> {
     let sdk_params = params(parameters)?;
     let (result, _) = retry_call(policy, deadline, || async {
-        let (workgroup, cluster) = match &conn.target {
-            Target::Workgroup(w) => (Some(w.clone()), None),
-            Target::Cluster(c) => (None, Some(c.clone())),
-        };
+        let (workgroup, cluster) = conn.target_names();
         let out = client
             .execute_statement()
             .sql(sql)
@@ -339,11 +355,7 @@ pub async fn execute(
             .send()
             .await
             .map_err(|e| classify(&e))?;
-        out.id().map(str::to_owned).ok_or_else(|| CallError {
-            retryable: false,
-            code: "MalformedResponse".into(),
-            message: "ExecuteStatement returned no statement id".into(),
-        })
+        statement_id(out.id(), "ExecuteStatement")
     })
     .await;
     result
@@ -362,10 +374,7 @@ pub async fn batch_execute(
     deadline: Instant,
 ) -> Result<String, CallError> {
     let (result, _) = retry_call(policy, deadline, || async {
-        let (workgroup, cluster) = match &conn.target {
-            Target::Workgroup(w) => (Some(w.clone()), None),
-            Target::Cluster(c) => (None, Some(c.clone())),
-        };
+        let (workgroup, cluster) = conn.target_names();
         let out = client
             .batch_execute_statement()
             .set_sqls(Some(sqls.to_vec()))
@@ -378,11 +387,7 @@ pub async fn batch_execute(
             .send()
             .await
             .map_err(|e| classify(&e))?;
-        out.id().map(str::to_owned).ok_or_else(|| CallError {
-            retryable: false,
-            code: "MalformedResponse".into(),
-            message: "BatchExecuteStatement returned no statement id".into(),
-        })
+        statement_id(out.id(), "BatchExecuteStatement")
     })
     .await;
     result
