@@ -67,7 +67,9 @@ fn main() {
     );
     let meta = RequestMeta {
         request_id: "c0a8e7d2-5b1f-4b8e-9a51-3c2b1d7e9f00".into(),
-        received_at: Some(time::OffsetDateTime::now_utc()),
+        received_at: Some(shared::envelope::format_timestamp(
+            time::OffsetDateTime::now_utc(),
+        )),
         source_ip: Some("203.0.113.9".into()),
         user_agent: Some("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X)".into()),
         principal: Some("arn:aws:iam::123456789012:user/tracker".into()),

@@ -21,7 +21,7 @@ pub fn request_meta(req: &Request, fallback_request_id: &str) -> RequestMeta {
     };
     let mut meta = RequestMeta {
         request_id: String::new(),
-        received_at: Some(OffsetDateTime::now_utc()),
+        received_at: Some(shared::envelope::format_timestamp(OffsetDateTime::now_utc())),
         ..RequestMeta::default()
     };
     match req.request_context_ref() {

@@ -55,7 +55,9 @@ fn envelope(i: usize, rng: &mut u64, pad: usize) -> Vec<u8> {
     );
     let meta = RequestMeta {
         request_id: format!("K7x{:013x}=", next() % (1 << 52)),
-        received_at: Some(time::macros::datetime!(2026-11-25 19:55:17.042 UTC)),
+        received_at: Some(shared::envelope::format_timestamp(
+            time::macros::datetime!(2026-11-25 19:55:17.042 UTC),
+        )),
         source_ip: Some(format!("203.0.113.{}", next() % 255)),
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0".into()),
         principal: None,

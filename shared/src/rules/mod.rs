@@ -1326,7 +1326,7 @@ pub fn wrap_client_event(
         },
         &crate::envelope::RequestMeta {
             request_id: "rules-test".into(),
-            received_at: Some(received_at),
+            received_at: Some(crate::envelope::format_timestamp(received_at)),
             source_ip: Some("192.0.2.10".into()),
             user_agent: Some("caudal-rules-test/1.0".into()),
             principal: None,

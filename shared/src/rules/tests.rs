@@ -29,7 +29,9 @@ fn raw(event: &Value, ua: Option<&str>, ip: Option<&str>) -> Vec<u8> {
         },
         &crate::envelope::RequestMeta {
             request_id: "req-1".into(),
-            received_at: Some(time::macros::datetime!(2026-11-25 19:55:17.123 UTC)),
+            received_at: Some(crate::envelope::format_timestamp(
+                time::macros::datetime!(2026-11-25 19:55:17.123 UTC),
+            )),
             source_ip: ip.map(str::to_owned),
             user_agent: ua.map(str::to_owned),
             principal: None,
