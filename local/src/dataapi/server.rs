@@ -18,8 +18,8 @@ use super::store::{Record, StatementRef, Store, Sub, Submitted};
 use super::translate::{Planned, plan};
 use super::wire::{
     ApiError, BatchExecuteStatementInput, CancelStatementOutput, ErrorCode, ExecuteStatementInput,
-    GetStatementResultInput, IdInput, ListStatementsInput, SqlParameter, Status, Target,
-    json_response,
+    GetStatementResultInput, IdInput, ListStatementsInput, SqlParameter, Status, SubmitCommon,
+    Target, json_response,
 };
 
 /// Largest SQL text the service accepts.
@@ -297,20 +297,15 @@ fn ok<T: serde::Serialize>(body: &T) -> Response {
 }
 
 /// Checks the target fields shared by both submit operations.
-fn check_target(
-    shared: &Shared,
-    target: &Target,
-    session_id: &Option<String>,
-    keep_alive: Option<i64>,
-    result_format: &Option<String>,
-) -> Result<(), ApiError> {
-    if session_id.is_some() || keep_alive.is_some_and(|k| k > 0) {
+fn check_target(shared: &Shared, common: &SubmitCommon) -> Result<(), ApiError> {
+    let target = &common.target;
+    if common.session_id.is_some() || common.session_keep_alive_seconds.is_some_and(|k| k > 0) {
         return Err(ApiError::validation(
             "sessions (SessionId, SessionKeepAliveSeconds) are not supported by the local Data API \
              endpoint",
         ));
     }
-    if result_format.as_deref().is_some_and(|f| f != "JSON") {
+    if common.result_format.as_deref().is_some_and(|f| f != "JSON") {
         return Err(ApiError::validation(
             "only ResultFormat JSON is supported by the local Data API endpoint",
         ));
@@ -366,31 +361,25 @@ fn execute(
     shared: &Arc<Shared>,
     input: ExecuteStatementInput,
 ) -> Result<super::wire::SubmitOutput, ApiError> {
-    check_target(
-        shared,
-        &input.target,
-        &input.session_id,
-        input.session_keep_alive_seconds,
-        &input.result_format,
-    )?;
+    check_target(shared, &input.common)?;
     check_sql(&input.sql)?;
     let planned = plan(&input.sql, &params_of(&input.parameters))
         .map_err(|e| ApiError::validation(e.to_string()))?;
     let fingerprint = serde_json::json!({
         "op": "ExecuteStatement", "sql": input.sql, "params": input.parameters,
-        "target": input.target, "name": input.statement_name,
+        "target": input.common.target, "name": input.common.statement_name,
     })
     .to_string();
     submit(
         shared,
         Submission {
             is_batch: false,
-            target: input.target,
-            statement_name: input.statement_name,
+            target: input.common.target,
+            statement_name: input.common.statement_name,
             parameters: input.parameters,
             subs: vec![(input.sql, planned)],
-            client_token: input.client_token.map(|t| (t, fingerprint)),
-            with_event: input.with_event,
+            client_token: input.common.client_token.map(|t| (t, fingerprint)),
+            with_event: input.common.with_event,
         },
     )
 }
@@ -399,13 +388,7 @@ fn batch_execute(
     shared: &Arc<Shared>,
     input: BatchExecuteStatementInput,
 ) -> Result<super::wire::SubmitOutput, ApiError> {
-    check_target(
-        shared,
-        &input.target,
-        &input.session_id,
-        input.session_keep_alive_seconds,
-        &input.result_format,
-    )?;
+    check_target(shared, &input.common)?;
     if input.sqls.is_empty() || input.sqls.len() > MAX_BATCH_SQLS {
         return Err(ApiError::validation(format!(
             "Sqls must hold 1 to {MAX_BATCH_SQLS} statements, got {}",
@@ -419,20 +402,20 @@ fn batch_execute(
         subs.push((sql.clone(), planned));
     }
     let fingerprint = serde_json::json!({
-        "op": "BatchExecuteStatement", "sqls": input.sqls, "target": input.target,
-        "name": input.statement_name,
+        "op": "BatchExecuteStatement", "sqls": input.sqls, "target": input.common.target,
+        "name": input.common.statement_name,
     })
     .to_string();
     submit(
         shared,
         Submission {
             is_batch: true,
-            target: input.target,
-            statement_name: input.statement_name,
+            target: input.common.target,
+            statement_name: input.common.statement_name,
             parameters: Vec::new(),
             subs,
-            client_token: input.client_token.map(|t| (t, fingerprint)),
-            with_event: input.with_event,
+            client_token: input.common.client_token.map(|t| (t, fingerprint)),
+            with_event: input.common.with_event,
         },
     )
 }

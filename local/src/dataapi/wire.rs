@@ -50,6 +50,15 @@ pub struct ExecuteStatementInput {
     /// Named parameters.
     #[serde(default)]
     pub parameters: Vec<SqlParameter>,
+    /// Target, identity and options shared with the other submit operation.
+    #[serde(flatten)]
+    pub common: SubmitCommon,
+}
+
+/// The members ExecuteStatement and BatchExecuteStatement share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubmitCommon {
     /// Target and identity.
     #[serde(flatten)]
     pub target: Target,
@@ -73,21 +82,9 @@ pub struct ExecuteStatementInput {
 pub struct BatchExecuteStatementInput {
     /// The SQL texts, run in order in one transaction.
     pub sqls: Vec<String>,
-    /// Target and identity.
+    /// Target, identity and options shared with the other submit operation.
     #[serde(flatten)]
-    pub target: Target,
-    /// Idempotency token.
-    pub client_token: Option<String>,
-    /// Name for ListStatements.
-    pub statement_name: Option<String>,
-    /// Send an EventBridge event when done (ignored locally).
-    pub with_event: Option<bool>,
-    /// JSON (default) or CSV.
-    pub result_format: Option<String>,
-    /// Session reuse (not supported locally).
-    pub session_id: Option<String>,
-    /// Session reuse (not supported locally).
-    pub session_keep_alive_seconds: Option<i64>,
+    pub common: SubmitCommon,
 }
 
 /// ExecuteStatement / BatchExecuteStatement output.
