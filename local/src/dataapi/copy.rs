@@ -322,15 +322,17 @@ pub async fn run_copy(
             STAGE_SEQ.fetch_add(1, Ordering::Relaxed)
         )
     });
+    // The target's column list, for the direct COPY or the insert from the stage.
+    let column_list = columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
     let copy_sql = match &stage {
         None => format!(
             "COPY {} ({}) FROM STDIN WITH ({})",
             plan.table,
-            columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", "),
+            column_list,
             plan.pg_options(&text_cols(&|_, c| quote_ident(&c.name)))
         ),
         Some(stage) => {
@@ -422,11 +424,7 @@ pub async fn run_copy(
     let insert = format!(
         "INSERT INTO {} ({}) SELECT {} FROM {stage}",
         plan.table,
-        columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", "),
+        column_list,
         exprs.join(", ")
     );
     let inserted = client.execute(&insert, &[]).await?;
