@@ -72,6 +72,15 @@ struct UpArgs {
     /// How long to wait for the samples to be loaded, in seconds.
     #[arg(long, default_value_t = 180)]
     timeout: u64,
+    /// Isolation level of the warehouse database: `snapshot` (Redshift's default) or
+    /// `serializable`.
+    #[arg(long, default_value = "snapshot", value_parser = parse_isolation)]
+    isolation: caudal_local::dataapi::Isolation,
+}
+
+fn parse_isolation(s: &str) -> Result<caudal_local::dataapi::Isolation, String> {
+    caudal_local::dataapi::Isolation::parse(s)
+        .ok_or_else(|| format!("expected snapshot or serializable, got {s:?}"))
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -139,6 +148,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         rules: args.rules.is_file().then(|| args.rules.clone()),
         api_port: args.api_port,
         parameters: args.params.clone(),
+        isolation: args.isolation,
     };
     println!(
         "caudal-local: starting moto, PostgreSQL, the Data API and the functions (logs: {})",

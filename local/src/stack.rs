@@ -60,6 +60,8 @@ pub struct StackOptions {
     pub api_port: Option<u16>,
     /// Template parameter overrides (`NAME=VALUE`), applied after [`LOCAL_PARAMETER_DEFAULTS`].
     pub parameters: Vec<(String, String)>,
+    /// Isolation level of the local workgroup's database (Redshift's default: SNAPSHOT).
+    pub isolation: crate::dataapi::Isolation,
 }
 
 impl StackOptions {
@@ -72,6 +74,7 @@ impl StackOptions {
             rules: rules.is_file().then_some(rules),
             api_port: None,
             parameters: Vec::new(),
+            isolation: crate::dataapi::Isolation::default(),
         }
     }
 }
@@ -275,10 +278,14 @@ impl Stack {
         {
             let s3 = fn_clients.s3();
             let sd = shutdown.clone();
+            let dataapi_opts = crate::dataapi::DataApiOptions {
+                isolation: opts.isolation,
+                ..crate::dataapi::DataApiOptions::default()
+            };
             tasks.push(tokio::spawn(async move {
-                let opts = crate::dataapi::DataApiOptions::default();
                 if let Err(e) =
-                    crate::dataapi::serve(data_listener, pg_config, s3, opts, sd.wait()).await
+                    crate::dataapi::serve(data_listener, pg_config, s3, dataapi_opts, sd.wait())
+                        .await
                 {
                     tracing::error!(error = %e, "dataapi_failed");
                 }

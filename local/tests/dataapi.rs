@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_redshiftdata::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
 use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
-use caudal_local::dataapi::{DataApiOptions, serve};
+use caudal_local::dataapi::{DataApiOptions, Isolation, serve};
 use caudal_local::postgres::{Postgres, free_port};
 use flate2::Compression as GzLevel;
 use flate2::write::GzEncoder;
@@ -221,6 +221,20 @@ impl Endpoint {
             assert!(Instant::now() < deadline, "statement {id} never finished");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    async fn submit_batch(&self, sqls: &[String]) -> String {
+        self.api
+            .batch_execute_statement()
+            .workgroup_name("local")
+            .database("dev")
+            .set_sqls(Some(sqls.to_vec()))
+            .send()
+            .await
+            .expect("batch_execute_statement")
+            .id()
+            .expect("id")
+            .to_string()
     }
 
     async fn run(&self, sql: &str) -> DescribeStatementOutput {
@@ -1143,4 +1157,117 @@ async fn loader_style_load_transaction() {
         .expect("ledger")
         .get(0);
     assert_eq!(loaded, format!("{{\"{t}\": 2}}"));
+}
+
+/// Two loads that each check `NOT EXISTS` and then insert the same id, the second reading its
+/// snapshot before the first commits: the loader's old shape. `lock` puts `LOCK t` first.
+/// Returns both final descriptions (first, second) and the rows that ended up in `t`.
+async fn check_then_insert(
+    isolation: Isolation,
+    lock: bool,
+) -> (DescribeStatementOutput, DescribeStatementOutput, i64) {
+    let ep = endpoint_with(DataApiOptions {
+        isolation,
+        min_latency: Duration::from_millis(30),
+        ..DataApiOptions::default()
+    })
+    .await;
+    let t = unique("skew");
+    // Redshift keeps PRIMARY KEY informational: it must not be what stops the duplicate.
+    ep.run_ok(&format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, who varchar(8))"
+    ))
+    .await;
+    let batch = |who: &str, pause: f64| {
+        let mut sqls = Vec::new();
+        if lock {
+            sqls.push(format!("LOCK {t}"));
+        }
+        sqls.push(format!("SELECT count(*) FROM {t}"));
+        sqls.push(format!("SELECT pg_sleep({pause})"));
+        sqls.push(format!(
+            "INSERT INTO {t} SELECT 1, '{who}' WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE id = 1)"
+        ));
+        sqls
+    };
+    // The second sleeps longer: it reads its snapshot at once, then writes after the first
+    // committed. READ COMMITTED would see that commit; a snapshot does not.
+    let first = ep.submit_batch(&batch("first", 0.3)).await;
+    let second = ep.submit_batch(&batch("second", 1.2)).await;
+    let (a, b) = tokio::join!(ep.wait(&first), ep.wait(&second));
+    let n = ep.count(&t).await;
+    (a, b, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_isolation_lets_write_skew_through_as_redshift_does() {
+    let (a, b, n) = check_then_insert(Isolation::Snapshot, false).await;
+    assert_eq!(a.status(), Some(&StatusString::Finished), "{:?}", a.error());
+    assert_eq!(b.status(), Some(&StatusString::Finished), "{:?}", b.error());
+    assert_eq!(
+        n, 2,
+        "both committed the same id: the anomaly a loader must prevent itself"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_isolation_fails_the_second_with_redshift_1023() {
+    let (a, b, n) = check_then_insert(Isolation::Serializable, false).await;
+    assert_eq!(a.status(), Some(&StatusString::Finished), "{:?}", a.error());
+    assert_eq!(b.status(), Some(&StatusString::Failed));
+    let error = b.error().unwrap_or_default();
+    assert!(
+        error.starts_with("ERROR: 1023 DETAIL: Serializable isolation violation on table"),
+        "{error}"
+    );
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_first_serializes_writers_at_both_levels() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let (a, b, n) = check_then_insert(isolation, true).await;
+        assert_eq!(
+            a.status(),
+            Some(&StatusString::Finished),
+            "{isolation:?}: {:?}",
+            a.error()
+        );
+        assert_eq!(
+            b.status(),
+            Some(&StatusString::Finished),
+            "{isolation:?}: {:?}",
+            b.error()
+        );
+        assert_eq!(
+            n, 1,
+            "{isolation:?}: the second saw the first's row after the lock"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_constraints_are_not_enforced_and_indexes_do_not_exist() {
+    let ep = endpoint().await;
+    let t = unique("keys");
+    ep.run_ok(&format!(
+        "CREATE TABLE {t} (id int NOT NULL, u int UNIQUE, PRIMARY KEY (id)) DISTSTYLE EVEN"
+    ))
+    .await;
+    ep.run_ok(&format!("INSERT INTO {t} VALUES (1, 7), (1, 7)"))
+        .await;
+    assert_eq!(ep.count(&t).await, 2, "Redshift stores duplicate keys");
+    let d = ep.run(&format!("INSERT INTO {t} VALUES (NULL, 1)")).await;
+    assert_eq!(
+        d.status(),
+        Some(&StatusString::Failed),
+        "NOT NULL is enforced"
+    );
+    let d = ep.run(&format!("CREATE INDEX {t}_i ON {t} (u)")).await;
+    assert_eq!(d.status(), Some(&StatusString::Failed));
+    assert!(
+        d.error().unwrap_or_default().contains("no indexes"),
+        "{:?}",
+        d.error()
+    );
 }

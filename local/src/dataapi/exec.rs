@@ -11,9 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, SemaphorePermit};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+use super::Isolation;
 use super::copy::run_copy;
 use super::server::{Shared, Work};
 use super::store::ResultSet;
@@ -37,6 +39,15 @@ pub enum ExecError {
 
 fn format_pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
+        Some(db) if *db.code() == SqlState::T_R_SERIALIZATION_FAILURE => {
+            // Redshift's shape for every serialization failure (there is no PostgreSQL text in
+            // it); PostgreSQL's own reason follows for whoever debugs locally.
+            format!(
+                "ERROR: 1023 DETAIL: Serializable isolation violation on table - 0, transactions \
+                 forming the cycle are: 0 (pid:0) [local: {}]",
+                db.message()
+            )
+        }
         Some(db) => {
             let mut s = format!("ERROR: {}", db.message());
             if let Some(d) = db.detail() {
@@ -74,10 +85,16 @@ pub struct Lease<'a> {
 
 impl Pool {
     /// A pool of up to `size` sessions using `config` (sessions run in UTC with ISO dates,
-    /// as Redshift does).
-    pub fn new(mut config: tokio_postgres::Config, size: usize) -> Pool {
+    /// as Redshift does, and every transaction at `isolation`).
+    pub fn new(mut config: tokio_postgres::Config, size: usize, isolation: Isolation) -> Pool {
+        // A startup option, not a SET: the session reset (RESET ALL) returns to it. The space
+        // in the level's name is escaped as the server's option parser wants.
         config
-            .options("-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres")
+            .options(format!(
+                "-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres \
+                 -c default_transaction_isolation={}",
+                isolation.postgres_level().replace(' ', "\\ ")
+            ))
             .application_name("caudal-local-dataapi");
         Pool {
             config,

@@ -45,6 +45,53 @@ pub struct DataApiOptions {
     pub max_active_statements: usize,
     /// Records per GetStatementResult page.
     pub result_page_rows: usize,
+    /// The database's isolation level (Redshift's `ALTER DATABASE … ISOLATION LEVEL`).
+    pub isolation: Isolation,
+}
+
+/// Redshift's two isolation levels, as PostgreSQL runs them.
+///
+/// Both take the transaction's snapshot at its first SELECT/DML/DDL statement — not at `BEGIN`
+/// and not at `LOCK`, in Redshift as in PostgreSQL — so a `LOCK` as the first statement makes
+/// the transaction see everything committed before it got the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// SNAPSHOT, the default of new Redshift clusters and Serverless workgroups: PostgreSQL
+    /// REPEATABLE READ. Two transactions whose `NOT EXISTS` checks read what the other writes
+    /// can both commit (write skew).
+    #[default]
+    Snapshot,
+    /// SERIALIZABLE: PostgreSQL's SERIALIZABLE. A conflict makes one statement FAILED with
+    /// Redshift's `ERROR: 1023` serializable isolation violation.
+    Serializable,
+}
+
+impl Isolation {
+    /// Parses `snapshot` or `serializable` (any case), as Redshift's
+    /// `ALTER DATABASE … ISOLATION LEVEL` names them.
+    pub fn parse(s: &str) -> Option<Isolation> {
+        match s.to_ascii_lowercase().as_str() {
+            "snapshot" => Some(Isolation::Snapshot),
+            "serializable" => Some(Isolation::Serializable),
+            _ => None,
+        }
+    }
+
+    /// The level's Redshift name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Snapshot => "snapshot",
+            Isolation::Serializable => "serializable",
+        }
+    }
+
+    /// The PostgreSQL level that stands for it.
+    pub fn postgres_level(self) -> &'static str {
+        match self {
+            Isolation::Snapshot => "repeatable read",
+            Isolation::Serializable => "serializable",
+        }
+    }
 }
 
 impl Default for DataApiOptions {
@@ -54,6 +101,7 @@ impl Default for DataApiOptions {
             pool_size: 4,
             max_active_statements: 200,
             result_page_rows: 1000,
+            isolation: Isolation::Snapshot,
         }
     }
 }
@@ -81,7 +129,7 @@ pub async fn serve(
         .or(pg.get_user())
         .unwrap_or("postgres")
         .to_string();
-    let pool = exec::Pool::new(pg, opts.pool_size);
+    let pool = exec::Pool::new(pg, opts.pool_size, opts.isolation);
     let shared = Arc::new(server::Shared::new(pool, s3, opts, database));
     let app = axum::Router::new()
         .route("/", axum::routing::post(server::handle))

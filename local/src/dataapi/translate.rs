@@ -411,6 +411,17 @@ pub fn translate_statement(tokens: Vec<Token>) -> Planned {
             );
         }
         "COPY" => return parse_copy(&tokens, &sig),
+        "CREATE"
+            if second.as_deref() == Some("INDEX")
+                || (second.as_deref() == Some("UNIQUE")
+                    && sig.get(2).is_some_and(|&i| tokens[i].is_kw("INDEX"))) =>
+        {
+            return Planned::Unsupported(
+                "CREATE INDEX is not supported: Amazon Redshift has no indexes (sort keys and \
+                 zone maps instead)"
+                    .into(),
+            );
+        }
         "CREATE" | "ALTER" | "DROP"
             if matches!(
                 second.as_deref(),
@@ -455,6 +466,70 @@ const ENCODINGS: &[&str] = &[
 ];
 const DISTSTYLES: &[&str] = &["AUTO", "EVEN", "KEY", "ALL"];
 
+/// The sig range `(from, to)` of a key constraint starting at sig position `k` (`PRIMARY KEY`,
+/// `UNIQUE`, `FOREIGN KEY … REFERENCES …`, a column's `REFERENCES …`), with its `CONSTRAINT
+/// name` and the comma that separates a table constraint from its neighbours.
+///
+/// Redshift accepts these and never enforces them (they inform the planner); PostgreSQL would
+/// enforce them, so a duplicate key that Redshift stores would fail here and hide the bug.
+fn key_constraint(
+    tokens: &[Token],
+    sig: &[usize],
+    k: usize,
+    matching: impl Fn(usize) -> Option<usize>,
+) -> Option<(usize, usize)> {
+    let at = |j: usize| sig.get(j).map(|&i| &tokens[i]);
+    let is = |j: usize, kind: Kind| at(j).is_some_and(|t| t.kind == kind);
+    // Past an optional parenthesised column list that starts at sig position `j`.
+    let past_parens = |j: usize| {
+        if is(j, Kind::LParen) {
+            matching(j)
+        } else {
+            j.checked_sub(1)
+        }
+    };
+    // Past `REFERENCES name[.name] [(cols)]` whose keyword is at `j`.
+    let past_references = |j: usize| {
+        let mut e = j + 1;
+        if !at(e).is_some_and(|t| matches!(t.kind, Kind::Word | Kind::QuotedIdent)) {
+            return None;
+        }
+        while is(e + 1, Kind::Dot) && at(e + 2).is_some() {
+            e += 2;
+        }
+        past_parens(e + 1)
+    };
+    let t = at(k)?;
+    let end = if t.is_kw("PRIMARY") && at(k + 1).is_some_and(|n| n.is_kw("KEY")) {
+        past_parens(k + 2)?
+    } else if t.is_kw("UNIQUE") {
+        past_parens(k + 1)?
+    } else if t.is_kw("FOREIGN") && at(k + 1).is_some_and(|n| n.is_kw("KEY")) {
+        let cols = past_parens(k + 2)?;
+        if at(cols + 1).is_some_and(|n| n.is_kw("REFERENCES")) {
+            past_references(cols + 1)?
+        } else {
+            cols
+        }
+    } else if t.is_kw("REFERENCES") {
+        past_references(k)?
+    } else {
+        return None;
+    };
+    let mut from = k;
+    if k >= 2 && at(k - 2).is_some_and(|c| c.is_kw("CONSTRAINT")) {
+        from = k - 2;
+    }
+    let mut to = end;
+    // A table constraint is an element of the column list: take one separating comma with it.
+    if from > 0 && is(from - 1, Kind::Comma) {
+        from -= 1;
+    } else if from > 0 && is(from - 1, Kind::LParen) && is(to + 1, Kind::Comma) {
+        to += 1;
+    }
+    Some((from, to))
+}
+
 /// Token-level rewrite of DDL attributes, types and functions.
 fn rewrite(tokens: Vec<Token>, is_create: bool) -> Vec<Token> {
     let sig = significant(&tokens);
@@ -494,6 +569,11 @@ fn rewrite(tokens: Vec<Token>, is_create: bool) -> Vec<Token> {
         };
         if t.kind != Kind::Word || prev_is_dot {
             k += 1;
+            continue;
+        }
+        if is_create && let Some((from, to)) = key_constraint(&tokens, &sig, k, matching) {
+            drop_range(from, to);
+            k = to + 1;
             continue;
         }
         if is_create {
@@ -1204,6 +1284,46 @@ mod tests {
         assert_eq!(
             out.split_whitespace().collect::<Vec<_>>().join(" "),
             "create temp table s (like public.events)"
+        );
+    }
+
+    #[test]
+    fn key_constraints_are_informational_as_in_redshift() {
+        let compact = |s: &str| sql(s).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            compact(
+                "CREATE TABLE l (raw_key VARCHAR(1024) NOT NULL, etag VARCHAR(256), PRIMARY KEY \
+                 (raw_key)) SORTKEY (raw_key)"
+            ),
+            "CREATE TABLE l (raw_key VARCHAR(1024) NOT NULL, etag VARCHAR(256))"
+        );
+        assert_eq!(
+            compact(
+                "create table t (id int primary key, u int unique, p int references o (id), \
+                 q int constraint fk references s.o, constraint pk primary key (id, u), \
+                 unique (u), foreign key (p) references o (id), v int not null)"
+            ),
+            "create table t (id int , u int , p int , q int , v int not null)"
+        );
+        assert_eq!(
+            compact("create table t (primary key (a), a int, b int)"),
+            "create table t ( a int, b int)"
+        );
+        // Only in CREATE: a column called `references` elsewhere is quoted, and DML is untouched.
+        assert_eq!(
+            compact("select unique_id from t where primary_key = 1"),
+            "select unique_id from t where primary_key = 1"
+        );
+    }
+
+    #[test]
+    fn indexes_do_not_exist_in_redshift() {
+        for s in ["CREATE INDEX i ON t (a)", "create unique index i on t (a)"] {
+            assert!(unsupported_msg(s).contains("no indexes"), "{s}");
+        }
+        assert_eq!(
+            sql("create table index_log (a int)"),
+            "create table index_log (a int)"
         );
     }
 
