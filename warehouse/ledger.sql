@@ -2,7 +2,9 @@
 --
 -- The loader inserts it in the same transaction as the object's rows, and checks it before
 -- loading: a raw_key that is already here is never loaded twice. Redshift does not enforce
--- PRIMARY KEY, so the loader must check before inserting; PostgreSQL enforces it.
+-- PRIMARY KEY (it is informational here), so the loader guards every insert with the ledger
+-- and starts each load transaction with `LOCK caudal_ledger`: every writer of caudal's tables
+-- takes this one lock first, which serializes loads at SNAPSHOT and SERIALIZABLE isolation.
 --
 --   raw_key         S3 key of the raw object (raw/dt=…/hr=…/<shard>/<first>-<last>.ndjson.gz)
 --   etag            ETag of the object version that was read
@@ -15,7 +17,11 @@
 --   duplicates      rows not inserted because their event_id was already in the table (or
 --                   twice in the same load); NULL when the loader did not count them
 --   rule_version    SHA-256 of the rules file that produced the rows
---   statement_id    Data API statement id of the load transaction
+--   load_id         the load that wrote the row (names its descriptor
+--                   staging/load-descriptors/<load_id>.json and its Data API ClientToken
+--                   <load_id>-<generation>); written in the load's own transaction
+--                   (a ledger created before load_id existed gets it added by the migration
+--                   and keeps its old statement_id column, no longer written)
 --   loaded_at       load time (UTC), same value as the rows' loaded_at
 -- Invariant: records = valid + filtered_total + rejected (see caudal_reconciliation).
 --
@@ -31,7 +37,7 @@ CREATE TABLE IF NOT EXISTS {schema}.caudal_ledger (
   loaded SUPER,
   duplicates BIGINT,
   rule_version VARCHAR(64) NOT NULL,
-  statement_id VARCHAR(128),
+  load_id VARCHAR(128),
   loaded_at TIMESTAMPTZ NOT NULL,
   PRIMARY KEY (raw_key)
 ) SORTKEY (raw_key);

@@ -309,6 +309,8 @@ async fn put(
         body: body.clone(),
         content_type: content_type(state.config.codec),
         metadata,
+        // Deterministic keys: a retried batch rewrites the same bytes.
+        if_absent: false,
     };
     match shared::aws::s3::put_object(&state.s3, &req, &state.config.retry, deadline).await {
         Ok(r) => S3Outcome {

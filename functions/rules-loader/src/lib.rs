@@ -22,8 +22,12 @@
 //!    token and re-attaches to the statement that may still be running — never a second load.
 //!    A token whose statement FAILED in an earlier invocation moves to the next generation
 //!    (`<load-id>-<n>`) so the load can be tried again.
-//! 3. **In SQL.** Event ids already in a table are skipped, duplicates inside a load keep one
-//!    row, and the ledger insert is guarded by `NOT EXISTS`.
+//! 3. **In SQL.** The load transaction starts with `LOCK caudal_ledger`, so concurrent loads
+//!    run one after the other at SNAPSHOT and SERIALIZABLE isolation alike; every insert is
+//!    guarded by the ledger (an object already loaded inserts nothing), event ids already in a
+//!    table are skipped, and duplicates inside a load keep one row ([`sql`] has the details).
+//!    Concurrent first attempts stage under attempt-specific prefixes and agree on one
+//!    descriptor through an S3 conditional write ([`load`]).
 //!
 //! Failures: a raw object whose load failed (statement FAILED/ABORTED, still running at the
 //! deadline, S3 errors) is reported in `batchItemFailures` and comes back; a poison object
@@ -54,6 +58,15 @@ pub use load::LoadError;
 /// The clock used for `loaded_at` (injectable so tests can assert exact SQL).
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
+/// Where each staging attempt's id comes from (`[a-z0-9]`, unique per attempt; injectable so
+/// tests can assert exact keys).
+pub type AttemptIds = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// A fresh attempt id: the 32 hex digits of a UUIDv7 (time-ordered, random per process).
+pub fn new_attempt_id() -> String {
+    shared::event::new_event_id().replace('-', "")
+}
+
 /// Everything a handler needs, built once per cold start.
 pub struct State {
     /// Configuration.
@@ -71,6 +84,7 @@ pub struct State {
     /// Objects read concurrently.
     pub fetch_concurrency: usize,
     pub(crate) clock: Clock,
+    pub(crate) attempt_id: AttemptIds,
     pub(crate) migrated: tokio::sync::OnceCell<()>,
 }
 
@@ -90,6 +104,7 @@ impl State {
             deadline_margin: Duration::from_secs(3),
             fetch_concurrency: 8,
             clock: Arc::new(OffsetDateTime::now_utc),
+            attempt_id: Arc::new(new_attempt_id),
             migrated: tokio::sync::OnceCell::new(),
         }
     }
@@ -97,6 +112,12 @@ impl State {
     /// Replace the clock (tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Replace the source of staging attempt ids (tests).
+    pub fn with_attempt_ids(mut self, ids: AttemptIds) -> Self {
+        self.attempt_id = ids;
         self
     }
 

@@ -5,10 +5,13 @@
 //! 2. read the other objects (bounded concurrency);
 //! 3. load id over (key, ETag); if the load's descriptor exists in S3 a previous attempt already
 //!    staged it: reuse its SQL byte for byte; otherwise run the rules, upload parts, manifests
-//!    and rejects, then the descriptor (last, so its presence means the staging is complete);
+//!    and rejects under an attempt-specific prefix (`<load-id>-<attempt>`, so concurrent first
+//!    attempts never overwrite each other's files), then the descriptor with an S3 conditional
+//!    write (`If-None-Match: *`): the first attempt to finish staging wins, a later one adopts
+//!    the winner's descriptor and leaves its own files to the staging lifecycle rule;
 //! 4. `BatchExecuteStatement` with `ClientToken = <load-id>-<generation>`, then poll until a
 //!    final status or the deadline;
-//! 5. FINISHED → loaded (the statement id is then recorded on the ledger rows, best effort);
+//! 5. FINISHED → loaded (the ledger rows carry the load id, written in the same transaction);
 //!    anything else → the load's messages are reported failed and come back.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +22,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use shared::aws::redshift::{self, Described, QueryError, WaitError};
-use shared::aws::s3::{self, PutRequest};
+use shared::aws::s3::{self, PutRequest, lost_conditional_write};
 use shared::retry::{CallError, Retryable};
 use shared::rules::{COPY_FORMAT_OPTIONS, RulesError};
 use shared::telemetry::{Emf, Unit};
@@ -361,7 +364,6 @@ async fn load_chunk(
                     out[i] = ObjectOutcome::Loaded;
                 }
             }
-            record_statement_id(state, &descriptor, &id, deadline).await;
             emit_metrics(&descriptor, &d, elapsed, &id);
         }
         Err(e) => {
@@ -386,17 +388,7 @@ async fn descriptor_for(
     })?;
     match s3::get_object(&state.s3, bucket, &key, &state.retry, deadline).await {
         Ok(obj) => {
-            let d: Descriptor =
-                serde_json::from_slice(&obj.body).map_err(|e| LoadError::Descriptor {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?;
-            if d.load_id != load_id {
-                return Err(LoadError::Descriptor {
-                    key,
-                    reason: format!("it describes load {}", d.load_id),
-                });
-            }
+            let d = parse_descriptor(&key, load_id, &obj.body)?;
             tracing::info!(
                 load_id,
                 "load already staged by an earlier attempt; re-submitting it"
@@ -413,13 +405,57 @@ async fn descriptor_for(
         }
     }
 
-    let d = stage_load(state, load_id, set, deadline).await?;
+    let staging_id = format!("{load_id}-{}", (state.attempt_id)());
+    let d = stage_load(state, load_id, &staging_id, set, deadline).await?;
     let body = serde_json::to_vec(&d).map_err(|e| LoadError::Descriptor {
         key: key.clone(),
         reason: e.to_string(),
     })?;
-    put(state, &key, Bytes::from(body), "application/json", deadline).await?;
+    match put_new(state, &key, Bytes::from(body), deadline).await {
+        Ok(()) => Ok(d),
+        Err(LoadError::Staging { source, .. }) if lost_conditional_write(&source) => {
+            // A concurrent attempt (or our own timed-out write, retried) got there first: its
+            // staging is complete, and everyone must submit the same SQL under the same token.
+            tracing::info!(
+                load_id,
+                staging_id,
+                "another attempt staged this load first; adopting its descriptor"
+            );
+            let obj = s3::get_object(&state.s3, bucket, &key, &state.retry, deadline)
+                .await
+                .map_err(|source| LoadError::Staging {
+                    bucket: bucket.to_owned(),
+                    key: key.clone(),
+                    source,
+                })?;
+            parse_descriptor(&key, load_id, &obj.body)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_descriptor(key: &str, load_id: &str, body: &[u8]) -> Result<Descriptor, LoadError> {
+    let d: Descriptor = serde_json::from_slice(body).map_err(|e| LoadError::Descriptor {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if d.load_id != load_id {
+        return Err(LoadError::Descriptor {
+            key: key.to_owned(),
+            reason: format!("it describes load {}", d.load_id),
+        });
+    }
     Ok(d)
+}
+
+/// Write the load descriptor only if none exists yet (S3 conditional write).
+async fn put_new(
+    state: &State,
+    key: &str,
+    body: Bytes,
+    deadline: Instant,
+) -> Result<(), LoadError> {
+    put_object(state, key, body, "application/json", true, deadline).await
 }
 
 async fn put(
@@ -427,6 +463,17 @@ async fn put(
     key: &str,
     body: Bytes,
     content_type: &str,
+    deadline: Instant,
+) -> Result<(), LoadError> {
+    put_object(state, key, body, content_type, false, deadline).await
+}
+
+async fn put_object(
+    state: &State,
+    key: &str,
+    body: Bytes,
+    content_type: &str,
+    if_absent: bool,
     deadline: Instant,
 ) -> Result<(), LoadError> {
     let bucket = state.config.staging_bucket.as_str();
@@ -438,6 +485,7 @@ async fn put(
             body,
             content_type,
             metadata: &[],
+            if_absent,
         },
         &state.retry,
         deadline,
@@ -456,9 +504,12 @@ fn now_micros(state: &State) -> OffsetDateTime {
     t.replace_nanosecond(t.microsecond() * 1_000).unwrap_or(t)
 }
 
+/// Run the rules over the load's objects and upload everything its SQL reads, under
+/// `staging_id` (the load id plus this attempt's id).
 async fn stage_load(
     state: &State,
     load_id: &str,
+    staging_id: &str,
     set: &[(usize, Fetched)],
     deadline: Instant,
 ) -> Result<Descriptor, LoadError> {
@@ -477,7 +528,7 @@ async fn stage_load(
             Err(e) => failed.push((f.key.clone(), e.to_string())),
         }
         for part in stager.take_ready() {
-            upload_part(state, load_id, part, &mut uploaded, deadline).await?;
+            upload_part(state, staging_id, part, &mut uploaded, deadline).await?;
         }
     }
     let staged = stager.finish().map_err(|source| LoadError::Stage {
@@ -485,7 +536,7 @@ async fn stage_load(
         source,
     })?;
     for part in staged.parts {
-        upload_part(state, load_id, part, &mut uploaded, deadline).await?;
+        upload_part(state, staging_id, part, &mut uploaded, deadline).await?;
     }
 
     // Manifests, then the SQL.
@@ -493,7 +544,7 @@ async fn stage_load(
     let mut rejects_manifest = None;
     for (table, entries) in &uploaded {
         let name = staging_name(state, *table);
-        let key = shared::keys::staging_manifest_key(&name, load_id).map_err(|e| {
+        let key = shared::keys::staging_manifest_key(&name, staging_id).map_err(|e| {
             LoadError::Descriptor {
                 key: name.clone(),
                 reason: e.to_string(),
@@ -515,8 +566,8 @@ async fn stage_load(
     }
     if let Some(gz) = staged.rejects_ndjson_gz {
         let key =
-            shared::keys::rejected_key(load_id, ".gz").map_err(|e| LoadError::Descriptor {
-                key: load_id.to_owned(),
+            shared::keys::rejected_key(staging_id, ".gz").map_err(|e| LoadError::Descriptor {
+                key: staging_id.to_owned(),
                 reason: e.to_string(),
             })?;
         put(state, &key, Bytes::from(gz), "application/gzip", deadline).await?;
@@ -544,6 +595,7 @@ async fn stage_load(
             objects: &objects,
             rule_version: rules.version(),
             loaded_at,
+            load_id,
         })?
     };
     let staged_counts = manifests
@@ -581,18 +633,19 @@ fn staging_name(state: &State, table: Option<usize>) -> String {
 
 async fn upload_part(
     state: &State,
-    load_id: &str,
+    staging_id: &str,
     part: Part,
     uploaded: &mut BTreeMap<Option<usize>, Vec<(String, usize)>>,
     deadline: Instant,
 ) -> Result<(), LoadError> {
     let name = staging_name(state, part.table);
-    let key = shared::keys::staging_part_key(&name, load_id, part.number, ".gz").map_err(|e| {
-        LoadError::Descriptor {
-            key: name.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let key =
+        shared::keys::staging_part_key(&name, staging_id, part.number, ".gz").map_err(|e| {
+            LoadError::Descriptor {
+                key: name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
     let len = part.bytes.len();
     put(
         state,
@@ -660,39 +713,19 @@ async fn submit_and_wait(
     Err(LoadError::Generations(d.load_id.clone()))
 }
 
-/// Record the statement id on the load's ledger rows. Best effort: submitted, not awaited
-/// (the rows are already committed; a lost update only leaves `statement_id` NULL).
-async fn record_statement_id(state: &State, d: &Descriptor, id: &str, deadline: Instant) {
-    let keys: Vec<&str> = d.objects.iter().map(|o| o.raw_key.as_str()).collect();
-    let (sql, params) = sql::ledger_set_statement_id(&state.config.schema, &keys, id);
-    if let Err(e) = redshift::execute(
-        &state.redshift,
-        &state.config.connection,
-        &sql,
-        &params,
-        None,
-        &state.retry,
-        deadline,
-    )
-    .await
-    {
-        tracing::warn!(statement_id = %id, error = %e, "could not record the statement id in the ledger");
-    }
-}
-
 fn emit_metrics(d: &Descriptor, desc: &Described, elapsed: Duration, id: &str) {
     let rows: u64 = d.objects.iter().map(|o| o.valid).sum();
     let rejects: u64 = d.objects.iter().map(|o| o.rejected).sum();
     let filtered: u64 = d.objects.iter().map(|o| o.filtered_total()).sum();
     let records: u64 = d.objects.iter().map(|o| o.records).sum();
-    // The INSERT of table i is sub-statement 3·i + 2; its result_rows is what went in.
+    // The INSERT of each table; its result_rows is what went in.
     let inserted: Option<i64> = d
         .staged
         .iter()
         .enumerate()
         .map(|(i, _)| {
             desc.sub_statements
-                .get(i * sql::STATEMENTS_PER_TABLE + 2)
+                .get(sql::insert_statement_index(i))
                 .map(|s| s.result_rows)
         })
         .sum();

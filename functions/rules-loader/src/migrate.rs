@@ -23,6 +23,9 @@ use crate::load::LoadError;
 use crate::sql::{self, MAX_BATCH_STATEMENTS};
 use crate::{Config, State};
 
+/// The ledger column that names the load which wrote the row (added to older ledgers).
+const LEDGER_LOAD_ID: &str = "load_id";
+
 /// The name a `CREATE … TABLE` / `CREATE … VIEW` statement creates (bare, lower case).
 fn created_name(statement: &str) -> Option<String> {
     let upper = statement.to_ascii_uppercase();
@@ -69,6 +72,19 @@ pub fn plan(
         if created_name(s).is_some_and(|n| !existing.contains_key(&n)) {
             statements.push(s.clone());
         }
+    }
+    // A ledger from before the load id was recorded gets the column (additive, nullable).
+    if existing.get(sql::LEDGER_TABLE).is_some_and(|cols| {
+        !cols
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(LEDGER_LOAD_ID))
+    }) {
+        statements.push(format!(
+            "ALTER TABLE {}.\"{}\" ADD COLUMN \"{LEDGER_LOAD_ID}\" VARCHAR({})",
+            cfg.schema.quoted(),
+            sql::LEDGER_TABLE,
+            sql::MAX_LOAD_ID_BYTES
+        ));
     }
     let views_missing = views
         .iter()
@@ -200,7 +216,24 @@ mod tests {
         ] {
             m.insert(other.to_owned(), vec![col("x", "bigint", None)]);
         }
+        m.get_mut("caudal_ledger")
+            .unwrap()
+            .push(col("load_id", "character varying", Some(128)));
         m
+    }
+
+    #[test]
+    fn an_old_ledger_gets_the_load_id_column() {
+        let cfg = config();
+        let mut existing = full(&cfg);
+        existing
+            .get_mut("caudal_ledger")
+            .unwrap()
+            .retain(|c| c.name != "load_id");
+        assert_eq!(
+            plan(&cfg, &existing).unwrap(),
+            ["ALTER TABLE \"analytics\".\"caudal_ledger\" ADD COLUMN \"load_id\" VARCHAR(128)"]
+        );
     }
 
     #[test]

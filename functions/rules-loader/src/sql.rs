@@ -16,10 +16,19 @@
 //! event ids already in the target and keeps one row per event id inside the load
 //! (`ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY raw_key, raw_line) = 1`, portable to
 //! PostgreSQL). Rejects load the same way, deduplicated on `(raw_key, raw_line)`. Last, one
-//! ledger row per raw object, guarded by `NOT EXISTS` so a concurrent duplicate load cannot
-//! double it; its `duplicates` column is computed in SQL from the rows that really went in, so
-//! `records = rows in tables + duplicates + filtered + rejected` holds per object (the
-//! reconciliation view checks it).
+//! ledger row per raw object, carrying the load id; its `duplicates` column is computed in SQL
+//! from the rows that really went in, so `records = rows in tables + duplicates + filtered +
+//! rejected` holds per object (the reconciliation view checks it).
+//!
+//! **Concurrency.** Redshift runs at SNAPSHOT isolation by default and enforces no key, so two
+//! concurrent loads of the same raw object whose `NOT EXISTS` checks both read a snapshot from
+//! before the other's commit would both commit (at SERIALIZABLE one aborts with error 1023).
+//! The transaction therefore starts with `LOCK caudal_ledger` — before any statement that takes
+//! the snapshot — so loads run one after the other and each sees every load committed before
+//! it. Every insert (rows, rejects, ledger) is guarded by the ledger: rows of a raw object that
+//! the ledger already holds are never inserted, whatever the event-id check finds. The ledger is
+//! the one lock all writers of caudal's tables take; readers (dashboards, reconciliation) are not
+//! blocked by it. Correct at both isolation levels without relying on a conflict abort.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +46,15 @@ pub const MAX_BATCH_STATEMENTS: usize = 40;
 pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
 /// Statements per table with rows in a load (create stage, COPY, INSERT).
 pub const STATEMENTS_PER_TABLE: usize = 3;
+/// Statements before the first table's in a load (the `LOCK`).
+pub const LEADING_STATEMENTS: usize = 1;
+/// Longest load id accepted in SQL (the ledger column is `VARCHAR(128)`).
+pub const MAX_LOAD_ID_BYTES: usize = 128;
+
+/// Position in the load batch of table `i`'s `INSERT` (its `result_rows` is what went in).
+pub fn insert_statement_index(i: usize) -> usize {
+    LEADING_STATEMENTS + i * STATEMENTS_PER_TABLE + 2
+}
 /// Raw objects per load: keeps the ledger statement and the look-up parameter list small.
 pub const MAX_OBJECTS_PER_LOAD: usize = 100;
 /// Longest raw key accepted (the lineage column is `VARCHAR(1024)`).
@@ -94,6 +112,8 @@ pub enum Literal<'a> {
     S3Uri(&'a str),
     /// An IAM role ARN (`arn:<partition>:iam::<12 digits>:role/<path+name>`).
     RoleArn(&'a str),
+    /// A load id: `[a-z0-9_-]`, at most 128 bytes.
+    LoadId(&'a str),
 }
 
 /// ISO 8601 UTC with microseconds — the same text the CSV writer uses for `TIMESTAMPTZ` cells.
@@ -279,6 +299,18 @@ pub fn sql_literal(lit: Literal<'_>) -> Result<String, SqlError> {
             check_role_arn(arn)?;
             Ok(format!("'{arn}'"))
         }
+        Literal::LoadId(id) => {
+            let ok = !id.is_empty()
+                && id.len() <= MAX_LOAD_ID_BYTES
+                && id.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if ok {
+                Ok(format!("'{id}'"))
+            } else {
+                Err(refused("load id", id, "not 1-128 of [a-z0-9_-]"))
+            }
+        }
     }
 }
 
@@ -336,6 +368,8 @@ pub struct LoadPlan<'a> {
     pub rule_version: &'a str,
     /// Load time, the rows' `loaded_at`.
     pub loaded_at: OffsetDateTime,
+    /// The load id, recorded on every ledger row of the load.
+    pub load_id: &'a str,
 }
 
 fn ident(s: &str) -> Result<Ident, SqlError> {
@@ -369,10 +403,17 @@ fn copy_statement(
 /// API's limits.
 pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
     let schema = plan.schema.quoted();
-    let mut sqls = Vec::new();
+    let ledger = format!("{schema}.{}", ident(LEDGER_TABLE)?.quoted());
+    // First, before anything that takes the snapshot (see the module docs).
+    let mut sqls = vec![format!("LOCK {ledger}")];
     let event_id = ident(shared::rules::EVENT_ID_COLUMN)?;
     let raw_key = ident(shared::rules::RAW_KEY_COLUMN)?;
     let raw_line = ident("raw_line")?;
+    // Rows of a raw object the ledger already holds are never inserted again.
+    let unloaded = format!(
+        "NOT EXISTS (SELECT 1 FROM {ledger} AS l WHERE l.\"raw_key\" = s.{rk})",
+        rk = raw_key.quoted()
+    );
     let mut inserted_parts = Vec::new();
     for (i, st) in plan.tables.iter().enumerate() {
         let target = format!("{schema}.{}", st.table.name.quoted());
@@ -387,8 +428,8 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         sqls.push(format!(
             "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
              (PARTITION BY s.{eid} ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS s WHERE \
-             NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = s.{eid})) AS d WHERE \
-             d.caudal_rn = 1",
+             {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = s.{eid})) AS d \
+             WHERE d.caudal_rn = 1",
             stage = stage.quoted(),
             eid = event_id.quoted(),
             rk = raw_key.quoted(),
@@ -422,8 +463,8 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         sqls.push(format!(
             "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
              (PARTITION BY s.{rk}, s.{rl} ORDER BY s.{rk}) AS caudal_rn FROM {stage} AS s WHERE \
-             NOT EXISTS (SELECT 1 FROM {target} AS r WHERE r.{rk} = s.{rk} AND r.{rl} = s.{rl})) \
-             AS d WHERE d.caudal_rn = 1",
+             {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS r WHERE r.{rk} = s.{rk} AND \
+             r.{rl} = s.{rl})) AS d WHERE d.caudal_rn = 1",
             stage = stage.quoted(),
             rk = raw_key.quoted(),
             rl = raw_line.quoted(),
@@ -479,11 +520,12 @@ fn ledger_insert(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<Strin
     Ok(format!(
         "INSERT INTO {ledger} (\"raw_key\", \"etag\", \"records\", \"valid\", \"filtered\", \
          \"filtered_total\", \"rejected\", \"loaded\", \"duplicates\", \"rule_version\", \
-         \"statement_id\", \"loaded_at\") SELECT o.raw_key, o.etag, o.records, o.valid, \
+         \"load_id\", \"loaded_at\") SELECT o.raw_key, o.etag, o.records, o.valid, \
          JSON_PARSE(o.filtered), o.filtered_total, o.rejected, JSON_PARSE(o.loaded), {duplicates}, \
-         {version}, NULL, {loaded_at} FROM ({rows}) AS o{join} WHERE NOT EXISTS (SELECT 1 FROM \
-         {ledger} AS l WHERE l.\"raw_key\" = o.raw_key)",
+         {version}, {load_id}, {loaded_at} FROM ({rows}) AS o{join} WHERE NOT EXISTS (SELECT 1 \
+         FROM {ledger} AS l WHERE l.\"raw_key\" = o.raw_key)",
         version = sql_literal(Literal::RuleVersion(plan.rule_version))?,
+        load_id = sql_literal(Literal::LoadId(plan.load_id))?,
         loaded_at = sql_literal(Literal::Timestamp(plan.loaded_at))?,
         rows = rows.join(" UNION ALL "),
     ))
@@ -502,28 +544,6 @@ pub fn ledger_lookup(schema: &Ident, keys: &[&str]) -> (String, Vec<Param>) {
         .enumerate()
         .map(|(i, k)| Param::new(format!("k{i}"), *k))
         .collect();
-    (sql, params)
-}
-
-/// Record the load's statement id on its ledger rows (they are inserted before the id is known).
-pub fn ledger_set_statement_id(
-    schema: &Ident,
-    keys: &[&str],
-    statement_id: &str,
-) -> (String, Vec<Param>) {
-    let names: Vec<String> = (0..keys.len()).map(|i| format!(":k{i}")).collect();
-    let sql = format!(
-        "UPDATE {}.\"{LEDGER_TABLE}\" SET \"statement_id\" = :statement_id WHERE \"raw_key\" IN \
-         ({}) AND \"statement_id\" IS NULL",
-        schema.quoted(),
-        names.join(", ")
-    );
-    let mut params: Vec<Param> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Param::new(format!("k{i}"), *k))
-        .collect();
-    params.push(Param::new("statement_id", statement_id));
     (sql, params)
 }
 
@@ -642,8 +662,15 @@ mod tests {
              IN (:k0, :k1)"
         );
         assert_eq!(params[1], Param::new("k1", "raw/b'x"));
-        let (sql, params) = ledger_set_statement_id(&schema, &["raw/a"], "st-1");
-        assert!(sql.contains("SET \"statement_id\" = :statement_id"));
-        assert_eq!(params.len(), 2);
+    }
+
+    #[test]
+    fn load_ids_are_checked() {
+        let id = "0123456789abcdef0123456789abcdef-0a1b";
+        assert_eq!(sql_literal(Literal::LoadId(id)).unwrap(), format!("'{id}'"));
+        for bad in ["", "A", "x'y", "a/b", &"a".repeat(129)] {
+            assert!(sql_literal(Literal::LoadId(bad)).is_err(), "{bad}");
+        }
+        assert!(sql_literal(Literal::LoadId(&"a".repeat(128))).is_ok());
     }
 }

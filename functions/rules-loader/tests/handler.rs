@@ -37,12 +37,14 @@ fn failures(resp: &serde_json::Value) -> Vec<String> {
 /// The exact batch for the happy path's raw object.
 fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
     let k = key1();
+    let staging = format!("{load_id}-{ATTEMPT}");
     vec![
+        "LOCK \"analytics\".\"caudal_ledger\"".to_owned(),
         "CREATE TEMP TABLE \"caudal_stage_0\" (LIKE \"analytics\".\"page_views\")".to_owned(),
         format!(
             "COPY \"caudal_stage_0\" (\"event_time\", \"url\", \"event_id\", \"event_type\", \
              \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\") FROM \
-             's3://caudal-staging/staging/page_views/{load_id}/manifest.json' IAM_ROLE \
+             's3://caudal-staging/staging/page_views/{staging}/manifest.json' IAM_ROLE \
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
              '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
         ),
@@ -52,6 +54,8 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
          \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\" FROM (SELECT \
          s.*, ROW_NUMBER() OVER (PARTITION BY s.\"event_id\" ORDER BY s.\"raw_key\", \
          s.\"raw_line\") AS caudal_rn FROM \"caudal_stage_0\" AS s WHERE NOT EXISTS (SELECT 1 \
+         FROM \"analytics\".\"caudal_ledger\" AS l WHERE l.\"raw_key\" = s.\"raw_key\") AND \
+         NOT EXISTS (SELECT 1 \
          FROM \"analytics\".\"page_views\" AS t WHERE t.\"event_id\" = s.\"event_id\")) AS d \
          WHERE d.caudal_rn = 1"
             .to_owned(),
@@ -61,7 +65,7 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
             "COPY \"caudal_stage_rejects\" (\"event_id\", \"event_type\", \"raw_key\", \
              \"raw_line\", \"code\", \"rule\", \"path\", \"message\", \"rule_version\", \
              \"loaded_at\", \"raw_text\", \"raw_truncated\") FROM \
-             's3://caudal-staging/staging/caudal_rejects/{load_id}/manifest.json' IAM_ROLE \
+             's3://caudal-staging/staging/caudal_rejects/{staging}/manifest.json' IAM_ROLE \
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
              '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
         ),
@@ -72,16 +76,18 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
          \"loaded_at\", \"raw_text\", \"raw_truncated\" FROM (SELECT s.*, ROW_NUMBER() OVER \
          (PARTITION BY s.\"raw_key\", s.\"raw_line\" ORDER BY s.\"raw_key\") AS caudal_rn FROM \
          \"caudal_stage_rejects\" AS s WHERE NOT EXISTS (SELECT 1 FROM \
+         \"analytics\".\"caudal_ledger\" AS l WHERE l.\"raw_key\" = s.\"raw_key\") AND NOT \
+         EXISTS (SELECT 1 FROM \
          \"analytics\".\"caudal_rejects\" AS r WHERE r.\"raw_key\" = s.\"raw_key\" AND \
          r.\"raw_line\" = s.\"raw_line\")) AS d WHERE d.caudal_rn = 1"
             .to_owned(),
         format!(
             "INSERT INTO \"analytics\".\"caudal_ledger\" (\"raw_key\", \"etag\", \"records\", \
              \"valid\", \"filtered\", \"filtered_total\", \"rejected\", \"loaded\", \
-             \"duplicates\", \"rule_version\", \"statement_id\", \"loaded_at\") SELECT \
+             \"duplicates\", \"rule_version\", \"load_id\", \"loaded_at\") SELECT \
              o.raw_key, o.etag, o.records, o.valid, JSON_PARSE(o.filtered), o.filtered_total, \
              o.rejected, JSON_PARSE(o.loaded), o.valid - COALESCE(n.inserted, 0), '{version}', \
-             NULL, CAST('2026-11-25T20:00:05.123456Z' AS TIMESTAMPTZ) FROM (SELECT '{k}' AS \
+             '{load_id}', CAST('2026-11-25T20:00:05.123456Z' AS TIMESTAMPTZ) FROM (SELECT '{k}' AS \
              raw_key, '{ETAG}' AS etag, 4 AS records, 2 AS valid, \
              '{{\"drop_internal_test\":1}}' AS filtered, 1 AS filtered_total, 1 AS rejected, \
              '{{\"page_views\":2}}' AS loaded) AS o LEFT JOIN (SELECT x.raw_key, COUNT(*) AS \
@@ -131,14 +137,14 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
 
     // Staging files: parts, manifests, human-readable rejects, and the descriptor last.
     let puts = s3.put_keys();
-    let part = format!("staging/page_views/{load_id}/part-0000.csv.gz");
-    let manifest = format!("staging/page_views/{load_id}/manifest.json");
+    let part = format!("staging/page_views/{load_id}-{ATTEMPT}/part-0000.csv.gz");
+    let manifest = format!("staging/page_views/{load_id}-{ATTEMPT}/manifest.json");
     let descriptor = format!("staging/load-descriptors/{load_id}.json");
     for k in [
         &part,
         &manifest,
-        &format!("staging/caudal_rejects/{load_id}/part-0000.csv.gz"),
-        &format!("rejected/{load_id}/rejects.ndjson.gz"),
+        &format!("staging/caudal_rejects/{load_id}-{ATTEMPT}/part-0000.csv.gz"),
+        &format!("rejected/{load_id}-{ATTEMPT}/rejects.ndjson.gz"),
         &descriptor,
     ] {
         assert!(puts.contains(k), "{k} not written: {puts:?}");
@@ -172,7 +178,7 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
     );
     assert_eq!(m["entries"][0]["mandatory"], true);
     let rejects = gunzip(
-        &s3.put_body(&format!("rejected/{load_id}/rejects.ndjson.gz"))
+        &s3.put_body(&format!("rejected/{load_id}-{ATTEMPT}/rejects.ndjson.gz"))
             .unwrap(),
     );
     let r: serde_json::Value = serde_json::from_str(rejects.lines().next().unwrap()).unwrap();
@@ -180,21 +186,62 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
     assert_eq!(r["raw_line"], 3);
     assert_eq!(r["event_id"], "nl-1");
 
-    // Polled until FINISHED, then the statement id recorded on the ledger rows.
+    // Polled until FINISHED; the load id went into the ledger inside the load itself, so
+    // nothing follows the look-up (no follow-up UPDATE that could be lost).
     assert_eq!(api.load_describes(), 2);
-    let update = executes_after(&api, 1);
-    assert!(update.0.starts_with(
-        "UPDATE \"analytics\".\"caudal_ledger\" SET \"statement_id\" = :statement_id"
-    ));
-    assert!(
-        update
-            .1
-            .contains(&("statement_id".to_owned(), "load-1".to_owned()))
-    );
+    assert_eq!(api.executes.lock().unwrap().len(), 1);
+    // The descriptor is written only if no other attempt wrote one first.
+    assert_eq!(s3.conditional_puts(), vec![descriptor.clone()]);
 }
 
-fn executes_after(api: &DataApi, i: usize) -> (String, Vec<(String, String)>) {
-    api.executes.lock().unwrap()[i].clone()
+#[tokio::test(start_paused = true)]
+async fn a_concurrent_attempt_that_staged_first_wins_and_its_sql_is_submitted() {
+    // Another invocation of the same load finished staging between our descriptor look-up and
+    // our descriptor write: the conditional write fails, we adopt its descriptor (its staging
+    // prefix, its loaded_at) and submit its SQL under the shared token.
+    let load_id = shared::keys::load_id([(key1().as_str(), ETAG)]);
+    let descriptor_key = format!("staging/load-descriptors/{load_id}.json");
+    let winner = {
+        let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+        let api = DataApi::new(&[], vec![StatusString::Finished]);
+        let (s3c, rsc) = clients(&s3, &api);
+        let st = state(s3c, rsc)
+            .with_attempt_ids(std::sync::Arc::new(|| "winner".to_owned()))
+            .with_clock(std::sync::Arc::new(
+                || time::macros::datetime!(2026-11-25 20:00:01 UTC),
+            ));
+        invoke(&st, event_file("rules-loader-sqs.json"), ctx(120))
+            .await
+            .unwrap();
+        s3.put_body(&descriptor_key).unwrap()
+    };
+    let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+    s3.appears_on_conditional_put(&descriptor_key, winner.clone());
+    let api = DataApi::new(&[], vec![StatusString::Finished]);
+    let (s3c, rsc) = clients(&s3, &api);
+    let st = state(s3c, rsc);
+    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(120))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), Vec::<String>::new());
+    let d: serde_json::Value = serde_json::from_slice(&winner).unwrap();
+    let batches = api.batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(serde_json::json!(batches[0].sqls), d["sqls"]);
+    assert!(batches[0].sqls[2].contains(&format!("{load_id}-winner/manifest.json")));
+    assert_eq!(
+        batches[0].client_token.as_deref(),
+        Some(format!("{load_id}-0").as_str())
+    );
+    // Our own staging went under our attempt's prefix and never touched the winner's.
+    assert!(
+        s3.put_keys()
+            .iter()
+            .filter(|k| k.starts_with("staging/page_views/"))
+            .all(|k| k.contains(&format!("{load_id}-{ATTEMPT}/"))),
+        "{:?}",
+        s3.put_keys()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use caudal_local::dataapi::{DataApiOptions, serve};
+use caudal_local::dataapi::{DataApiOptions, Isolation, serve};
 use caudal_local::postgres::Postgres;
 use rules_loader::{Config, State, invoke};
 use shared::aws::redshift::{self, Connection, PollPolicy, Target, Value};
@@ -103,50 +103,137 @@ fn int(v: &Value) -> i64 {
         .unwrap_or_else(|| panic!("not an integer: {v:?}"))
 }
 
+/// PostgreSQL 15 behind the local Data API (at `isolation`), moto's S3 with the raw and
+/// staging buckets, and the loader's configuration for schema `schema`. Stops everything on drop
+/// (field order: the endpoint first, then moto, then PostgreSQL, then the directory).
+struct Harness {
+    api: aws_sdk_redshiftdata::Client,
+    s3: aws_sdk_s3::Client,
+    config: Config,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _moto: testkit::Moto,
+    _pg: Postgres,
+    _dir: TempDir,
+}
+
+const RAW_BUCKET: &str = "caudal-raw";
+
+impl Harness {
+    async fn start(tag: &str, isolation: Isolation) -> Harness {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("caudal-rl-{tag}-{}", std::process::id())));
+        let data = dir.0.join("pg");
+        let pg = tokio::task::spawn_blocking(move || Postgres::start(&data))
+            .await
+            .unwrap()
+            .expect("start PostgreSQL 15");
+        let moto = tokio::task::spawn_blocking(|| testkit::Moto::start(None))
+            .await
+            .unwrap()
+            .expect("start moto_server");
+        let sdk = moto.sdk_config().await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            pg.pg_config(),
+            s3.clone(),
+            DataApiOptions {
+                isolation,
+                ..DataApiOptions::default()
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let api = aws_sdk_redshiftdata::Client::from_conf(
+            aws_sdk_redshiftdata::config::Builder::from(&sdk)
+                .endpoint_url(format!("http://127.0.0.1:{port}"))
+                .build(),
+        );
+        let staging = "caudal-staging";
+        for b in [RAW_BUCKET, staging] {
+            s3.create_bucket().bucket(b).send().await.unwrap();
+        }
+        let env: HashMap<String, String> = [
+            ("STAGING_BUCKET", staging),
+            ("REDSHIFT_WORKGROUP", "local"),
+            ("REDSHIFT_DATABASE", "dev"),
+            ("REDSHIFT_SCHEMA", "analytics"),
+            (
+                "COPY_ROLE_ARN",
+                "arn:aws:iam::000000000000:role/caudal-copy",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let config = Config::from_env(&Env::from_map(env)).unwrap();
+        Harness {
+            api,
+            s3,
+            config,
+            stop: Some(stop),
+            _moto: moto,
+            _pg: pg,
+            _dir: dir,
+        }
+    }
+
+    /// A loader instance (one Lambda execution environment).
+    fn loader(&self) -> State {
+        State::new(self.config.clone(), self.s3.clone(), self.api.clone())
+    }
+
+    async fn put_raw(&self, key: &str, body: &[u8]) {
+        self.s3
+            .put_object()
+            .bucket(RAW_BUCKET)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
+        rows(&self.api, &self.config.connection, sql).await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+const RECONCILIATION: &str = "SELECT raw_key, records, valid, filtered_total, rejected, \
+                              duplicates, rows_in_tables, rows_in_rejects, difference, \
+                              ledger_difference FROM \"analytics\".caudal_reconciliation ORDER \
+                              BY raw_key";
+
+const EVENT_TABLES: [&str; 5] = [
+    "page_views",
+    "purchases",
+    "signups",
+    "searches",
+    "unknown_events",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_sql_loads_exactly_once_and_reconciles() {
-    // Processes: PostgreSQL 15 and moto, stopped on drop.
-    let dir = TempDir(std::env::temp_dir().join(format!("caudal-rl-e2e-{}", std::process::id())));
-    let data = dir.0.join("pg");
-    let pg = tokio::task::spawn_blocking(move || Postgres::start(&data))
-        .await
-        .unwrap()
-        .expect("start PostgreSQL 15");
-    let moto = tokio::task::spawn_blocking(|| testkit::Moto::start(None))
-        .await
-        .unwrap()
-        .expect("start moto_server");
-    let sdk = moto.sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-
-    // The Data API endpoint on PostgreSQL.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        pg.pg_config(),
-        s3.clone(),
-        DataApiOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let api = aws_sdk_redshiftdata::Client::from_conf(
-        aws_sdk_redshiftdata::config::Builder::from(&sdk)
-            .endpoint_url(format!("http://127.0.0.1:{port}"))
-            .build(),
-    );
-
-    let raw_bucket = "caudal-raw";
-    let staging = "caudal-staging";
-    for b in [raw_bucket, staging] {
-        s3.create_bucket().bucket(b).send().await.unwrap();
-    }
+    let h = Harness::start("once", Isolation::Snapshot).await;
+    let (api, s3) = (&h.api, &h.s3);
+    let conn = h.config.connection.clone();
+    let raw_bucket = RAW_BUCKET;
     let lines = sample_lines();
     let n = lines.len();
     let key_a = key("shardId-000000000000", "100", "199");
@@ -160,32 +247,10 @@ async fn real_sql_loads_exactly_once_and_reconciles() {
         (&key_b, &object_b),
         (&key_c, &object_a),
     ] {
-        s3.put_object()
-            .bucket(raw_bucket)
-            .key(k.as_str())
-            .body(ByteStream::from(body.clone()))
-            .send()
-            .await
-            .unwrap();
+        h.put_raw(k, body).await;
     }
-
-    let env: HashMap<String, String> = [
-        ("STAGING_BUCKET", staging),
-        ("REDSHIFT_WORKGROUP", "local"),
-        ("REDSHIFT_DATABASE", "dev"),
-        ("REDSHIFT_SCHEMA", "analytics"),
-        (
-            "COPY_ROLE_ARN",
-            "arn:aws:iam::000000000000:role/caudal-copy",
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let config = Config::from_env(&Env::from_map(env)).unwrap();
-    let conn = config.connection.clone();
     assert_eq!(conn.target, Target::Workgroup("local".into()));
-    let state = State::new(config, s3.clone(), api.clone());
+    let state = h.loader();
 
     // 1. A and B in one batch: migration on first use, one transaction.
     let event = sqs_event(&[(raw_bucket, &key_a), (raw_bucket, &key_b)]);
@@ -195,10 +260,8 @@ async fn real_sql_loads_exactly_once_and_reconciles() {
     assert_eq!(resp, serde_json::json!({"batchItemFailures": []}));
     assert!(state.is_migrated());
 
-    let recon = "SELECT raw_key, records, valid, filtered_total, rejected, duplicates, \
-                 rows_in_tables, rows_in_rejects, difference, ledger_difference FROM \
-                 \"analytics\".caudal_reconciliation ORDER BY raw_key";
-    let r = rows(&api, &conn, recon).await;
+    let recon = RECONCILIATION;
+    let r = rows(api, &conn, recon).await;
     assert_eq!(r.len(), 2, "{r:?}");
     for row in &r {
         assert_eq!(int(&row[8]), 0, "difference must be 0: {row:?}");
@@ -221,7 +284,7 @@ async fn real_sql_loads_exactly_once_and_reconciles() {
                  (SELECT COUNT(*) FROM \"analytics\".searches) + (SELECT COUNT(*) FROM \
                  \"analytics\".unknown_events), (SELECT COUNT(*) FROM \"analytics\".caudal_rejects), \
                  (SELECT COUNT(*) FROM \"analytics\".caudal_ledger)";
-    let before = rows(&api, &conn, total).await;
+    let before = rows(api, &conn, total).await;
     assert_eq!(int(&before[0][0]), int(&a[2]));
     assert_eq!(int(&before[0][1]), int(&a[4]) + int(&b[4]));
     assert_eq!(int(&before[0][2]), 2);
@@ -229,14 +292,14 @@ async fn real_sql_loads_exactly_once_and_reconciles() {
     // 2. The same batch again (SQS redelivery): acknowledged from the ledger, nothing loaded.
     let resp = invoke(&state, event, common::ctx(120)).await.unwrap();
     assert_eq!(resp, serde_json::json!({"batchItemFailures": []}));
-    assert_eq!(rows(&api, &conn, total).await, before);
+    assert_eq!(rows(api, &conn, total).await, before);
 
     // 3. C has A's content under another key: every row is a duplicate, still balanced.
     let resp = invoke(&state, sqs_event(&[(raw_bucket, &key_c)]), common::ctx(120))
         .await
         .unwrap();
     assert_eq!(resp, serde_json::json!({"batchItemFailures": []}));
-    let r = rows(&api, &conn, recon).await;
+    let r = rows(api, &conn, recon).await;
     assert_eq!(r.len(), 3);
     let c = r
         .iter()
@@ -245,25 +308,18 @@ async fn real_sql_loads_exactly_once_and_reconciles() {
     assert_eq!(int(&c[8]), 0, "{c:?}");
     assert_eq!(int(&c[6]), 0);
     assert_eq!(int(&c[5]), int(&c[2]));
-    let after = rows(&api, &conn, total).await;
+    let after = rows(api, &conn, total).await;
     assert_eq!(after[0][0], before[0][0], "no event row twice");
 
-    // The statement id is recorded on the ledger rows (submitted after the load finished).
-    let mut recorded = 0;
-    for _ in 0..50 {
-        let r = rows(
-            &api,
-            &conn,
-            "SELECT COUNT(*) FROM \"analytics\".caudal_ledger WHERE statement_id IS NOT NULL",
+    // The load id is on every ledger row, written by the load's own transaction: A and B
+    // share one load, C has its own.
+    let r = h
+        .rows(
+            "SELECT COUNT(*), COUNT(DISTINCT load_id) FROM \"analytics\".caudal_ledger WHERE \
+             load_id IS NOT NULL",
         )
         .await;
-        recorded = int(&r[0][0]);
-        if recorded == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(recorded, 3);
+    assert_eq!((int(&r[0][0]), int(&r[0][1])), (3, 2));
 
     // Staging files exist where the keys module says; nothing was written into raw/.
     let listed = s3
@@ -275,9 +331,110 @@ async fn real_sql_loads_exactly_once_and_reconciles() {
         .key_count()
         .unwrap_or(0);
     assert_eq!(listed, 3);
+}
 
-    let _ = stop.send(());
-    let _ = server.await;
-    drop(moto);
-    drop(pg);
+/// Duplicate and overlapping deliveries handled by several loader instances at the same time
+/// (LoaderConcurrency ≥ 2, an S3 notification delivered twice, a bisected batch): loads that
+/// share raw objects run concurrently. Every event id must be in the warehouse once, every raw
+/// object in the ledger once, and no load may fail on a serialization conflict — at Redshift's
+/// default SNAPSHOT isolation (where nothing would abort a duplicate) and at SERIALIZABLE (where
+/// a conflict would cost a redelivery).
+async fn concurrent_overlapping_loads(isolation: Isolation) {
+    let h = Harness::start(isolation.as_str(), isolation).await;
+    let lines = sample_lines();
+    let keys: Vec<String> = (0..4)
+        .map(|i| key("shardId-000000000000", &format!("{i}00"), &format!("{i}99")))
+        .collect();
+    // Objects 0-2 hold the samples (object 2 repeats object 0's content under another key);
+    // object 3 repeats the first four lines.
+    let full = common::gzip(&lines.join(&b'\n'));
+    let head = common::gzip(&lines[..4].join(&b'\n'));
+    for (k, body) in keys.iter().zip([&full, &full, &full, &head]) {
+        h.put_raw(k, body).await;
+    }
+    // Migrate first, as the first cold start would.
+    let first = h.loader();
+    let ev = sqs_event(&[(RAW_BUCKET, &keys[1])]);
+    assert_eq!(
+        invoke(&first, ev, common::ctx(120)).await.unwrap(),
+        serde_json::json!({"batchItemFailures": []})
+    );
+
+    // Six loader instances, each with its own batch; batches overlap on every object.
+    let sets: [&[usize]; 6] = [&[0], &[0], &[0, 2], &[2, 3], &[0, 3], &[1, 2, 3]];
+    let runs = sets.iter().map(|set| {
+        let state = h.loader();
+        let objects: Vec<(&str, &str)> = set
+            .iter()
+            .map(|&i| (RAW_BUCKET, keys[i].as_str()))
+            .collect();
+        let ev = sqs_event(&objects);
+        async move { invoke(&state, ev, common::ctx(120)).await.unwrap() }
+    });
+    let responses = futures_util::future::join_all(runs).await;
+    for r in &responses {
+        assert_eq!(
+            r,
+            &serde_json::json!({"batchItemFailures": []}),
+            "{isolation:?}: no load may fail (no reliance on a conflict abort)"
+        );
+    }
+
+    let ledger = h
+        .rows("SELECT raw_key, COUNT(*) FROM \"analytics\".caudal_ledger GROUP BY raw_key")
+        .await;
+    assert_eq!(ledger.len(), 4, "{isolation:?}: {ledger:?}");
+    assert!(
+        ledger.iter().all(|r| int(&r[1]) == 1),
+        "{isolation:?}: a raw object twice in the ledger: {ledger:?}"
+    );
+    for t in EVENT_TABLES {
+        let dup = h
+            .rows(&format!(
+                "SELECT COUNT(*) - COUNT(DISTINCT event_id) FROM \"analytics\".{t}"
+            ))
+            .await;
+        assert_eq!(int(&dup[0][0]), 0, "{isolation:?}: duplicated rows in {t}");
+    }
+    let rejects = h
+        .rows(
+            "SELECT COUNT(*) FROM (SELECT raw_key, raw_line FROM \"analytics\".caudal_rejects \
+             GROUP BY raw_key, raw_line HAVING COUNT(*) > 1) AS d",
+        )
+        .await;
+    assert_eq!(int(&rejects[0][0]), 0, "{isolation:?}: a reject twice");
+    let recon = h.rows(RECONCILIATION).await;
+    assert_eq!(recon.len(), 4);
+    for row in &recon {
+        assert_eq!(int(&row[8]), 0, "{isolation:?}: difference: {row:?}");
+        assert_eq!(int(&row[9]), 0, "{isolation:?}: ledger difference: {row:?}");
+    }
+    // The distinct client events of the samples are each in exactly one table.
+    let total: i64 = {
+        let mut n = 0;
+        for t in EVENT_TABLES {
+            n += int(&h
+                .rows(&format!("SELECT COUNT(*) FROM \"analytics\".{t}"))
+                .await[0][0]);
+        }
+        n
+    };
+    let valid_once = h
+        .rows(
+            "SELECT valid - duplicates FROM \"analytics\".caudal_reconciliation ORDER BY \
+             raw_key",
+        )
+        .await;
+    let inserted: i64 = valid_once.iter().map(|r| int(&r[0])).sum();
+    assert_eq!(total, inserted, "{isolation:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overlapping_loads_at_snapshot_isolation() {
+    concurrent_overlapping_loads(Isolation::Snapshot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overlapping_loads_at_serializable_isolation() {
+    concurrent_overlapping_loads(Isolation::Serializable).await;
 }

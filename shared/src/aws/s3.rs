@@ -23,6 +23,16 @@ pub struct PutRequest<'a> {
     pub content_type: &'a str,
     /// User metadata (`x-amz-meta-*`).
     pub metadata: &'a [(String, String)],
+    /// Write only if no object has the key (`If-None-Match: *`, S3 conditional write): a
+    /// concurrent writer that got there first makes this a permanent `PreconditionFailed` (or
+    /// `ConditionalRequestConflict`) error, see [`lost_conditional_write`].
+    pub if_absent: bool,
+}
+
+/// Whether `e` says a conditional write lost to an object already there (412) or to a
+/// concurrent conditional write of the same key (409).
+pub fn lost_conditional_write(e: &CallError) -> bool {
+    e.code == "PreconditionFailed" || e.code == "ConditionalRequestConflict"
 }
 
 /// What S3 said about a written object.
@@ -51,6 +61,9 @@ pub async fn put_object(
             .body(ByteStream::from(req.body.clone()));
         for (k, v) in req.metadata {
             call = call.metadata(k, v);
+        }
+        if req.if_absent {
+            call = call.if_none_match("*");
         }
         call.send().await.map_err(|e| super::call_error(&e))
     })

@@ -12,7 +12,7 @@ use aws_sdk_redshiftdata::operation::execute_statement::ExecuteStatementOutput;
 use aws_sdk_redshiftdata::operation::get_statement_result::GetStatementResultOutput;
 use aws_sdk_redshiftdata::types::{Field, StatusString, SubStatementData};
 use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
-use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_mocks::{Rule, mock};
 use lambda_runtime::Context;
@@ -69,8 +69,13 @@ pub fn config(rules: &str) -> Config {
     }
 }
 
+/// The staging attempt id of [`state`].
+pub const ATTEMPT: &str = "a1";
+
 pub fn state(s3: aws_sdk_s3::Client, rs: aws_sdk_redshiftdata::Client) -> State {
-    State::new(config(RULES), s3, rs).with_clock(Arc::new(loaded_at))
+    State::new(config(RULES), s3, rs)
+        .with_clock(Arc::new(loaded_at))
+        .with_attempt_ids(Arc::new(|| ATTEMPT.to_owned()))
 }
 
 /// A Lambda context whose deadline is `secs` from now.
@@ -141,6 +146,10 @@ pub struct S3World {
     pub puts: Mutex<Vec<(String, Vec<u8>)>>,
     /// Keys read, in order.
     pub gets: Mutex<Vec<String>>,
+    /// Keys written with `If-None-Match: *`, in order.
+    pub conditional: Mutex<Vec<String>>,
+    /// An object that a concurrent writer creates just before our conditional write of its key.
+    pub race: Mutex<Option<(String, Vec<u8>)>>,
 }
 
 impl S3World {
@@ -153,6 +162,16 @@ impl S3World {
                 .insert((*k).to_owned(), (b.clone(), (*e).to_owned()));
         }
         Arc::new(w)
+    }
+
+    /// Keys written only-if-absent.
+    pub fn conditional_puts(&self) -> Vec<String> {
+        self.conditional.lock().unwrap().clone()
+    }
+
+    /// Make `key` appear (written by someone else) when we first write it conditionally.
+    pub fn appears_on_conditional_put(&self, key: &str, body: Vec<u8>) {
+        *self.race.lock().unwrap() = Some((key.to_owned(), body));
     }
 
     pub fn put_keys(&self) -> Vec<String> {
@@ -202,13 +221,37 @@ impl S3World {
             }
         });
         let w = self.clone();
-        let put = mock!(aws_sdk_s3::Client::put_object).then_compute_output(move |req| {
+        let put = mock!(aws_sdk_s3::Client::put_object).then_compute_response(move |req| {
             let key = req.key().unwrap_or_default().to_owned();
             let body = req.body().bytes().unwrap_or_default().to_vec();
+            if req.if_none_match() == Some("*") {
+                w.conditional.lock().unwrap().push(key.clone());
+                let mut race = w.race.lock().unwrap();
+                if race.as_ref().is_some_and(|(k, _)| *k == key)
+                    && let Some((k, b)) = race.take()
+                {
+                    w.objects
+                        .lock()
+                        .unwrap()
+                        .insert(k, (b, "0123456789abcdef0123456789abcdef".to_owned()));
+                }
+                if w.objects.lock().unwrap().contains_key(&key) {
+                    return aws_smithy_mocks::MockResponse::Error(PutObjectError::generic(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code("PreconditionFailed")
+                            .message(
+                                "At least one of the pre-conditions you specified did not hold",
+                            )
+                            .build(),
+                    ));
+                }
+            }
             w.puts.lock().unwrap().push((key, body));
-            PutObjectOutput::builder()
-                .e_tag("\"5d41402abc4b2a76b9719d911017c592\"")
-                .build()
+            aws_smithy_mocks::MockResponse::Output(
+                PutObjectOutput::builder()
+                    .e_tag("\"5d41402abc4b2a76b9719d911017c592\"")
+                    .build(),
+            )
         });
         vec![get, put]
     }
