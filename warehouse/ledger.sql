@@ -14,8 +14,9 @@
 --   filtered_total  sum of `filtered`
 --   rejected        lines refused (they are in caudal_rejects)
 --   loaded          JSON object: table -> rows produced for it
---   duplicates      rows not inserted because their event_id was already in the table (or
---                   twice in the same load); NULL when the loader did not count them
+--   duplicates      rows and rejects not inserted because their event_id was already there
+--                   (inside the de-duplication window) or twice in the same load; NULL when
+--                   the loader did not count them
 --   rule_version    SHA-256 of the rules file that produced the rows
 --   load_id         the load that wrote the row (names its descriptor
 --                   staging/load-descriptors/<load_id>.json and its Data API ClientToken

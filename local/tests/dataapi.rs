@@ -1270,4 +1270,34 @@ async fn key_constraints_are_not_enforced_and_indexes_do_not_exist() {
         "{:?}",
         d.error()
     );
+
+    // Zone maps: one BRIN index over the columns, no B-tree; rebuilt with an added column.
+    let indexes = || async {
+        ep.db
+            .query(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname",
+                &[&t],
+            )
+            .await
+            .expect("pg_indexes")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let defs = indexes().await;
+    assert_eq!(defs.len(), 1, "{defs:?}");
+    assert!(defs[0].contains("USING brin (id, u)"), "{defs:?}");
+    ep.run_ok(&format!("ALTER TABLE {t} ADD COLUMN ts TIMESTAMPTZ"))
+        .await;
+    let defs = indexes().await;
+    assert!(
+        defs.len() == 1 && defs[0].contains("USING brin (id, u, ts)"),
+        "{defs:?}"
+    );
+    // A batch's temporary stage gets none (and must not fail).
+    let id = ep
+        .submit_batch(&[format!("CREATE TEMP TABLE s (LIKE {t})"), "SELECT 1".into()])
+        .await;
+    let d = ep.wait(&id).await;
+    assert_eq!(d.status(), Some(&StatusString::Finished), "{:?}", d.error());
 }

@@ -105,13 +105,18 @@ pub fn raw_invalid_key(b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError
     batch_key(RAW_INVALID_PREFIX, b, suffix)
 }
 
-/// A load id derived from the inputs of a load (raw keys and their ETags), so a retried load of
-/// the same objects reuses the same staging paths and the same Data API `ClientToken`.
-pub fn load_id<'a>(objects: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+/// A load id derived from the inputs of a load — where it loads to (`scope`: warehouse,
+/// database and schema) and the raw keys with their ETags — so a retried load of the same
+/// objects into the same place reuses the same staging paths and the same Data API
+/// `ClientToken`, while the same objects loaded into another schema or warehouse (a second
+/// deployment sharing the staging bucket, a reference load) are a different load.
+pub fn load_id<'a>(scope: &str, objects: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     use sha2::{Digest, Sha256};
     let mut items: Vec<(&str, &str)> = objects.into_iter().collect();
     items.sort_unstable();
     let mut h = Sha256::new();
+    h.update(scope.as_bytes());
+    h.update([0]);
     for (key, etag) in items {
         h.update(key.as_bytes());
         h.update([0]);
@@ -246,9 +251,10 @@ mod tests {
 
     #[test]
     fn load_id_is_order_independent_and_etag_sensitive() {
-        let a = load_id([("raw/a", "e1"), ("raw/b", "e2")]);
-        assert_eq!(a, load_id([("raw/b", "e2"), ("raw/a", "e1")]));
-        assert_ne!(a, load_id([("raw/a", "e1"), ("raw/b", "e3")]));
+        let a = load_id("wg/dev/s", [("raw/a", "e1"), ("raw/b", "e2")]);
+        assert_eq!(a, load_id("wg/dev/s", [("raw/b", "e2"), ("raw/a", "e1")]));
+        assert_ne!(a, load_id("wg/dev/s", [("raw/a", "e1"), ("raw/b", "e3")]));
+        assert_ne!(a, load_id("wg/dev/t", [("raw/a", "e1"), ("raw/b", "e2")]));
         assert_eq!(a.len(), 32);
         assert_eq!(
             staging_part_key("page_views", &a, 3, ".gz").unwrap(),

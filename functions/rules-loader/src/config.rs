@@ -11,8 +11,8 @@ use shared::config::{ConfigError as EnvError, Env};
 use shared::rules::{BUNDLED_RULES_YAML, Ident, RuleSet, RulesError};
 
 use crate::sql::{
-    LEDGER_TABLE, MAX_BATCH_STATEMENTS, REJECTS_TABLE, STATEMENTS_PER_TABLE, check_bucket,
-    check_role_arn,
+    LEADING_STATEMENTS, LEDGER_TABLE, MAX_BATCH_STATEMENTS, REJECTS_TABLE, STATEMENTS_PER_TABLE,
+    check_bucket, check_role_arn,
 };
 
 /// A configuration problem. Always permanent: fix the deployment or the rules file.
@@ -61,7 +61,16 @@ pub struct Config {
     pub rules: Arc<RuleSet>,
     /// Create missing tables / add missing columns before the first load of a cold start.
     pub migrate_on_start: bool,
+    /// How far back, in `received_at`, a load looks for an event id it already holds
+    /// (`DEDUPE_WINDOW_HOURS`; see [`crate::sql`]).
+    pub dedupe_window: time::Duration,
 }
+
+/// Default of `DEDUPE_WINDOW_HOURS`: a week covers client retries, offline mobile queues and a
+/// redrive after a weekend.
+pub const DEFAULT_DEDUPE_WINDOW_HOURS: u64 = 168;
+/// Largest `DEDUPE_WINDOW_HOURS` (a year and a day).
+pub const MAX_DEDUPE_WINDOW_HOURS: u64 = 8784;
 
 fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Env(EnvError::Invalid {
@@ -72,6 +81,19 @@ fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// Where loads go — warehouse, database, schema — as part of every load id.
+    pub fn load_scope(&self) -> String {
+        let target = match &self.connection.target {
+            Target::Workgroup(w) => format!("workgroup:{w}"),
+            Target::Cluster(c) => format!("cluster:{c}"),
+        };
+        format!(
+            "{target}/{}/{}",
+            self.connection.database,
+            self.schema.as_str()
+        )
+    }
+
     /// Read and validate the configuration.
     pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         let staging_bucket = env.required("STAGING_BUCKET")?;
@@ -128,6 +150,13 @@ impl Config {
             _ => return Err(invalid("MIGRATE_ON_START", &migrate_text, "use on or off")),
         };
 
+        let hours = env.bounded_or(
+            "DEDUPE_WINDOW_HOURS",
+            DEFAULT_DEDUPE_WINDOW_HOURS,
+            MAX_DEDUPE_WINDOW_HOURS,
+        )?;
+        let dedupe_window = time::Duration::hours(i64::try_from(hours).unwrap_or(i64::MAX));
+
         let (text, origin) = match env.optional("RULES_FILE") {
             None => (
                 BUNDLED_RULES_YAML.to_owned(),
@@ -154,6 +183,7 @@ impl Config {
             copy_role_arn,
             rules: Arc::new(rules),
             migrate_on_start,
+            dedupe_window,
         })
     }
 }
@@ -169,8 +199,8 @@ pub fn check_rules_fit(rules: &RuleSet) -> Result<(), RulesError> {
             });
         }
     }
-    // Tables + rejects, three statements each, plus the ledger statement.
-    let needed = (rules.tables().len() + 1) * STATEMENTS_PER_TABLE + 1;
+    // The LOCK, tables + rejects three statements each, plus the ledger statement.
+    let needed = LEADING_STATEMENTS + (rules.tables().len() + 1) * STATEMENTS_PER_TABLE + 1;
     if needed > MAX_BATCH_STATEMENTS {
         return Err(RulesError::Invalid {
             at: "tables".into(),
@@ -208,13 +238,16 @@ mod tests {
         let c = Config::from_env(&env(&BASE)).unwrap();
         assert_eq!(c.schema.as_str(), "public");
         assert!(c.migrate_on_start);
+        assert_eq!(c.dedupe_window, time::Duration::hours(168));
         assert_eq!(c.connection.target, Target::Workgroup("wg".into()));
         assert!(!c.rules.tables().is_empty());
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let cases: [(&str, &str, &str); 5] = [
+        let cases: [(&str, &str, &str); 7] = [
+            ("DEDUPE_WINDOW_HOURS", "0", "DEDUPE_WINDOW_HOURS"),
+            ("DEDUPE_WINDOW_HOURS", "8785", "DEDUPE_WINDOW_HOURS"),
             ("STAGING_BUCKET", "Bad_Bucket", "STAGING_BUCKET"),
             ("REDSHIFT_SCHEMA", "x; drop", "REDSHIFT_SCHEMA"),
             ("COPY_ROLE_ARN", "arn:aws:iam::1:role/x'", "COPY_ROLE_ARN"),

@@ -16,7 +16,8 @@
 //! ## Exactly once
 //! Every AWS trigger is at least once, so the load is made idempotent three ways:
 //! 1. **Ledger first.** Raw keys already in `caudal_ledger` are acknowledged without reading.
-//! 2. **Deterministic load id.** [`shared::keys::load_id`] over the (key, ETag) set names the
+//! 2. **Deterministic load id.** [`shared::keys::load_id`] over the load scope (workgroup or
+//!    cluster, database, schema) and the (key, ETag) set names the
 //!    staging files, the load descriptor and the Data API `ClientToken`; the descriptor keeps the
 //!    exact SQL, so a retry after a Lambda timeout re-submits byte-identical SQL with the same
 //!    token and re-attaches to the statement that may still be running — never a second load.
@@ -89,7 +90,10 @@ pub struct State {
 }
 
 impl State {
-    /// State with the default policies and the system clock.
+    /// State with the default policies and the system clock. The clients come from
+    /// [`shared::aws::clients`] in Lambda and the local stack (SDK retries off, so [`State::retry`]
+    /// and [`State::poll`] are the only retry loops and each attempt is bounded); tests pass
+    /// mocked ones.
     pub fn new(
         config: Config,
         s3: aws_sdk_s3::Client,

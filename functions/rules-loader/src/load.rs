@@ -336,7 +336,10 @@ async fn load_chunk(
     }
 
     // 3. Stage (or find the earlier attempt's staging).
-    let load_id = shared::keys::load_id(set.iter().map(|(_, f)| (f.key.as_str(), f.etag.as_str())));
+    let load_id = shared::keys::load_id(
+        &cfg.load_scope(),
+        set.iter().map(|(_, f)| (f.key.as_str(), f.etag.as_str())),
+    );
     let descriptor = match descriptor_for(state, &load_id, &set, deadline).await {
         Ok(d) => d,
         Err(e) => {
@@ -580,6 +583,10 @@ async fn stage_load(
             Some(StagedTable {
                 table: tables.get(*t)?,
                 manifest_uri: uri.as_str(),
+                dedupe_since: staged
+                    .min_received_at
+                    .get(t)
+                    .map(|m| *m - cfg.dedupe_window),
             })
         })
         .collect();
@@ -596,6 +603,7 @@ async fn stage_load(
             rule_version: rules.version(),
             loaded_at,
             load_id,
+            dedupe_window: cfg.dedupe_window,
         })?
     };
     let staged_counts = manifests

@@ -15,7 +15,19 @@
 //! physical column order differs still loads correctly), and an `INSERT … SELECT` that skips
 //! event ids already in the target and keeps one row per event id inside the load
 //! (`ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY raw_key, raw_line) = 1`, portable to
-//! PostgreSQL). Rejects load the same way, deduplicated on `(raw_key, raw_line)`. Last, one
+//! PostgreSQL). Rejects load the same way, one per event id (a client re-sending the same
+//! invalid event gets one reject, so "rejects by reason" counts events, not attempts).
+//!
+//! **Bounded de-duplication.** Redshift has no indexes: an anti-join on `event_id` (neither
+//! dist nor sort key) reads the whole target, so load time would grow with the table until
+//! loads miss their deadline. The search is bounded instead by a window on `received_at`, the
+//! ingest time: only target rows received at most `DEDUPE_WINDOW_HOURS` (default 168) before
+//! the load's earliest staged `received_at` are searched. Rows are appended in ingest order,
+//! so Redshift's zone maps (min/max per block, on every column) skip every older block and the
+//! cost follows the rows received inside the window — the ingest rate — not the table's size.
+//! Rejects use their `loaded_at`; the lineage joins that count what went in use the load's own
+//! `loaded_at`. The trade-off: an event re-sent later than the window after its first copy is
+//! loaded again (and counted as a row, not a duplicate). Last, one
 //! ledger row per raw object, carrying the load id; its `duplicates` column is computed in SQL
 //! from the rows that really went in, so `records = rows in tables + duplicates + filtered +
 //! rejected` holds per object (the reconciliation view checks it).
@@ -347,6 +359,10 @@ pub struct StagedTable<'a> {
     pub table: &'a Table,
     /// `s3://…/manifest.json` of its staging parts.
     pub manifest_uri: &'a str,
+    /// Start of the de-duplication window: only target rows with `received_at` at or after it
+    /// are searched for the load's event ids (`None`: no staged row has a `received_at`, the
+    /// whole table is searched).
+    pub dedupe_since: Option<OffsetDateTime>,
 }
 
 /// Everything one load transaction is made of.
@@ -370,6 +386,8 @@ pub struct LoadPlan<'a> {
     pub loaded_at: OffsetDateTime,
     /// The load id, recorded on every ledger row of the load.
     pub load_id: &'a str,
+    /// How far back (by the rejects' `loaded_at`) a rejected event id is looked for.
+    pub dedupe_window: time::Duration,
 }
 
 fn ident(s: &str) -> Result<Ident, SqlError> {
@@ -409,6 +427,9 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
     let event_id = ident(shared::rules::EVENT_ID_COLUMN)?;
     let raw_key = ident(shared::rules::RAW_KEY_COLUMN)?;
     let raw_line = ident("raw_line")?;
+    let received_at = ident(shared::rules::RECEIVED_AT_COLUMN)?;
+    let loaded_at_col = ident("loaded_at")?;
+    let loaded_at = sql_literal(Literal::Timestamp(plan.loaded_at))?;
     // Rows of a raw object the ledger already holds are never inserted again.
     let unloaded = format!(
         "NOT EXISTS (SELECT 1 FROM {ledger} AS l WHERE l.\"raw_key\" = s.{rk})",
@@ -420,6 +441,14 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         let stage = ident(&format!("caudal_stage_{i}"))?;
         let cols: Vec<Ident> = st.table.columns.iter().map(|c| c.name.clone()).collect();
         let list = column_list(&cols);
+        let window = match st.dedupe_since {
+            Some(since) => format!(
+                " AND t.{} >= {}",
+                received_at.quoted(),
+                sql_literal(Literal::Timestamp(since))?
+            ),
+            None => String::new(),
+        };
         sqls.push(format!(
             "CREATE TEMP TABLE {} (LIKE {target})",
             stage.quoted()
@@ -428,8 +457,8 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         sqls.push(format!(
             "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
              (PARTITION BY s.{eid} ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS s WHERE \
-             {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = s.{eid})) AS d \
-             WHERE d.caudal_rn = 1",
+             {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = \
+             s.{eid}{window})) AS d WHERE d.caudal_rn = 1",
             stage = stage.quoted(),
             eid = event_id.quoted(),
             rk = raw_key.quoted(),
@@ -437,14 +466,16 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         ));
         // Rows of this load that are now in the target: the winners of the insert. A stage row
         // matches a target row on (event_id, raw_key, raw_line) only if it was inserted now —
-        // the ledger check guarantees this raw object had no rows in the target before.
+        // the ledger check guarantees this raw object had no rows in the target before. The
+        // load's own loaded_at bounds the scan (zone maps), whatever the table's size.
         inserted_parts.push(format!(
             "SELECT s.{rk} FROM {stage} AS s JOIN {target} AS t ON t.{eid} = s.{eid} AND t.{rk} \
-             = s.{rk} AND t.{rl} = s.{rl}",
+             = s.{rk} AND t.{rl} = s.{rl} AND t.{la} = {loaded_at}",
             stage = stage.quoted(),
             eid = event_id.quoted(),
             rk = raw_key.quoted(),
             rl = raw_line.quoted(),
+            la = loaded_at_col.quoted(),
         ));
     }
     if let Some(manifest) = plan.rejects_manifest_uri {
@@ -460,14 +491,29 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
             stage.quoted()
         ));
         sqls.push(copy_statement(&stage, &cols, manifest, plan)?);
+        // Rejects count events: an event id already rejected inside the window (a client
+        // re-sending the same invalid event) or twice in this load is kept once; lines without
+        // an id (unparseable) are each their own reject.
+        let since = sql_literal(Literal::Timestamp(plan.loaded_at - plan.dedupe_window))?;
         sqls.push(format!(
             "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
-             (PARTITION BY s.{rk}, s.{rl} ORDER BY s.{rk}) AS caudal_rn FROM {stage} AS s WHERE \
-             {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS r WHERE r.{rk} = s.{rk} AND \
-             r.{rl} = s.{rl})) AS d WHERE d.caudal_rn = 1",
+             (PARTITION BY s.{eid}, CASE WHEN s.{eid} IS NULL THEN s.{rk} END, CASE WHEN s.{eid} \
+             IS NULL THEN s.{rl} END ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS s \
+             WHERE {unloaded} AND (s.{eid} IS NULL OR NOT EXISTS (SELECT 1 FROM {target} AS r \
+             WHERE r.{eid} = s.{eid} AND r.{la} >= {since}))) AS d WHERE d.caudal_rn = 1",
+            stage = stage.quoted(),
+            eid = event_id.quoted(),
+            rk = raw_key.quoted(),
+            rl = raw_line.quoted(),
+            la = loaded_at_col.quoted(),
+        ));
+        inserted_parts.push(format!(
+            "SELECT s.{rk} FROM {stage} AS s JOIN {target} AS r ON r.{rk} = s.{rk} AND r.{rl} = \
+             s.{rl} AND r.{la} = {loaded_at}",
             stage = stage.quoted(),
             rk = raw_key.quoted(),
             rl = raw_line.quoted(),
+            la = loaded_at_col.quoted(),
         ));
     }
     sqls.push(ledger_insert(plan, &inserted_parts)?);
@@ -505,8 +551,9 @@ fn ledger_insert(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<Strin
             sql_literal(Literal::Counts(&o.rows))?,
         ));
     }
+    // Duplicates = rows and rejects produced but not inserted (already there, or repeated).
     let (join, duplicates) = if inserted_parts.is_empty() {
-        (String::new(), "o.valid - 0".to_owned())
+        (String::new(), "o.valid + o.rejected - 0".to_owned())
     } else {
         (
             format!(
@@ -514,7 +561,7 @@ fn ledger_insert(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<Strin
                  x.raw_key) AS n ON n.raw_key = o.raw_key",
                 inserted_parts.join(" UNION ALL ")
             ),
-            "o.valid - COALESCE(n.inserted, 0)".to_owned(),
+            "o.valid + o.rejected - COALESCE(n.inserted, 0)".to_owned(),
         )
     };
     Ok(format!(

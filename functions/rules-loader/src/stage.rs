@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use shared::codec::{Codec, DecodeError, Encoder};
-use shared::rules::{Lineage, Outcome, Reject, RuleSet};
+use shared::rules::{Cell, Lineage, Outcome, Reject, RuleSet};
 use time::OffsetDateTime;
 
 use crate::sql::ObjectStats;
@@ -127,6 +127,9 @@ pub struct Stager<'r> {
     rules: &'r RuleSet,
     loaded_at: OffsetDateTime,
     tables: Vec<Sink>,
+    /// Per table: the position of `received_at` among its columns.
+    received_at: Vec<Option<usize>>,
+    min_received_at: BTreeMap<usize, OffsetDateTime>,
     rejects: Sink,
     rejects_ndjson: Vec<u8>,
     ready: Vec<Part>,
@@ -143,6 +146,9 @@ pub struct Staged {
     pub reject_parts: u32,
     /// Rows staged per table index.
     pub rows_per_table: BTreeMap<usize, u64>,
+    /// Earliest `received_at` staged per table index (tables whose rows all lack one are
+    /// absent): where the load's de-duplication window is anchored.
+    pub min_received_at: BTreeMap<usize, OffsetDateTime>,
     /// The rejects NDJSON, gzip-compressed (`None` when nothing was rejected).
     pub rejects_ndjson_gz: Option<Vec<u8>>,
 }
@@ -156,6 +162,16 @@ impl<'r> Stager<'r> {
             tables: (0..rules.tables().len())
                 .map(|i| Sink::new(Some(i)))
                 .collect(),
+            received_at: rules
+                .tables()
+                .iter()
+                .map(|t| {
+                    t.columns
+                        .iter()
+                        .position(|c| c.name.as_str() == shared::rules::RECEIVED_AT_COLUMN)
+                })
+                .collect(),
+            min_received_at: BTreeMap::new(),
             rejects: Sink::new(None),
             rejects_ndjson: Vec::new(),
             ready: Vec::new(),
@@ -221,6 +237,18 @@ impl<'r> Stager<'r> {
                             continue;
                         };
                         shared::rules::write_csv_row(sink.writer()?, &row)?;
+                        if let Some(Cell::Timestamp(t)) = self
+                            .received_at
+                            .get(row.table)
+                            .copied()
+                            .flatten()
+                            .and_then(|c| row.values.get(c))
+                        {
+                            self.min_received_at
+                                .entry(row.table)
+                                .and_modify(|m| *m = (*m).min(*t))
+                                .or_insert(*t);
+                        }
                         sink.rows_in_part += 1;
                         sink.rows_total += 1;
                         stats.valid += 1;
@@ -309,6 +337,7 @@ impl<'r> Stager<'r> {
             parts_per_table,
             reject_parts: self.rejects.next_part,
             rows_per_table,
+            min_received_at: self.min_received_at,
             rejects_ndjson_gz,
         })
     }

@@ -34,6 +34,11 @@ fn failures(resp: &serde_json::Value) -> Vec<String> {
     v
 }
 
+/// The load scope of [`config`]: workgroup, database, schema.
+const SCOPE: &str = "workgroup:caudal/dev/analytics";
+const LEDGER: &str = "\"analytics\".\"caudal_ledger\"";
+const LOADED_AT: &str = "CAST('2026-11-25T20:00:05.123456Z' AS TIMESTAMPTZ)";
+
 /// The exact batch for the happy path's raw object.
 fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
     let k = key1();
@@ -48,17 +53,18 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
              '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
         ),
-        "INSERT INTO \"analytics\".\"page_views\" (\"event_time\", \"url\", \"event_id\", \
-         \"event_type\", \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \
-         \"loaded_at\") SELECT \"event_time\", \"url\", \"event_id\", \"event_type\", \
-         \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\" FROM (SELECT \
-         s.*, ROW_NUMBER() OVER (PARTITION BY s.\"event_id\" ORDER BY s.\"raw_key\", \
-         s.\"raw_line\") AS caudal_rn FROM \"caudal_stage_0\" AS s WHERE NOT EXISTS (SELECT 1 \
-         FROM \"analytics\".\"caudal_ledger\" AS l WHERE l.\"raw_key\" = s.\"raw_key\") AND \
-         NOT EXISTS (SELECT 1 \
-         FROM \"analytics\".\"page_views\" AS t WHERE t.\"event_id\" = s.\"event_id\")) AS d \
-         WHERE d.caudal_rn = 1"
-            .to_owned(),
+        format!(
+            "INSERT INTO \"analytics\".\"page_views\" (\"event_time\", \"url\", \"event_id\", \
+             \"event_type\", \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \
+             \"loaded_at\") SELECT \"event_time\", \"url\", \"event_id\", \"event_type\", \
+             \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\" FROM \
+             (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY s.\"event_id\" ORDER BY s.\"raw_key\", \
+             s.\"raw_line\") AS caudal_rn FROM \"caudal_stage_0\" AS s WHERE NOT EXISTS (SELECT \
+             1 FROM {LEDGER} AS l WHERE l.\"raw_key\" = s.\"raw_key\") AND NOT EXISTS (SELECT 1 \
+             FROM \"analytics\".\"page_views\" AS t WHERE t.\"event_id\" = s.\"event_id\" AND \
+             t.\"received_at\" >= CAST('2026-11-18T19:55:17.500000Z' AS TIMESTAMPTZ))) AS d \
+             WHERE d.caudal_rn = 1"
+        ),
         "CREATE TEMP TABLE \"caudal_stage_rejects\" (LIKE \"analytics\".\"caudal_rejects\")"
             .to_owned(),
         format!(
@@ -69,33 +75,38 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
              '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
         ),
-        "INSERT INTO \"analytics\".\"caudal_rejects\" (\"event_id\", \"event_type\", \
-         \"raw_key\", \"raw_line\", \"code\", \"rule\", \"path\", \"message\", \"rule_version\", \
-         \"loaded_at\", \"raw_text\", \"raw_truncated\") SELECT \"event_id\", \"event_type\", \
-         \"raw_key\", \"raw_line\", \"code\", \"rule\", \"path\", \"message\", \"rule_version\", \
-         \"loaded_at\", \"raw_text\", \"raw_truncated\" FROM (SELECT s.*, ROW_NUMBER() OVER \
-         (PARTITION BY s.\"raw_key\", s.\"raw_line\" ORDER BY s.\"raw_key\") AS caudal_rn FROM \
-         \"caudal_stage_rejects\" AS s WHERE NOT EXISTS (SELECT 1 FROM \
-         \"analytics\".\"caudal_ledger\" AS l WHERE l.\"raw_key\" = s.\"raw_key\") AND NOT \
-         EXISTS (SELECT 1 FROM \
-         \"analytics\".\"caudal_rejects\" AS r WHERE r.\"raw_key\" = s.\"raw_key\" AND \
-         r.\"raw_line\" = s.\"raw_line\")) AS d WHERE d.caudal_rn = 1"
-            .to_owned(),
         format!(
-            "INSERT INTO \"analytics\".\"caudal_ledger\" (\"raw_key\", \"etag\", \"records\", \
-             \"valid\", \"filtered\", \"filtered_total\", \"rejected\", \"loaded\", \
-             \"duplicates\", \"rule_version\", \"load_id\", \"loaded_at\") SELECT \
-             o.raw_key, o.etag, o.records, o.valid, JSON_PARSE(o.filtered), o.filtered_total, \
-             o.rejected, JSON_PARSE(o.loaded), o.valid - COALESCE(n.inserted, 0), '{version}', \
-             '{load_id}', CAST('2026-11-25T20:00:05.123456Z' AS TIMESTAMPTZ) FROM (SELECT '{k}' AS \
-             raw_key, '{ETAG}' AS etag, 4 AS records, 2 AS valid, \
+            "INSERT INTO \"analytics\".\"caudal_rejects\" (\"event_id\", \"event_type\", \
+             \"raw_key\", \"raw_line\", \"code\", \"rule\", \"path\", \"message\", \
+             \"rule_version\", \"loaded_at\", \"raw_text\", \"raw_truncated\") SELECT \
+             \"event_id\", \"event_type\", \"raw_key\", \"raw_line\", \"code\", \"rule\", \
+             \"path\", \"message\", \"rule_version\", \"loaded_at\", \"raw_text\", \
+             \"raw_truncated\" FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY s.\"event_id\", \
+             CASE WHEN s.\"event_id\" IS NULL THEN s.\"raw_key\" END, CASE WHEN s.\"event_id\" \
+             IS NULL THEN s.\"raw_line\" END ORDER BY s.\"raw_key\", s.\"raw_line\") AS caudal_rn \
+             FROM \"caudal_stage_rejects\" AS s WHERE NOT EXISTS (SELECT 1 FROM {LEDGER} AS l \
+             WHERE l.\"raw_key\" = s.\"raw_key\") AND (s.\"event_id\" IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM \"analytics\".\"caudal_rejects\" AS r WHERE r.\"event_id\" = \
+             s.\"event_id\" AND r.\"loaded_at\" >= CAST('2026-11-18T20:00:05.123456Z' AS \
+             TIMESTAMPTZ)))) AS d WHERE d.caudal_rn = 1"
+        ),
+        format!(
+            "INSERT INTO {LEDGER} (\"raw_key\", \"etag\", \"records\", \"valid\", \"filtered\", \
+             \"filtered_total\", \"rejected\", \"loaded\", \"duplicates\", \"rule_version\", \
+             \"load_id\", \"loaded_at\") SELECT o.raw_key, o.etag, o.records, o.valid, \
+             JSON_PARSE(o.filtered), o.filtered_total, o.rejected, JSON_PARSE(o.loaded), o.valid \
+             + o.rejected - COALESCE(n.inserted, 0), '{version}', '{load_id}', {LOADED_AT} FROM \
+             (SELECT '{k}' AS raw_key, '{ETAG}' AS etag, 4 AS records, 2 AS valid, \
              '{{\"drop_internal_test\":1}}' AS filtered, 1 AS filtered_total, 1 AS rejected, \
              '{{\"page_views\":2}}' AS loaded) AS o LEFT JOIN (SELECT x.raw_key, COUNT(*) AS \
              inserted FROM (SELECT s.\"raw_key\" FROM \"caudal_stage_0\" AS s JOIN \
              \"analytics\".\"page_views\" AS t ON t.\"event_id\" = s.\"event_id\" AND \
-             t.\"raw_key\" = s.\"raw_key\" AND t.\"raw_line\" = s.\"raw_line\") AS x GROUP BY \
-             x.raw_key) AS n ON n.raw_key = o.raw_key WHERE NOT EXISTS (SELECT 1 FROM \
-             \"analytics\".\"caudal_ledger\" AS l WHERE l.\"raw_key\" = o.raw_key)"
+             t.\"raw_key\" = s.\"raw_key\" AND t.\"raw_line\" = s.\"raw_line\" AND t.\"loaded_at\" \
+             = {LOADED_AT} UNION ALL SELECT s.\"raw_key\" FROM \"caudal_stage_rejects\" AS s JOIN \
+             \"analytics\".\"caudal_rejects\" AS r ON r.\"raw_key\" = s.\"raw_key\" AND \
+             r.\"raw_line\" = s.\"raw_line\" AND r.\"loaded_at\" = {LOADED_AT}) AS x GROUP BY \
+             x.raw_key) AS n ON n.raw_key = o.raw_key WHERE NOT EXISTS (SELECT 1 FROM {LEDGER} AS \
+             l WHERE l.\"raw_key\" = o.raw_key)"
         ),
     ]
 }
@@ -121,7 +132,7 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
     );
     assert_eq!(executes[0].1, vec![("k0".to_owned(), key1())]);
 
-    let load_id = shared::keys::load_id([(key1().as_str(), ETAG)]);
+    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let version = st.config.rules.version().to_owned();
     let batches = api.batches();
     assert_eq!(batches.len(), 1);
@@ -199,7 +210,7 @@ async fn a_concurrent_attempt_that_staged_first_wins_and_its_sql_is_submitted() 
     // Another invocation of the same load finished staging between our descriptor look-up and
     // our descriptor write: the conditional write fails, we adopt its descriptor (its staging
     // prefix, its loaded_at) and submit its SQL under the shared token.
-    let load_id = shared::keys::load_id([(key1().as_str(), ETAG)]);
+    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let descriptor_key = format!("staging/load-descriptors/{load_id}.json");
     let winner = {
         let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
@@ -393,7 +404,7 @@ async fn deadline_while_running_fails_then_the_retry_reattaches_with_the_same_to
     );
     let first = api.batches();
     assert_eq!(first.len(), 1);
-    let load_id = shared::keys::load_id([(key1().as_str(), ETAG)]);
+    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let descriptor_key = format!("staging/load-descriptors/{load_id}.json");
     let descriptor = s3.put_body(&descriptor_key).unwrap();
 
@@ -452,7 +463,7 @@ async fn a_token_that_failed_in_an_earlier_invocation_moves_to_the_next_generati
         .unwrap();
     assert_eq!(failures(&resp), Vec::<String>::new());
     let batches = api.batches();
-    let load_id = shared::keys::load_id([(key1().as_str(), ETAG)]);
+    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let tokens: Vec<_> = batches
         .iter()
         .map(|b| b.client_token.clone().unwrap())

@@ -12,6 +12,7 @@
 //! - [`exec`]: the PostgreSQL pool and the asynchronous lifecycle of each statement.
 //! - [`translate`]: Redshift SQL → PostgreSQL (parameters, DDL attributes, COPY parsing).
 //! - [`copy`]: COPY from S3 (manifest, prefix, gzip/zstd) streamed into `COPY … FROM STDIN`.
+//! - [`zonemaps`]: Redshift's zone maps as BRIN indexes (never a B-tree), added to every table.
 //!
 //! Error policy: malformed requests are answered synchronously with the service's error types
 //! (ValidationException, ResourceNotFoundException, ActiveStatementsExceededException, HTTP 400);
@@ -24,6 +25,7 @@ pub mod server;
 pub mod store;
 pub mod translate;
 pub mod wire;
+pub mod zonemaps;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -112,6 +114,9 @@ pub enum ServeError {
     /// Accepting or serving connections failed.
     #[error("data api server failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The warehouse could not be prepared (zone-map trigger).
+    #[error("preparing the warehouse failed: {0}")]
+    Warehouse(#[from] tokio_postgres::Error),
 }
 
 /// Serves the Data API on `listener` until `shutdown` completes, executing on the PostgreSQL
@@ -129,6 +134,7 @@ pub async fn serve(
         .or(pg.get_user())
         .unwrap_or("postgres")
         .to_string();
+    zonemaps::install(&pg).await?;
     let pool = exec::Pool::new(pg, opts.pool_size, opts.isolation);
     let shared = Arc::new(server::Shared::new(pool, s3, opts, database));
     let app = axum::Router::new()

@@ -67,12 +67,14 @@ pub const BUNDLED_RULES_YAML: &str = include_str!("../../../rules/rules.yaml");
 pub const EVENT_ID_COLUMN: &str = "event_id";
 /// Name of the raw-object-key lineage column.
 pub const RAW_KEY_COLUMN: &str = "raw_key";
+/// Name of the ingest-time lineage column (the loader's de-duplication window runs on it).
+pub const RECEIVED_AT_COLUMN: &str = "received_at";
 
 /// Columns appended to every table, in this order: name, type, nullable.
 pub const STANDARD_COLUMNS: [(&str, ColumnType, bool); 7] = [
     (EVENT_ID_COLUMN, ColumnType::Varchar(128), false),
     ("event_type", ColumnType::Varchar(128), false),
-    ("received_at", ColumnType::TimestampTz, true),
+    (RECEIVED_AT_COLUMN, ColumnType::TimestampTz, true),
     (RAW_KEY_COLUMN, ColumnType::Varchar(1024), false),
     ("raw_line", ColumnType::BigInt, false),
     ("rule_version", ColumnType::Varchar(64), false),

@@ -66,6 +66,7 @@ pub fn config(rules: &str) -> Config {
         copy_role_arn: ROLE.into(),
         rules: Arc::new(RuleSet::from_yaml(rules).unwrap()),
         migrate_on_start: false,
+        dedupe_window: time::Duration::hours(168),
     }
 }
 
