@@ -54,6 +54,7 @@ test: tools fmt lint unit infra smoke
 bench:
 	cargo bench -p ingest-api --bench ingest_core
 	cargo bench -p raw-writer --bench encode
+	cargo bench -p rules-loader --bench dedupe
 	cargo run --release -p rules --bin rules-bench
 
 clean-local:

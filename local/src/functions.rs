@@ -4,13 +4,16 @@
 //! Each function gets exactly the environment variables the template gives it (references
 //! resolved to local names) through [`shared::config::Env::from_map`], so a variable added to
 //! the template reaches the function locally with no change here. AWS clients are built the way
-//! each function's `main` builds them, from an `SdkConfig` that points at the emulators: moto
-//! for Kinesis, S3, Firehose and SQS, and this crate's Data API endpoint for Redshift.
+//! each function's `main` builds them — [`shared::aws::clients`], SDK retries off and the same
+//! per-attempt timeouts — from an `SdkConfig` that points at the emulators: moto for Kinesis, S3
+//! and Firehose, and this crate's Data API endpoint for Redshift. The only difference is
+//! [`ClientOptions::EMULATOR`]'s path-style S3 addressing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::aws::clients::{self as factory, ClientOptions};
 use shared::config::Env;
 
 use crate::lambda::Handler;
@@ -59,20 +62,37 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// An S3 client for moto (path-style addressing: `127.0.0.1` has no bucket subdomains).
-    pub fn s3(&self) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::from(&self.aws)
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+    /// Options of every function client: Lambda's timeouts, path-style S3 (`127.0.0.1` has no
+    /// bucket subdomains).
+    const OPTIONS: ClientOptions = ClientOptions::EMULATOR;
+
+    /// ingest-api's Kinesis client for moto.
+    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
+        factory::kinesis(&self.aws, &Self::OPTIONS)
     }
 
-    /// A Data API client for the local endpoint.
-    pub fn redshift_data(&self) -> aws_sdk_redshiftdata::Client {
-        let conf = aws_sdk_redshiftdata::config::Builder::from(&self.aws)
+    /// The functions' S3 client for moto.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        factory::s3(&self.aws, &Self::OPTIONS)
+    }
+
+    /// raw-writer's Firehose client for moto.
+    pub fn firehose(&self) -> aws_sdk_firehose::Client {
+        factory::firehose(&self.aws, &Self::OPTIONS)
+    }
+
+    /// The SDK configuration for the local Data API: moto's, with the endpoint the loader
+    /// would get from `AWS_ENDPOINT_URL_REDSHIFT_DATA`.
+    pub fn redshift_data_sdk(&self) -> aws_config::SdkConfig {
+        self.aws
+            .to_builder()
             .endpoint_url(&self.redshift_data_url)
-            .build();
-        aws_sdk_redshiftdata::Client::from_conf(conf)
+            .build()
+    }
+
+    /// rules-loader's Data API client for the local endpoint.
+    pub fn redshift_data(&self) -> aws_sdk_redshiftdata::Client {
+        factory::redshift_data(&self.redshift_data_sdk(), &Self::OPTIONS)
     }
 }
 
@@ -112,7 +132,7 @@ pub async fn build(
     match binary {
         "ingest-api" => {
             let config = ingest_api::Config::from_env(&env()).map_err(|e| config_err(binary, e))?;
-            let state = ingest_api::State::new(config, ingest_api::kinesis_client(&clients.aws))
+            let state = ingest_api::State::new(config, clients.kinesis())
                 .map_err(|e| start_err(binary, e))?;
             let state = Arc::new(state);
             Ok(Arc::new(move |payload, ctx| {
@@ -122,8 +142,11 @@ pub async fn build(
         }
         "raw-writer" => {
             let config = raw_writer::Config::from_env(&env()).map_err(|e| config_err(binary, e))?;
-            let firehose = aws_sdk_firehose::Client::new(&clients.aws);
-            let state = Arc::new(raw_writer::State::new(config, clients.s3(), firehose));
+            let state = Arc::new(raw_writer::State::new(
+                config,
+                clients.s3(),
+                clients.firehose(),
+            ));
             Ok(Arc::new(move |payload, ctx| {
                 let state = state.clone();
                 async move { Box::pin(raw_writer::invoke(&state, payload, ctx)).await }
@@ -134,10 +157,12 @@ pub async fn build(
                 rules_loader::Config::from_env(&env()).map_err(|e| config_err(binary, e))?;
             let state = rules_loader::State::new(config, clients.s3(), clients.redshift_data());
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            let statements = rules_loader::migrate::migrate(&state, deadline)
+            // Migrated before the first event (the warehouse is new every run); recorded on the
+            // state, so the first invocation does not migrate again.
+            let blocked = rules_loader::migrate::ensure(&state, deadline)
                 .await
                 .map_err(|e| start_err(binary, format!("warehouse migration: {e}")))?;
-            tracing::info!(statements = statements.len(), "warehouse_migrated");
+            tracing::info!(held_tables = blocked.len(), "warehouse_migrated");
             let state = Arc::new(state);
             Ok(Arc::new(move |payload, ctx| {
                 let state = state.clone();

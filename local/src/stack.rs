@@ -131,7 +131,13 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
     move |source| StackError::Io { what, source }
 }
 
-/// AWS clients pointing at the stack's emulators, for callers (reports, tests).
+/// AWS clients pointing at the stack's emulators, for the stack itself (resource set-up, event
+/// source pollers, notification relays, the Data API's COPY reads) and for callers (reports,
+/// tests).
+///
+/// These stand in for AWS's side of the pipeline or for a user, not for caudal's functions, so
+/// they keep the SDK's default retries; the functions' clients come from
+/// [`shared::aws::clients`] through [`Clients`].
 #[derive(Debug, Clone)]
 pub struct StackClients {
     /// The SDK configuration (moto endpoint, test credentials, us-east-1).
@@ -144,6 +150,23 @@ pub struct StackClients {
     pub kinesis: aws_sdk_kinesis::Client,
     /// Redshift Data API (the local endpoint).
     pub redshift_data: aws_sdk_redshiftdata::Client,
+}
+
+impl StackClients {
+    /// Clients for moto (`sdk`) and the local Data API (`data_api`).
+    fn new(sdk: &aws_config::SdkConfig, data_api: &aws_config::SdkConfig) -> Self {
+        // Path-style: `127.0.0.1` has no bucket subdomains.
+        let s3 = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build();
+        Self {
+            sdk: sdk.clone(),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            kinesis: aws_sdk_kinesis::Client::new(sdk),
+            redshift_data: aws_sdk_redshiftdata::Client::new(data_api),
+        }
+    }
 }
 
 /// A running local stack.
@@ -275,8 +298,10 @@ impl Stack {
             aws: sdk.clone(),
             redshift_data_url: data_api_url.clone(),
         };
+        let clients = StackClients::new(&sdk, &fn_clients.redshift_data_sdk());
         {
-            let s3 = fn_clients.s3();
+            // Redshift's COPY reads S3 with AWS's own retries; so does the emulator standing in.
+            let s3 = clients.s3.clone();
             let sd = shutdown.clone();
             let dataapi_opts = crate::dataapi::DataApiOptions {
                 isolation: opts.isolation,
@@ -292,13 +317,6 @@ impl Stack {
             }));
         }
 
-        let clients = StackClients {
-            s3: fn_clients.s3(),
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            kinesis: aws_sdk_kinesis::Client::new(&sdk),
-            redshift_data: fn_clients.redshift_data(),
-            sdk: sdk.clone(),
-        };
         let created = resources::create(
             &model,
             &ResourceClients {

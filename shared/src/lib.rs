@@ -16,7 +16,7 @@
 //! | [`codec`] | gzip/zstd encoders and capped decoders | yes |
 //! | [`rules`] | the business-rules engine (schemas, filters, mappings, routes, DDL) | yes |
 //! | [`telemetry`] | tracing set-up and CloudWatch EMF metric lines | yes |
-//! | [`aws`] | thin SDK adapters: SDK ↔ domain conversions, error classification | no |
+//! | [`aws`] | thin SDK adapters: SDK ↔ domain conversions, error classification, the client factory ([`aws::clients`]: SDK retries off, per-attempt timeouts) | no |
 //!
 //! Domain modules never import `aws_*` or `lambda_*`; only [`aws`] does.
 #![forbid(unsafe_code)]

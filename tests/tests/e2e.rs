@@ -557,10 +557,21 @@ async fn the_pipeline_loads_everything_exactly_once() {
         .filter(|e| matches!(e, Expect::Row(_)))
         .count()
         + RESENT;
+    let rejected_lines = expectations
+        .values()
+        .filter(|e| **e == Expect::Rejected)
+        .count();
     assert_eq!(
         counts2.duplicates as usize,
-        RESENT + valid_lines,
-        "every re-sent valid event is a duplicate"
+        RESENT + valid_lines + rejected_lines,
+        "every re-sent valid event is a duplicate, and so is every re-sent invalid one (rejects \
+         count events, not attempts)"
+    );
+    let reject_rows = |c: &report::Counts| c.rejects_by_code.iter().map(|(_, n)| n).sum::<i64>();
+    assert_eq!(
+        reject_rows(&counts2),
+        reject_rows(&counts),
+        "re-sending an invalid event adds no reject row"
     );
     eprintln!(
         "phase 2: re-sent everything, tables unchanged ({:?})",

@@ -117,8 +117,10 @@ pub struct State {
 }
 
 impl State {
-    /// State from configuration and a Kinesis client (tests pass a mocked client). Loads the
-    /// rules file when schema validation is on.
+    /// State from configuration and a Kinesis client — [`shared::aws::clients::kinesis`] in
+    /// Lambda and the local stack (SDK retries off: [`shared::retry::send_partial`] retries whole
+    /// calls and failed entries within the request's deadline, each attempt bounded), a mocked
+    /// client in tests. Loads the rules file when schema validation is on.
     pub fn new(config: Config, kinesis: aws_sdk_kinesis::Client) -> Result<Self, StartError> {
         let rules = if config.schema_validation {
             let text = match &config.rules_file {
@@ -157,22 +159,6 @@ impl State {
     pub fn config(&self) -> &Config {
         &self.config
     }
-}
-
-/// A Kinesis client for Lambda: the SDK's own retries are off because
-/// [`shared::retry::send_partial`] retries (whole calls and failed entries) within the request's
-/// deadline, and each attempt is bounded so one slow call cannot eat the whole budget.
-pub fn kinesis_client(sdk: &aws_config::SdkConfig) -> aws_sdk_kinesis::Client {
-    let conf = aws_sdk_kinesis::config::Builder::from(sdk)
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(3))
-                .build(),
-        )
-        .build();
-    aws_sdk_kinesis::Client::from_conf(conf)
 }
 
 /// JSON response with the given status.

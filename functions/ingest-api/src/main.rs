@@ -1,8 +1,8 @@
 //! Lambda entry point of ingest-api: wiring only (see the library for everything else).
 
-use aws_config::BehaviorVersion;
-use ingest_api::{Config, State, handler, kinesis_client};
+use ingest_api::{Config, State, handler};
 use lambda_http::{Error, service_fn};
+use shared::aws::clients::{self, ClientOptions};
 use shared::config::Env;
 use shared::telemetry;
 
@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     telemetry::init_tracing(true, env.optional("RUST_LOG").as_deref());
     // A bad configuration fails the cold start loudly, naming the variable.
     let config = Config::from_env(&env)?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let state = State::new(config, kinesis_client(&sdk))?;
+    let sdk = clients::load_sdk_config().await;
+    let state = State::new(config, clients::kinesis(&sdk, &ClientOptions::LAMBDA))?;
     lambda_http::run(service_fn(|req| handler(&state, req))).await
 }

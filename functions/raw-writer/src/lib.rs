@@ -37,7 +37,9 @@
 //!   is counted and logged but not reported, because retrying could never succeed and the raw
 //!   archive already holds it.
 //! * Retries are bounded by the Lambda deadline minus a margin, so the function always answers
-//!   with `batchItemFailures` instead of being killed by the timeout mid-write.
+//!   with `batchItemFailures` instead of being killed by the timeout mid-write. They are caudal's
+//!   alone: the clients come from [`shared::aws::clients`] with the SDK's retries off and a
+//!   timeout per attempt, so a hung call is one retryable attempt, not a lost budget.
 #![forbid(unsafe_code)]
 
 pub mod encode;
@@ -121,7 +123,10 @@ pub struct State {
 }
 
 impl State {
-    /// Bundle configuration and clients (tests pass mocked clients).
+    /// Bundle configuration and clients: [`shared::aws::clients::s3`] and
+    /// [`shared::aws::clients::firehose`] in Lambda and the local stack (SDK retries off, so
+    /// [`Config::retry`] is the only retry loop and each attempt is bounded), mocked clients in
+    /// tests.
     pub fn new(config: Config, s3: aws_sdk_s3::Client, firehose: aws_sdk_firehose::Client) -> Self {
         Self {
             config,

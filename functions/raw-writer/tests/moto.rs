@@ -11,6 +11,7 @@ use aws_sdk_firehose::types::{DeliveryStreamType, ExtendedS3DestinationConfigura
 use base64::Engine as _;
 use lambda_runtime::Context;
 use raw_writer::{Config, State, invoke};
+use shared::aws::clients::{self, ClientOptions};
 use shared::codec::Codec;
 use shared::envelope::{EventRef, RequestMeta, encode};
 use shared::raw::RawLine;
@@ -137,12 +138,10 @@ fn split_lines(plain: &[u8]) -> Vec<&[u8]> {
 async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
     let moto = testkit::Moto::start(None).expect("moto_server (MOTO_SERVER or PATH)");
     let sdk = moto.sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    let firehose = aws_sdk_firehose::Client::new(&sdk);
+    // The clients the function gets in Lambda (SDK retries off, per-attempt timeouts), with
+    // path-style S3 for moto: a ~6 MB batch must fit those timeouts.
+    let s3 = clients::s3(&sdk, &ClientOptions::EMULATOR);
+    let firehose = clients::firehose(&sdk, &ClientOptions::EMULATOR);
     for bucket in ["raw-bucket", "lake-bucket"] {
         s3.create_bucket().bucket(bucket).send().await.unwrap();
     }

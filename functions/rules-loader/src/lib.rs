@@ -86,7 +86,8 @@ pub struct State {
     pub fetch_concurrency: usize,
     pub(crate) clock: Clock,
     pub(crate) attempt_id: AttemptIds,
-    pub(crate) migrated: tokio::sync::OnceCell<()>,
+    /// The last migration of this execution environment: when, and which tables it held.
+    pub(crate) migrated: tokio::sync::Mutex<Option<migrate::MigrationState>>,
 }
 
 impl State {
@@ -109,7 +110,7 @@ impl State {
             fetch_concurrency: 8,
             clock: Arc::new(OffsetDateTime::now_utc),
             attempt_id: Arc::new(new_attempt_id),
-            migrated: tokio::sync::OnceCell::new(),
+            migrated: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -127,7 +128,7 @@ impl State {
 
     /// Whether the migration of this cold start has run.
     pub fn is_migrated(&self) -> bool {
-        self.migrated.initialized()
+        self.migrated.try_lock().is_ok_and(|m| m.is_some())
     }
 }
 

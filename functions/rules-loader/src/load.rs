@@ -179,26 +179,24 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
             .push(n.message);
     }
 
+    let mut blocked = std::sync::Arc::default();
     if !objects.is_empty() && state.config.migrate_on_start {
-        let migrated = state
-            .migrated
-            .get_or_try_init(|| async {
-                crate::migrate::migrate(state, deadline).await.map(|_| ())
-            })
-            .await;
-        if let Err(e) = migrated {
-            tracing::error!(error = %e, retryable = e.is_retryable(), "migration failed; no object loaded");
-            for msgs in objects.values() {
-                failed_messages.extend(msgs);
+        match crate::migrate::ensure(state, deadline).await {
+            Ok(b) => blocked = b,
+            Err(e) => {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "migration failed; no object loaded");
+                for msgs in objects.values() {
+                    failed_messages.extend(msgs);
+                }
+                summary.failed = objects.len();
+                return finish(notices, failed_messages, summary);
             }
-            summary.failed = objects.len();
-            return finish(notices, failed_messages, summary);
         }
     }
 
     let all: Vec<((String, String), Vec<usize>)> = objects.into_iter().collect();
     for chunk in all.chunks(MAX_OBJECTS_PER_LOAD) {
-        let outcome = load_chunk(state, chunk, deadline, started).await;
+        let outcome = load_chunk(state, chunk, &blocked, deadline, started).await;
         for (i, (_, msgs)) in chunk.iter().enumerate() {
             match &outcome[i] {
                 ObjectOutcome::Loaded => summary.loaded += 1,
@@ -253,6 +251,7 @@ fn log_failure(key: &str, e: &LoadError) {
 async fn load_chunk(
     state: &State,
     chunk: &[((String, String), Vec<usize>)],
+    blocked: &BTreeMap<String, RulesError>,
     deadline: Instant,
     started: SystemTime,
 ) -> Vec<ObjectOutcome> {
@@ -326,7 +325,7 @@ async fn load_chunk(
         .await;
     let mut set: Vec<(usize, Fetched)> = Vec::new();
     for (i, r) in fetched {
-        match r {
+        match r.and_then(|f| held_by(state, blocked, f)) {
             Ok(f) => set.push((i, f)),
             Err(e) => log_failure(&chunk[i].0.0, &e),
         }
@@ -374,6 +373,32 @@ async fn load_chunk(
         }
     }
     out
+}
+
+/// `f` unless it has rows for a table a migration conflict holds: then that conflict (naming
+/// the column and the fix), so only the objects that need the table wait for a person.
+fn held_by(
+    state: &State,
+    blocked: &BTreeMap<String, RulesError>,
+    f: Fetched,
+) -> Result<Fetched, LoadError> {
+    if blocked.is_empty() {
+        return Ok(f);
+    }
+    let rules = state.config.rules.as_ref();
+    let tables =
+        crate::stage::tables_of(rules, &f.key, &f.body).map_err(|source| LoadError::Stage {
+            key: f.key.clone(),
+            source,
+        })?;
+    let held = tables
+        .iter()
+        .filter_map(|&t| rules.tables().get(t))
+        .find_map(|t| blocked.get(t.name.as_str()));
+    match held {
+        Some(conflict) => Err(LoadError::Migration(conflict.clone())),
+        None => Ok(f),
+    }
 }
 
 /// Find the load's descriptor in S3, or stage the load and write it.

@@ -1,18 +1,23 @@
 //! rules-loader Lambda entry point: wiring only (see the library for the handler).
-use aws_config::BehaviorVersion;
-use lambda_runtime::{LambdaEvent, service_fn};
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rules_loader::{Config, LoaderEvent, State, handler};
+use shared::aws::clients::{self, ClientOptions};
 use shared::config::Env;
+use shared::telemetry;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::telemetry::init_tracing(true, std::env::var("RUST_LOG").ok().as_deref());
-    let config = Config::from_env(&Env::process())?;
-    let aws = aws_config::defaults(BehaviorVersion::latest()).load().await;
+async fn main() -> Result<(), Error> {
+    let env = Env::process();
+    telemetry::init_tracing(true, env.optional("RUST_LOG").as_deref());
+    // A bad configuration fails the cold start loudly, naming the variable.
+    let config = Config::from_env(&env)?;
+    let sdk = clients::load_sdk_config().await;
+    let opts = ClientOptions::LAMBDA;
     let state = State::new(
         config,
-        aws_sdk_s3::Client::new(&aws),
-        aws_sdk_redshiftdata::Client::new(&aws),
+        clients::s3(&sdk, &opts),
+        clients::redshift_data(&sdk, &opts),
     );
     lambda_runtime::run(service_fn(|ev: LambdaEvent<LoaderEvent>| {
         handler(&state, ev)

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use shared::aws::redshift::{self, QueryError, Value};
-use shared::rules::ExistingColumn;
+use shared::rules::{ExistingColumn, MigrationPlan, RulesError};
 use tokio::time::Instant;
 
 use crate::load::LoadError;
@@ -46,11 +46,9 @@ fn text(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_owned)
 }
 
-/// The statements that bring the warehouse in line with the rules (empty when it already is).
-pub fn plan(
-    cfg: &Config,
-    existing: &BTreeMap<String, Vec<ExistingColumn>>,
-) -> Result<Vec<String>, LoadError> {
+/// The statements that bring the warehouse in line with the rules (empty when it already is),
+/// and the tables held back by a conflict only a person can resolve.
+pub fn plan(cfg: &Config, existing: &BTreeMap<String, Vec<ExistingColumn>>) -> MigrationPlan {
     let rules = cfg.rules.as_ref();
     let mut statements = Vec::new();
     if existing.is_empty() {
@@ -60,7 +58,8 @@ pub fn plan(
             cfg.schema.quoted()
         ));
     }
-    statements.extend(rules.ddl_migrate(&cfg.schema, existing)?);
+    let migration = rules.ddl_migrate(&cfg.schema, existing);
+    statements.extend(migration.statements);
     let tables_changed = statements.len() > usize::from(existing.is_empty());
     let all = rules.ddl_create(&cfg.schema);
     let views = rules.ddl_views(&cfg.schema);
@@ -92,11 +91,58 @@ pub fn plan(
     if tables_changed || views_missing {
         statements.extend(views);
     }
-    Ok(statements)
+    MigrationPlan {
+        statements,
+        blocked: migration.blocked,
+    }
 }
 
-/// Read the catalogue and apply the migration. Returns the statements run.
-pub async fn migrate(state: &State, deadline: Instant) -> Result<Vec<String>, LoadError> {
+/// How long a migration that held tables is trusted before the catalogue is read again (so a
+/// DBA's fix takes effect without a redeploy).
+pub const BLOCKED_RECHECK: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The last migration of an execution environment.
+#[derive(Debug, Clone)]
+pub struct MigrationState {
+    /// When it ran.
+    pub at: Instant,
+    /// The tables it held.
+    pub blocked: std::sync::Arc<BTreeMap<String, RulesError>>,
+}
+
+/// Migrate once per execution environment — again after [`BLOCKED_RECHECK`] while a table is
+/// held — and return the held tables.
+pub async fn ensure(
+    state: &State,
+    deadline: Instant,
+) -> Result<std::sync::Arc<BTreeMap<String, RulesError>>, LoadError> {
+    let mut last = state.migrated.lock().await;
+    if let Some(m) = last.as_ref()
+        && (m.blocked.is_empty() || m.at.elapsed() < BLOCKED_RECHECK)
+    {
+        return Ok(m.blocked.clone());
+    }
+    let done = migrate(state, deadline).await?;
+    let blocked = std::sync::Arc::new(done.blocked);
+    *last = Some(MigrationState {
+        at: Instant::now(),
+        blocked: blocked.clone(),
+    });
+    Ok(blocked)
+}
+
+/// What a migration did, and which tables wait for a person.
+#[derive(Debug, Clone, Default)]
+pub struct Migrated {
+    /// The statements run.
+    pub statements: Vec<String>,
+    /// Table name → the conflict that holds it (names the column and the fix). Objects with
+    /// rows for these tables do not load; every other object does.
+    pub blocked: BTreeMap<String, RulesError>,
+}
+
+/// Read the catalogue and apply the migration.
+pub async fn migrate(state: &State, deadline: Instant) -> Result<Migrated, LoadError> {
     let cfg = &state.config;
     let (sql_text, params) = sql::existing_columns(&cfg.schema);
     let rows = redshift::query(
@@ -124,12 +170,30 @@ pub async fn migrate(state: &State, deadline: Instant) -> Result<Vec<String>, Lo
                 character_maximum_length: r.get(3).and_then(Value::as_i64),
                 numeric_precision: r.get(4).and_then(Value::as_i64),
                 numeric_scale: r.get(5).and_then(Value::as_i64),
+                nullable: text(r.get(6)).is_none_or(|v| !v.eq_ignore_ascii_case("no")),
+                has_default: r.get(7).and_then(Value::as_i64).is_some_and(|d| d != 0),
             });
     }
-    let statements = plan(cfg, &existing)?;
+    let MigrationPlan {
+        statements,
+        blocked,
+    } = plan(cfg, &existing);
+    for conflict in &blocked {
+        tracing::error!(schema = %cfg.schema, error = %conflict, "table held: its objects do not load until this is fixed; the other tables load");
+    }
+    let blocked = blocked
+        .into_iter()
+        .filter_map(|e| match &e {
+            RulesError::Migration { table, .. } => Some((table.clone(), e)),
+            _ => None,
+        })
+        .collect();
     if statements.is_empty() {
         tracing::info!(schema = %cfg.schema, "warehouse schema up to date");
-        return Ok(statements);
+        return Ok(Migrated {
+            statements,
+            blocked,
+        });
     }
     for batch in statements.chunks(MAX_BATCH_STATEMENTS) {
         let id = redshift::batch_execute(
@@ -147,7 +211,10 @@ pub async fn migrate(state: &State, deadline: Instant) -> Result<Vec<String>, Lo
             .map_err(|e| LoadError::Query(QueryError::Wait(e)))?;
     }
     tracing::info!(schema = %cfg.schema, statements = statements.len(), "warehouse schema migrated");
-    Ok(statements)
+    Ok(Migrated {
+        statements,
+        blocked,
+    })
 }
 
 #[cfg(test)]
@@ -178,6 +245,8 @@ mod tests {
             character_maximum_length: len,
             numeric_precision: None,
             numeric_scale: None,
+            nullable: true,
+            has_default: false,
         }
     }
 
@@ -231,7 +300,7 @@ mod tests {
             .unwrap()
             .retain(|c| c.name != "load_id");
         assert_eq!(
-            plan(&cfg, &existing).unwrap(),
+            plan(&cfg, &existing).statements,
             ["ALTER TABLE \"analytics\".\"caudal_ledger\" ADD COLUMN \"load_id\" VARCHAR(128)"]
         );
     }
@@ -239,7 +308,7 @@ mod tests {
     #[test]
     fn empty_schema_gets_everything_in_order() {
         let cfg = config();
-        let st = plan(&cfg, &BTreeMap::new()).unwrap();
+        let st = plan(&cfg, &BTreeMap::new()).statements;
         assert_eq!(st[0], "CREATE SCHEMA IF NOT EXISTS \"analytics\"");
         let n = cfg.rules.tables().len();
         for (i, t) in cfg.rules.tables().iter().enumerate() {
@@ -261,12 +330,12 @@ mod tests {
     fn up_to_date_schema_needs_nothing_and_a_new_column_is_added() {
         let cfg = config();
         let mut existing = full(&cfg);
-        let planned = plan(&cfg, &existing).unwrap();
-        assert!(planned.is_empty(), "{planned:?}");
+        let planned = plan(&cfg, &existing);
+        assert_eq!(planned, MigrationPlan::default());
         let table = cfg.rules.tables()[0].name.to_string();
         let cols = existing.get_mut(&table).unwrap();
         let dropped = cols.remove(0);
-        let st = plan(&cfg, &existing).unwrap();
+        let st = plan(&cfg, &existing).statements;
         assert_eq!(
             st[0],
             format!(
@@ -287,10 +356,28 @@ mod tests {
         let cols = existing.get_mut(&table).unwrap();
         let name = cols[0].name.clone();
         cols[0] = col(&name, "boolean", None);
-        let err = plan(&cfg, &existing).unwrap_err();
+        // A DBA's extra nullable column elsewhere is no conflict.
+        let other = cfg.rules.tables()[1].name.to_string();
+        existing
+            .get_mut(&other)
+            .unwrap()
+            .push(col("dba_note", "character varying", Some(10)));
+        let planned = plan(&cfg, &existing);
+        assert_eq!(planned.blocked.len(), 1, "{planned:?}");
+        let err = LoadError::from(planned.blocked[0].clone());
         let text = err.to_string();
         assert!(text.contains(&table) && text.contains(&name), "{text}");
+        assert!(text.contains("to fix:"), "{text}");
         assert!(!shared::retry::Retryable::is_retryable(&err));
+        // Only that table is held: another table's missing column is still added.
+        existing.get_mut(&other).unwrap().remove(0);
+        let planned = plan(&cfg, &existing);
+        assert!(
+            planned.statements.iter().any(
+                |s| s.starts_with(&format!("ALTER TABLE \"analytics\".\"{other}\" ADD COLUMN"))
+            ),
+            "{planned:?}"
+        );
     }
 
     #[test]

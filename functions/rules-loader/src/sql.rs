@@ -10,7 +10,8 @@
 //!   hash, timestamps, count maps keyed by identifiers, staging S3 URIs and the COPY role ARN.
 //!   Anything else is refused with [`SqlError::Refused`].
 //!
-//! The load transaction ([`load_batch`]), per table with rows: a temporary stage `(LIKE target)`,
+//! The load transaction ([`load_batch`]), per table with rows: a temporary stage `(LIKE target
+//! INCLUDING DEFAULTS)` (a DBA's NOT NULL column with a default then gets its default there too),
 //! `COPY` of the load's manifest into it (explicit column list, so a migrated table whose
 //! physical column order differs still loads correctly), and an `INSERT … SELECT` that skips
 //! event ids already in the target and keeps one row per event id inside the load
@@ -450,7 +451,7 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
             None => String::new(),
         };
         sqls.push(format!(
-            "CREATE TEMP TABLE {} (LIKE {target})",
+            "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS)",
             stage.quoted()
         ));
         sqls.push(copy_statement(&stage, &cols, st.manifest_uri, plan)?);
@@ -487,7 +488,7 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
             .collect::<Result<Vec<_>, _>>()?;
         let list = column_list(&cols);
         sqls.push(format!(
-            "CREATE TEMP TABLE {} (LIKE {target})",
+            "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS)",
             stage.quoted()
         ));
         sqls.push(copy_statement(&stage, &cols, manifest, plan)?);
@@ -599,8 +600,9 @@ pub fn ledger_lookup(schema: &Ident, keys: &[&str]) -> (String, Vec<Param>) {
 pub fn existing_columns(schema: &Ident) -> (String, Vec<Param>) {
     (
         "SELECT table_name, column_name, data_type, character_maximum_length, numeric_precision, \
-         numeric_scale FROM information_schema.columns WHERE table_schema = :schema ORDER BY \
-         table_name, ordinal_position"
+         numeric_scale, is_nullable, CASE WHEN column_default IS NULL THEN 0 ELSE 1 END FROM \
+         information_schema.columns WHERE table_schema = :schema ORDER BY table_name, \
+         ordinal_position"
             .to_owned(),
         vec![Param::new("schema", schema.as_str())],
     )

@@ -343,6 +343,32 @@ impl<'r> Stager<'r> {
     }
 }
 
+/// The tables (indexes into [`RuleSet::tables`]) that a raw object's lines have rows for — the
+/// rules run without staging anything (used only while a migration conflict holds a table).
+pub fn tables_of(
+    rules: &RuleSet,
+    raw_key: &str,
+    body: &[u8],
+) -> Result<std::collections::BTreeSet<usize>, StageError> {
+    let data = Stager::decode(raw_key, body)?;
+    let content = data.strip_suffix(b"\n").unwrap_or(&data);
+    let mut tables = std::collections::BTreeSet::new();
+    if data.is_empty() {
+        return Ok(tables);
+    }
+    for (i, line) in content.split(|b| *b == b'\n').enumerate() {
+        let lineage = Lineage {
+            raw_key,
+            line: i as u64 + 1,
+            loaded_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        if let Outcome::Rows(rows) = rules.apply_line(line, &lineage) {
+            tables.extend(rows.iter().map(|r| r.table));
+        }
+    }
+    Ok(tables)
+}
+
 /// A Redshift COPY manifest listing `urls` (all mandatory, with their sizes).
 pub fn manifest(entries: &[(String, usize)]) -> Vec<u8> {
     let entries: Vec<serde_json::Value> = entries

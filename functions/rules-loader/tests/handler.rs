@@ -45,7 +45,7 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
     let staging = format!("{load_id}-{ATTEMPT}");
     vec![
         "LOCK \"analytics\".\"caudal_ledger\"".to_owned(),
-        "CREATE TEMP TABLE \"caudal_stage_0\" (LIKE \"analytics\".\"page_views\")".to_owned(),
+        "CREATE TEMP TABLE \"caudal_stage_0\" (LIKE \"analytics\".\"page_views\" INCLUDING DEFAULTS)".to_owned(),
         format!(
             "COPY \"caudal_stage_0\" (\"event_time\", \"url\", \"event_id\", \"event_type\", \
              \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\") FROM \
@@ -65,7 +65,8 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
              t.\"received_at\" >= CAST('2026-11-18T19:55:17.500000Z' AS TIMESTAMPTZ))) AS d \
              WHERE d.caudal_rn = 1"
         ),
-        "CREATE TEMP TABLE \"caudal_stage_rejects\" (LIKE \"analytics\".\"caudal_rejects\")"
+        "CREATE TEMP TABLE \"caudal_stage_rejects\" (LIKE \"analytics\".\"caudal_rejects\" INCLUDING \
+         DEFAULTS)"
             .to_owned(),
         format!(
             "COPY \"caudal_stage_rejects\" (\"event_id\", \"event_type\", \"raw_key\", \

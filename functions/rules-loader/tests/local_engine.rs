@@ -7,226 +7,13 @@
 //! process started here is stopped by a Drop guard.
 
 mod common;
+#[path = "common/engine.rs"]
+mod engine;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use aws_sdk_s3::primitives::ByteStream;
-use caudal_local::dataapi::{DataApiOptions, Isolation, serve};
-use caudal_local::postgres::Postgres;
-use rules_loader::{Config, State, invoke};
-use shared::aws::redshift::{self, Connection, PollPolicy, Target, Value};
-use shared::config::Env;
-use shared::keys::{BatchId, raw_key};
-use tokio::time::Instant;
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sample_lines() -> Vec<Vec<u8>> {
-    let root = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));
-    let events = std::fs::read_to_string(format!("{root}/rules/samples/events.ndjson")).unwrap();
-    let raw = std::fs::read_to_string(format!("{root}/rules/samples/raw.ndjson")).unwrap();
-    let mut lines: Vec<Vec<u8>> = events
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| common::raw_line(l, i as u64 + 1))
-        .collect();
-    lines.extend(
-        raw.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| l.as_bytes().to_vec()),
-    );
-    lines
-}
-
-fn key(shard: &str, first: &str, last: &str) -> String {
-    raw_key(
-        &BatchId {
-            shard_id: shard,
-            first_seq: first,
-            last_seq: last,
-            first_arrival: time::macros::datetime!(2026-11-25 19:55:18 UTC),
-        },
-        ".gz",
-    )
-    .unwrap()
-}
-
-fn sqs_event(objects: &[(&str, &str)]) -> serde_json::Value {
-    let records: Vec<serde_json::Value> = objects
-        .iter()
-        .enumerate()
-        .map(|(i, (bucket, key))| {
-            let body = serde_json::json!({"Records": [{
-                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                "eventTime": "2026-11-25T20:00:03.412Z", "eventName": "ObjectCreated:Put",
-                "userIdentity": {"principalId": "AWS:local"},
-                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-                "responseElements": {},
-                "s3": {"s3SchemaVersion": "1.0", "configurationId": "raw",
-                       "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
-                       "object": {"key": key.replace('=', "%3D"), "size": 1}}}]});
-            serde_json::json!({
-                "messageId": format!("m-{i}"), "receiptHandle": "r", "body": body.to_string(),
-                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:loader",
-                "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    serde_json::json!({ "Records": records })
-}
-
-async fn rows(api: &aws_sdk_redshiftdata::Client, conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
-    redshift::query(
-        api,
-        conn,
-        sql,
-        &[],
-        &PollPolicy::default(),
-        Instant::now() + Duration::from_secs(60),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-fn int(v: &Value) -> i64 {
-    v.as_i64()
-        .unwrap_or_else(|| panic!("not an integer: {v:?}"))
-}
-
-/// PostgreSQL 15 behind the local Data API (at `isolation`), moto's S3 with the raw and
-/// staging buckets, and the loader's configuration for schema `schema`. Stops everything on drop
-/// (field order: the endpoint first, then moto, then PostgreSQL, then the directory).
-struct Harness {
-    api: aws_sdk_redshiftdata::Client,
-    s3: aws_sdk_s3::Client,
-    config: Config,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _moto: testkit::Moto,
-    _pg: Postgres,
-    _dir: TempDir,
-}
-
-const RAW_BUCKET: &str = "caudal-raw";
-
-impl Harness {
-    async fn start(tag: &str, isolation: Isolation) -> Harness {
-        let dir =
-            TempDir(std::env::temp_dir().join(format!("caudal-rl-{tag}-{}", std::process::id())));
-        let data = dir.0.join("pg");
-        let pg = tokio::task::spawn_blocking(move || Postgres::start(&data))
-            .await
-            .unwrap()
-            .expect("start PostgreSQL 15");
-        let moto = tokio::task::spawn_blocking(|| testkit::Moto::start(None))
-            .await
-            .unwrap()
-            .expect("start moto_server");
-        let sdk = moto.sdk_config().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(
-            listener,
-            pg.pg_config(),
-            s3.clone(),
-            DataApiOptions {
-                isolation,
-                ..DataApiOptions::default()
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let api = aws_sdk_redshiftdata::Client::from_conf(
-            aws_sdk_redshiftdata::config::Builder::from(&sdk)
-                .endpoint_url(format!("http://127.0.0.1:{port}"))
-                .build(),
-        );
-        let staging = "caudal-staging";
-        for b in [RAW_BUCKET, staging] {
-            s3.create_bucket().bucket(b).send().await.unwrap();
-        }
-        let env: HashMap<String, String> = [
-            ("STAGING_BUCKET", staging),
-            ("REDSHIFT_WORKGROUP", "local"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("REDSHIFT_SCHEMA", "analytics"),
-            (
-                "COPY_ROLE_ARN",
-                "arn:aws:iam::000000000000:role/caudal-copy",
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let config = Config::from_env(&Env::from_map(env)).unwrap();
-        Harness {
-            api,
-            s3,
-            config,
-            stop: Some(stop),
-            _moto: moto,
-            _pg: pg,
-            _dir: dir,
-        }
-    }
-
-    /// A loader instance (one Lambda execution environment).
-    fn loader(&self) -> State {
-        State::new(self.config.clone(), self.s3.clone(), self.api.clone())
-    }
-
-    async fn put_raw(&self, key: &str, body: &[u8]) {
-        self.s3
-            .put_object()
-            .bucket(RAW_BUCKET)
-            .key(key)
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await
-            .unwrap();
-    }
-
-    async fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
-        rows(&self.api, &self.config.connection, sql).await
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-const RECONCILIATION: &str = "SELECT raw_key, records, valid, filtered_total, rejected, \
-                              duplicates, rows_in_tables, rows_in_rejects, difference, \
-                              ledger_difference FROM \"analytics\".caudal_reconciliation ORDER \
-                              BY raw_key";
-
-const EVENT_TABLES: [&str; 5] = [
-    "page_views",
-    "purchases",
-    "signups",
-    "searches",
-    "unknown_events",
-];
+use caudal_local::dataapi::Isolation;
+use engine::*;
+use rules_loader::{State, invoke};
+use shared::aws::redshift::Target;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_sql_loads_exactly_once_and_reconciles() {
@@ -488,4 +275,66 @@ async fn concurrent_overlapping_loads_at_snapshot_isolation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_overlapping_loads_at_serializable_isolation() {
     concurrent_overlapping_loads(Isolation::Serializable).await;
+}
+
+/// Schema drift stops as little as possible: a DBA's extra nullable column changes nothing; a
+/// real conflict (a NOT NULL column the rules do not know) holds only the objects with rows for
+/// that table, with an error naming the column and the fix, and the others still load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_drift_holds_only_the_objects_that_need_the_table() {
+    let h = Harness::start("drift", Isolation::Snapshot).await;
+    let lines = sample_lines();
+    let page_view = common::gzip(&lines[0]);
+    let purchase = common::gzip(&lines[1]);
+    let keys: Vec<String> = (1..=3)
+        .map(|i| key("shardId-000000000003", &format!("{i}00"), &format!("{i}99")))
+        .collect();
+    h.put_raw(&keys[0], &page_view).await;
+    h.put_raw(&keys[1], &page_view).await;
+    h.put_raw(&keys[2], &purchase).await;
+
+    // First cold start migrates and loads a page view.
+    let first = h.loader();
+    let ev = sqs_event(&[(RAW_BUCKET, &keys[0])]);
+    assert_eq!(
+        invoke(&first, ev, common::ctx(120)).await.unwrap(),
+        serde_json::json!({"batchItemFailures": []})
+    );
+    // A DBA adds a nullable column to page_views and a NOT NULL one to purchases.
+    let (db, conn) = h.pg_config().connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    db.batch_execute(
+        "ALTER TABLE analytics.page_views ADD COLUMN dba_note VARCHAR(10); ALTER TABLE \
+         analytics.purchases ADD COLUMN cost_center INT NOT NULL",
+    )
+    .await
+    .unwrap();
+
+    // A new cold start: the page view loads, the purchase is held (message m-1 fails).
+    let second = h.loader();
+    let ev = sqs_event(&[(RAW_BUCKET, &keys[1]), (RAW_BUCKET, &keys[2])]);
+    let out = invoke(&second, ev, common::ctx(120)).await.unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
+    );
+    let ledger = h
+        .rows("SELECT raw_key FROM \"analytics\".caudal_ledger ORDER BY raw_key")
+        .await;
+    let loaded: Vec<&str> = ledger.iter().filter_map(|r| r[0].as_str()).collect();
+    assert_eq!(loaded, [keys[0].as_str(), keys[1].as_str()]);
+
+    // The DBA gives the column a default: after the re-check interval the purchase loads.
+    // (Here a new cold start stands in for the interval.)
+    db.batch_execute("ALTER TABLE analytics.purchases ALTER COLUMN cost_center SET DEFAULT 0")
+        .await
+        .unwrap();
+    let third = h.loader();
+    let ev = sqs_event(&[(RAW_BUCKET, &keys[2])]);
+    assert_eq!(
+        invoke(&third, ev, common::ctx(120)).await.unwrap(),
+        serde_json::json!({"batchItemFailures": []})
+    );
+    let n = h.rows("SELECT COUNT(*) FROM \"analytics\".purchases").await;
+    assert_eq!(int(&n[0][0]), 1);
 }

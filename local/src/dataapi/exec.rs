@@ -87,12 +87,15 @@ impl Pool {
     /// A pool of up to `size` sessions using `config` (sessions run in UTC with ISO dates,
     /// as Redshift does, and every transaction at `isolation`).
     pub fn new(mut config: tokio_postgres::Config, size: usize, isolation: Isolation) -> Pool {
-        // A startup option, not a SET: the session reset (RESET ALL) returns to it. The space
-        // in the level's name is escaped as the server's option parser wants.
+        // Startup options, not SETs: the session reset (RESET ALL) returns to them. The space
+        // in the level's name is escaped as the server's option parser wants. No nested-loop
+        // joins: Redshift joins on equality by hash or merge, and a nested loop chosen from the
+        // stale statistics of a table written earlier in the same transaction would make a
+        // load quadratic here where it is linear there.
         config
             .options(format!(
                 "-c TimeZone=UTC -c DateStyle=ISO,MDY -c IntervalStyle=postgres \
-                 -c default_transaction_isolation={}",
+                 -c enable_nestloop=off -c default_transaction_isolation={}",
                 isolation.postgres_level().replace(' ', "\\ ")
             ))
             .application_name("caudal-local-dataapi");

@@ -3,11 +3,17 @@
 //! Each adapter converts between domain types and SDK types and classifies SDK errors into
 //! [`crate::retry::CallError`] (keeping the service's error code and message) so the retry code
 //! in [`crate::retry`] decides what to resend.
+//!
+//! [`clients`] is the one place the functions' clients are built (in each `main` and in the local
+//! stack): the SDK's own retries off, so [`crate::retry`] is the only retry loop, and every
+//! attempt bounded by a per-service timeout that [`call_error`] reports as a retryable `Timeout`.
 
+pub mod clients;
 pub mod firehose;
 pub mod kinesis;
 pub mod redshift;
 pub mod s3;
+pub mod sqs;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -79,5 +85,28 @@ where
             code: "ConstructionFailure".into(),
             message: format!("{other}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+
+    use super::*;
+
+    #[test]
+    fn a_per_attempt_timeout_is_a_retryable_call_error() {
+        let err: SdkError<GetObjectError, HttpResponse> =
+            SdkError::timeout_error("operation attempt timeout");
+        let e = call_error(&err);
+        assert!(e.retryable);
+        assert_eq!(e.code, "Timeout");
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_built_is_permanent() {
+        let err: SdkError<GetObjectError, HttpResponse> =
+            SdkError::construction_failure("missing bucket");
+        assert!(!call_error(&err).retryable);
     }
 }

@@ -20,6 +20,39 @@ pub const SQL_REJECTS: &str = include_str!("../../../warehouse/rejects.sql");
 /// `warehouse/views.sql`: dashboard and reconciliation views.
 pub const SQL_VIEWS: &str = include_str!("../../../warehouse/views.sql");
 
+fn nullable_default() -> bool {
+    true
+}
+
+fn yes_no<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Text(String),
+    }
+    Ok(match B::deserialize(d)? {
+        B::Bool(b) => b,
+        B::Text(t) => !t.eq_ignore_ascii_case("no"),
+    })
+}
+
+/// `"name"` with embedded quotes doubled: a catalogue name in a suggested fix (never executed).
+fn quote_name(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What it takes to bring the warehouse in line with the rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationPlan {
+    /// Additive DDL (`CREATE TABLE IF NOT EXISTS`, `ADD COLUMN`), in order.
+    pub statements: Vec<String>,
+    /// Tables that cannot be loaded until a person resolves a conflict, each with its first
+    /// conflict (a [`RulesError::Migration`] naming the column and the DDL that fixes it). Every
+    /// other table migrates and loads.
+    pub blocked: Vec<RulesError>,
+}
+
 /// One existing column, as `information_schema.columns` (PostgreSQL) or `SVV_COLUMNS`
 /// (Redshift) describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +71,16 @@ pub struct ExistingColumn {
     /// `numeric_scale` for DECIMAL.
     #[serde(default)]
     pub numeric_scale: Option<i64>,
+    /// `is_nullable` (`YES`/`NO` in the catalogue; missing = nullable).
+    #[serde(
+        alias = "is_nullable",
+        default = "nullable_default",
+        deserialize_with = "yes_no"
+    )]
+    pub nullable: bool,
+    /// Whether the column has a default (`column_default` is not NULL).
+    #[serde(default)]
+    pub has_default: bool,
 }
 
 /// Split a SQL file into statements on `;`, ignoring `--` comments and `'…'` literals; comment
@@ -196,29 +239,50 @@ impl RuleSet {
     /// Additive migration against the columns that exist now (`existing`: table name → columns,
     /// from `information_schema.columns` / `SVV_COLUMNS`). Tables missing from `existing` get
     /// their `CREATE TABLE IF NOT EXISTS`; missing columns get `ALTER TABLE … ADD COLUMN` (always
-    /// nullable: existing rows have no value). A changed type, or a column that exists in the
-    /// warehouse but no longer in the rules, is an error naming table and column. Tables the
-    /// rules do not know (ledger, rejects, others) are ignored.
+    /// nullable: existing rows have no value). A column the rules do not know is fine when it
+    /// is nullable or has a default (a DBA's addition). A changed type, or an unknown NOT NULL
+    /// column without a default, blocks that table alone ([`MigrationPlan::blocked`], naming
+    /// the column and the fix); the other tables still migrate. Tables the rules do not know
+    /// (ledger, rejects, others) are ignored.
     pub fn ddl_migrate(
         &self,
         schema: &Ident,
         existing: &BTreeMap<String, Vec<ExistingColumn>>,
-    ) -> Result<Vec<String>, RulesError> {
-        let mut out = Vec::new();
+    ) -> MigrationPlan {
+        let mut plan = MigrationPlan::default();
         for table in self.tables() {
             let Some(cols) = existing.get(table.name.as_str()) else {
-                out.push(self.create_table_sql(schema, table));
+                plan.statements.push(self.create_table_sql(schema, table));
                 continue;
             };
+            let qualified = format!("{}.{}", schema.quoted(), table.name.quoted());
+            let conflict = |column: &str, reason: String, fix: String| RulesError::Migration {
+                table: table.name.to_string(),
+                column: column.to_owned(),
+                reason,
+                fix,
+            };
+            let mut blocked = None;
             for have in cols {
                 let name = have.name.to_ascii_lowercase();
                 match table.columns.iter().find(|c| c.name.as_str() == name) {
+                    // A column the rules do not know (added by a DBA, or dropped from the
+                    // rules): the loader names its columns, so a nullable one or one with a
+                    // default simply stays NULL/default. A NOT NULL one would fail every insert.
+                    None if have.nullable || have.has_default => {}
                     None => {
-                        return Err(RulesError::Migration {
-                            table: table.name.to_string(),
-                            column: name,
-                            reason: "exists in the warehouse but not in the rules file; columns are never dropped automatically (restore it in the rules, or drop it by hand)".into(),
-                        });
+                        blocked = Some(conflict(
+                            &name,
+                            "exists in the warehouse as NOT NULL without a default but not in \
+                             the rules file, so every insert would fail"
+                                .into(),
+                            format!(
+                                "add it to tables.{}.columns in the rules file, or run: ALTER \
+                                 TABLE {qualified} DROP COLUMN {}",
+                                table.name,
+                                quote_name(&name)
+                            ),
+                        ));
                     }
                     Some(want) if !want.ty.compatible_with(have) => {
                         let len = have
@@ -229,34 +293,60 @@ impl RuleSet {
                                     .map(|p| format!("({p},{})", have.numeric_scale.unwrap_or(0)))
                             })
                             .unwrap_or_default();
-                        return Err(RulesError::Migration {
-                            table: table.name.to_string(),
-                            column: name,
-                            reason: format!(
-                                "type changed: warehouse has {}{len}, rules want {}; type changes are not automatic",
+                        let widen = matches!(want.ty, super::ColumnType::Varchar(_))
+                            && have.data_type.eq_ignore_ascii_case("character varying");
+                        let fix = if widen {
+                            format!(
+                                "ALTER TABLE {qualified} ALTER COLUMN {} TYPE {}",
+                                want.name.quoted(),
+                                want.ty
+                            )
+                        } else {
+                            format!(
+                                "change the rules' type back to {}{len}, or run: ALTER TABLE \
+                                 {qualified} RENAME COLUMN {} TO {} (the loader then adds {} \
+                                 as {})",
+                                have.data_type,
+                                want.name.quoted(),
+                                quote_name(&format!("{name}_old")),
+                                want.name,
+                                want.ty
+                            )
+                        };
+                        blocked = Some(conflict(
+                            &name,
+                            format!(
+                                "type changed: warehouse has {}{len}, rules want {}; type \
+                                 changes are not automatic",
                                 have.data_type, want.ty
                             ),
-                        });
+                            fix,
+                        ));
                     }
                     Some(_) => {}
                 }
+                if blocked.is_some() {
+                    break;
+                }
+            }
+            if let Some(c) = blocked {
+                plan.blocked.push(c);
+                continue;
             }
             for want in &table.columns {
                 if !cols
                     .iter()
                     .any(|h| h.name.eq_ignore_ascii_case(want.name.as_str()))
                 {
-                    out.push(format!(
-                        "ALTER TABLE {}.{} ADD COLUMN {} {}",
-                        schema.quoted(),
-                        table.name.quoted(),
+                    plan.statements.push(format!(
+                        "ALTER TABLE {qualified} ADD COLUMN {} {}",
                         want.name.quoted(),
                         want.ty
                     ));
                 }
             }
         }
-        Ok(out)
+        plan
     }
 }
 

@@ -55,7 +55,7 @@ use crate::envelope::Envelope;
 use crate::raw::{KinesisCoords, RawLine};
 
 pub use self::csv::{COPY_FORMAT_OPTIONS, NULL_MARKER, write_csv_cells, write_csv_row};
-pub use self::ddl::{ExistingColumn, SQL_LEDGER, SQL_REJECTS, SQL_VIEWS};
+pub use self::ddl::{ExistingColumn, MigrationPlan, SQL_LEDGER, SQL_REJECTS, SQL_VIEWS};
 pub use self::ident::{Ident, IdentError};
 pub use self::types::{Cell, ColumnType};
 
@@ -104,8 +104,8 @@ pub enum RulesError {
         /// What is wrong.
         reason: String,
     },
-    /// A non-additive difference between the rules and the warehouse.
-    #[error("migration refused: table {table}, column {column}: {reason}")]
+    /// A non-additive difference between the rules and the warehouse: only this table is held.
+    #[error("migration refused: table {table}, column {column}: {reason}; to fix: {fix}")]
     Migration {
         /// Table name.
         table: String,
@@ -113,6 +113,8 @@ pub enum RulesError {
         column: String,
         /// What differs.
         reason: String,
+        /// What a person does about it (the DDL to run, or the rules change).
+        fix: String,
     },
 }
 

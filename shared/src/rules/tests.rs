@@ -594,6 +594,8 @@ fn col(name: &str, dt: &str, len: Option<i64>) -> ExistingColumn {
         character_maximum_length: len,
         numeric_precision: None,
         numeric_scale: None,
+        nullable: true,
+        has_default: false,
     }
 }
 
@@ -617,44 +619,80 @@ fn ddl_migrate_is_additive_only() {
     let rs = RuleSet::from_yaml(MINI).unwrap();
     let s = Ident::parse("public").unwrap();
     // table missing entirely -> CREATE
-    let out = rs.ddl_migrate(&s, &BTreeMap::new()).unwrap();
-    assert_eq!(out.len(), 1);
-    assert!(out[0].starts_with("CREATE TABLE IF NOT EXISTS \"public\".\"t\""));
+    let out = rs.ddl_migrate(&s, &BTreeMap::new());
+    assert_eq!(out.statements.len(), 1);
+    assert!(out.blocked.is_empty());
+    assert!(out.statements[0].starts_with("CREATE TABLE IF NOT EXISTS \"public\".\"t\""));
     // one column missing (s SUPER) -> ADD COLUMN; jsonb counts as SUPER
     let mut existing = BTreeMap::from([("t".to_string(), mini_existing())]);
     assert_eq!(
-        rs.ddl_migrate(&s, &existing).unwrap(),
+        rs.ddl_migrate(&s, &existing).statements,
         vec!["ALTER TABLE \"public\".\"t\" ADD COLUMN \"s\" SUPER".to_string()]
     );
     existing.get_mut("t").unwrap().push(col("s", "jsonb", None));
-    assert!(rs.ddl_migrate(&s, &existing).unwrap().is_empty());
-    // a longer VARCHAR is fine, a shorter one or another type is not
+    assert_eq!(rs.ddl_migrate(&s, &existing), MigrationPlan::default());
+    // a longer VARCHAR is fine, a shorter one blocks the table with the DDL that widens it
     existing.get_mut("t").unwrap()[0] = col("a", "character varying", Some(50));
-    assert!(rs.ddl_migrate(&s, &existing).unwrap().is_empty());
+    assert_eq!(rs.ddl_migrate(&s, &existing), MigrationPlan::default());
     existing.get_mut("t").unwrap()[0] = col("a", "character varying", Some(3));
-    let e = rs.ddl_migrate(&s, &existing).unwrap_err();
+    let plan = rs.ddl_migrate(&s, &existing);
+    assert!(plan.statements.is_empty());
+    let e = &plan.blocked[0];
     assert!(
-        matches!(&e, RulesError::Migration { table, column, .. } if table == "t" && column == "a"),
+        matches!(e, RulesError::Migration { table, column, .. } if table == "t" && column == "a"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("ALTER TABLE \"public\".\"t\" ALTER COLUMN \"a\" TYPE VARCHAR(5)"),
         "{e}"
     );
     existing.get_mut("t").unwrap()[0] = col("a", "integer", None);
+    let e = rs.ddl_migrate(&s, &existing).blocked[0].to_string();
     assert!(
-        rs.ddl_migrate(&s, &existing)
-            .unwrap_err()
-            .to_string()
-            .contains("type changed")
+        e.contains("type changed") && e.contains("RENAME COLUMN"),
+        "{e}"
     );
-    // a column removed from the rules
+    // a column the rules do not know: nullable (a DBA's addition) is fine ...
     existing.get_mut("t").unwrap()[0] = col("a", "character varying", Some(5));
     existing
         .get_mut("t")
         .unwrap()
         .push(col("old", "bigint", None));
-    let e = rs.ddl_migrate(&s, &existing).unwrap_err().to_string();
+    assert_eq!(rs.ddl_migrate(&s, &existing), MigrationPlan::default());
+    // ... NOT NULL with a default too, NOT NULL without one blocks the table
+    existing.get_mut("t").unwrap().last_mut().unwrap().nullable = false;
+    existing
+        .get_mut("t")
+        .unwrap()
+        .last_mut()
+        .unwrap()
+        .has_default = true;
+    assert_eq!(rs.ddl_migrate(&s, &existing), MigrationPlan::default());
+    existing
+        .get_mut("t")
+        .unwrap()
+        .last_mut()
+        .unwrap()
+        .has_default = false;
+    let e = rs.ddl_migrate(&s, &existing).blocked[0].to_string();
     assert!(
-        e.contains("table t, column old") && e.contains("not in the rules"),
+        e.contains("table t, column old")
+            && e.contains("NOT NULL")
+            && e.contains("DROP COLUMN \"old\""),
         "{e}"
     );
+}
+
+#[test]
+fn existing_columns_read_the_catalogue_nullability() {
+    let c: ExistingColumn = serde_json::from_str(
+        r#"{"column_name":"x","data_type":"bigint","nullable":"NO","has_default":true}"#,
+    )
+    .unwrap();
+    assert!(!c.nullable && c.has_default);
+    let c: ExistingColumn = serde_json::from_str(r#"{"name":"x","data_type":"bigint"}"#).unwrap();
+    assert!(c.nullable && !c.has_default);
 }
 
 #[test]

@@ -271,6 +271,7 @@ fn test(
 fn ddl(file: &PathBuf, schema: &str, existing: Option<&PathBuf>) -> Result<()> {
     let rs = load(file)?;
     let schema = Ident::parse(schema).context("--schema")?;
+    let mut blocked = Vec::new();
     let statements = match existing {
         None => rs.ddl_create(&schema),
         Some(path) => {
@@ -280,12 +281,23 @@ fn ddl(file: &PathBuf, schema: &str, existing: Option<&PathBuf>) -> Result<()> {
                 .with_context(|| {
                     format!("{} is not {{\"table\": [columns…]}} JSON", path.display())
                 })?;
-            rs.ddl_migrate(&schema, &existing)?
+            let plan = rs.ddl_migrate(&schema, &existing);
+            blocked = plan.blocked;
+            plan.statements
         }
     };
     let mut out = std::io::stdout().lock();
     for s in statements {
         writeln!(out, "{s};\n")?;
+    }
+    // The other tables' DDL is printed; tables in conflict need a person.
+    if !blocked.is_empty() {
+        let lines: Vec<String> = blocked.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "{} table(s) need a person:\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
     }
     Ok(())
 }
