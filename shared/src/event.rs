@@ -19,7 +19,10 @@
 //! (one iterative walk, [`scan`]; no recursion on input), `type` matching
 //! `^[a-z][a-z0-9_.-]{0,63}$`, `id` 1–128 characters with no control characters, `ts` RFC 3339.
 //! Duplicate keys reject the event: readers disagree on which value wins, so the event is
-//! ambiguous. A missing or `null` `id` is replaced by a time-ordered UUIDv7.
+//! ambiguous. A lone UTF-16 surrogate escape (`"\ud800"`) or a number beyond an `f64` (`1e400`)
+//! rejects it as `invalid_json`: [`RawValue`] lets both through (they fit the RFC 8259 grammar),
+//! but serde_json refuses them when it reads the value, as the loader does with every event.
+//! A missing or `null` `id` is replaced by a time-ordered UUIDv7.
 //!
 //! ## Forms
 //! * `application/json`: an object is one event — unless it has no `type` member and has an
@@ -191,7 +194,8 @@ pub fn decode_body<'a>(
 /// Stable codes of per-event rejections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectCode {
-    /// NDJSON line that is not valid JSON.
+    /// NDJSON line that is not valid JSON, or an item with a lone surrogate escape or a number
+    /// beyond an `f64` (no JSON reader downstream accepts those).
     InvalidJson,
     /// NDJSON line that is not valid UTF-8.
     InvalidUtf8,
@@ -587,6 +591,8 @@ pub enum ScanError {
     TooDeep,
     /// A key repeated within one object (unescaped value).
     DuplicateKey(String),
+    /// Grammatical JSON that serde_json refuses to read into a value (what, for the message).
+    Unreadable(&'static str),
 }
 
 /// Reusable buffers for [`scan`], so validating many events allocates once.
@@ -598,7 +604,8 @@ pub struct Scratch<'a> {
 
 /// Walk one **syntactically valid** JSON value (as produced by serde_json) once, iteratively:
 /// count nesting depth (stopping as soon as it exceeds `max_depth`), find duplicate keys in every
-/// object, and pick up the top-level members `type`, `id`, `ts` and `partition_field`.
+/// object and strings or numbers serde_json cannot read, and pick up the top-level members
+/// `type`, `id`, `ts` and `partition_field`. The first problem in document order is returned.
 pub fn scan<'a>(
     raw: &'a str,
     max_depth: usize,
@@ -639,6 +646,11 @@ pub fn scan<'a>(
                     j += 1;
                 }
                 let s = raw.get(start..j.min(b.len())).unwrap_or_default();
+                // RawValue skips `\u` escapes without pairing surrogates; reading the string
+                // refuses a lone one. Only `\ud…`/`\uD…` can be a surrogate.
+                if (s.contains("\\ud") || s.contains("\\uD")) && unescape_strict(s).is_none() {
+                    return Err(ScanError::Unreadable("a lone UTF-16 surrogate escape"));
+                }
                 i = j + 1;
                 let mut k = i;
                 while k < b.len() && is_ws(b[k]) {
@@ -695,11 +707,12 @@ pub fn scan<'a>(
                 {
                     i += 1;
                 }
-                set(
-                    &mut out,
-                    pending.take(),
-                    Scalar::Number(raw.get(start..i).unwrap_or_default()),
-                );
+                let n = raw.get(start..i).unwrap_or_default();
+                // RawValue checks only the grammar; reading the number refuses one beyond f64.
+                if serde_json::from_str::<f64>(n).is_err() {
+                    return Err(ScanError::Unreadable("a number beyond the range of an f64"));
+                }
+                set(&mut out, pending.take(), Scalar::Number(n));
             }
             b't' | b'f' | b'n' => {
                 let v = if b[i] == b'n' {
@@ -718,14 +731,19 @@ pub fn scan<'a>(
     Ok(out)
 }
 
-/// Decode the escapes of a JSON string's contents (valid JSON, so this does not fail; if it
-/// somehow did, the raw text is kept).
+/// Decode the escapes of a JSON string's contents ([`scan`] has refused lone surrogates, so this
+/// does not fail; if it somehow did, the raw text is kept).
 fn unescape(s: &str) -> String {
+    unescape_strict(s).unwrap_or_else(|| s.to_owned())
+}
+
+/// Decode the escapes of a JSON string's contents; `None` when serde_json refuses them.
+fn unescape_strict(s: &str) -> Option<String> {
     let mut quoted = String::with_capacity(s.len() + 2);
     quoted.push('"');
     quoted.push_str(s);
     quoted.push('"');
-    serde_json::from_str::<String>(&quoted).unwrap_or_else(|_| s.to_owned())
+    serde_json::from_str::<String>(&quoted).ok()
 }
 
 /// A new time-ordered UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter that
@@ -831,6 +849,13 @@ fn validate<'a>(
                 index,
                 RejectCode::DuplicateKey,
                 format!("duplicate key {k:?}"),
+            );
+        }
+        Err(ScanError::Unreadable(what)) => {
+            return reject(
+                index,
+                RejectCode::InvalidJson,
+                format!("event has {what}, which JSON readers refuse"),
             );
         }
     };
