@@ -212,15 +212,10 @@ impl<'r> Stager<'r> {
             rejected: 0,
             rows: BTreeMap::new(),
         };
-        // A trailing newline ends the last line; it does not start an empty one.
-        let content = data.strip_suffix(b"\n").unwrap_or(&data);
-        if data.is_empty() {
-            return Ok(stats);
-        }
-        for (i, line) in content.split(|b| *b == b'\n').enumerate() {
+        for (n, line) in raw_lines(&data) {
             let lineage = Lineage {
                 raw_key,
-                line: i as u64 + 1,
+                line: n,
                 loaded_at: self.loaded_at,
             };
             stats.records += 1;
@@ -343,6 +338,17 @@ impl<'r> Stager<'r> {
     }
 }
 
+/// The lines of a decompressed raw object with their 1-based numbers. A trailing newline ends
+/// the last line; it does not start an empty one, and an empty object has no line.
+fn raw_lines(data: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let content = data.strip_suffix(b"\n").unwrap_or(data);
+    content
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(move |_| !data.is_empty())
+        .map(|(i, line)| (i as u64 + 1, line))
+}
+
 /// The tables (indexes into [`RuleSet::tables`]) that a raw object's lines have rows for — the
 /// rules run without staging anything (used only while a migration conflict holds a table).
 pub fn tables_of(
@@ -351,15 +357,11 @@ pub fn tables_of(
     body: &[u8],
 ) -> Result<std::collections::BTreeSet<usize>, StageError> {
     let data = Stager::decode(raw_key, body)?;
-    let content = data.strip_suffix(b"\n").unwrap_or(&data);
     let mut tables = std::collections::BTreeSet::new();
-    if data.is_empty() {
-        return Ok(tables);
-    }
-    for (i, line) in content.split(|b| *b == b'\n').enumerate() {
+    for (n, line) in raw_lines(&data) {
         let lineage = Lineage {
             raw_key,
-            line: i as u64 + 1,
+            line: n,
             loaded_at: OffsetDateTime::UNIX_EPOCH,
         };
         if let Outcome::Rows(rows) = rules.apply_line(line, &lineage) {
