@@ -177,9 +177,9 @@ for k, v in fn["env"].items():
     invoke_ms=()
     for ev in "${events[@]}"; do
         name=$(basename "$ev" .json)
-        if [[ $kind == sqs ]]; then
-            "${HELPER[@]}" stage "$MOTO" "$ev" | sed 's/^/    /'
-        fi
+        # Raw objects the event refers to (notifications, lake retries), made from raw/.
+        "${HELPER[@]}" stage "$MOTO" "$ev" | sed 's/^/    /'
+        ((PIPESTATUS[0] == 0)) || die "$name: staging failed"
         t0=$(now_ms)
         if ! timeout 120 "$CARGO_LAMBDA" lambda invoke "$bin" --data-file "$ev" \
             --invoke-address 127.0.0.1 --invoke-port "$RT_PORT" --output-format json \

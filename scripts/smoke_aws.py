@@ -31,13 +31,20 @@ ACCOUNT = "123456789012"
 # Local stand-ins for the template's resources (logical id -> value of Ref / GetAtt).
 LOCAL = {
     "EventStream": "smoke-events",
-    "RawBucket": "smoke-raw",
+    # The name events/raw-writer-lake-retry.json carries: raw-writer only re-forwards lines of
+    # its own bucket, so the smoke's raw bucket has the events' name.
+    "RawBucket": "caudal-raw-123456789012-us-east-1-4f2a9c10",
     "StagingBucket": "smoke-staging",
     "LakeBucket": "smoke-lake",
     "LakeDeliveryStream": "smoke-lake-delivery",
     "CopyRole": f"arn:aws:iam::{ACCOUNT}:role/smoke-copy",
     "LoaderQueue": "smoke-loader",
+    "LakeRetryQueue": "smoke-lake-retry",
 }
+
+# What `Ref` of a queue gives: its URL (moto finds the queue by the URL's last path segment,
+# whatever endpoint the request went to).
+QUEUES = ("LoaderQueue", "LakeRetryQueue")
 
 # Values the smoke test must choose itself (the template's defaults leave them empty on purpose).
 OVERRIDES = {
@@ -84,6 +91,8 @@ def resolve(value, params, where):
         if fn == "Ref":
             if arg in params:
                 return str(params[arg].get("Default", ""))
+            if arg in QUEUES:
+                return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{LOCAL[arg]}"
             if arg in LOCAL:
                 return LOCAL[arg]
         if fn == "Fn::GetAtt":
@@ -170,7 +179,8 @@ def setup(endpoint):
             "CompressionFormat": "GZIP",
         },
     )
-    client("sqs", endpoint).create_queue(QueueName=LOCAL["LoaderQueue"])
+    for q in QUEUES:
+        client("sqs", endpoint).create_queue(QueueName=LOCAL[q])
 
 
 def s3_records(event):
@@ -188,19 +198,38 @@ def s3_records(event):
     return out
 
 
+def lake_retries(event):
+    """(bucket, key, last line) of every lake retry message (raw-writer's own queue) in an event."""
+    out = []
+    for rec in event.get("Records", []):
+        if rec.get("eventSource") != "aws:sqs":
+            continue
+        try:
+            body = json.loads(rec.get("body") or "{}")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(body, dict) and {"bucket", "key", "lines"} <= body.keys():
+            last = max((r[1] for r in body["lines"]), default=0)
+            out.append((body["bucket"], body["key"], last))
+    return out
+
+
 def stage(endpoint, event_path):
+    """Put the raw objects an event refers to in place, made from what raw-writer archived."""
     with open(event_path, encoding="utf-8") as f:
         event = json.load(f)
+    notified = [(b, k) for b, k in s3_records(event) if k.startswith("raw/")]
+    retries = lake_retries(event)
+    if not notified and not retries:
+        return
     s3 = client("s3", endpoint)
     archived = [
         o["Key"]
         for o in s3.list_objects_v2(Bucket=LOCAL["RawBucket"], Prefix="raw/").get("Contents", [])
     ]
     if not archived:
-        die("no raw/ object to stage for the loader: raw-writer archived nothing")
-    for bucket, key in s3_records(event):
-        if not key.startswith("raw/"):
-            continue  # the loader must skip these itself
+        die(f"{event_path}: no raw/ object to stage from: raw-writer archived nothing")
+    for bucket, key in notified:
         suffix = key.rsplit(".", 1)[-1]
         source = next((k for k in archived if k.endswith("." + suffix)), None)
         if source is None:
@@ -212,6 +241,19 @@ def stage(endpoint, event_path):
             pass
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         print(f"staged s3://{bucket}/{key} from {source}")
+    for bucket, key, last in retries:
+        # The named lines must exist: archived lines, repeated as needed, gzip like raw/.
+        source = next((k for k in archived if k.endswith(".gz")), None)
+        if source is None:
+            die(f"{event_path}: needs a .gz raw object but raw-writer wrote {archived}")
+        lines = gzip.decompress(
+            s3.get_object(Bucket=LOCAL["RawBucket"], Key=source)["Body"].read()
+        ).splitlines()
+        if not lines:
+            die(f"{source}: an empty raw object")
+        body = b"\n".join(lines[i % len(lines)] for i in range(last)) + b"\n"
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(body))
+        print(f"staged s3://{bucket}/{key} ({last} lines from {source}) for a lake retry")
 
 
 def check(kind, event_path, response_path):

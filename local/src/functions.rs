@@ -5,8 +5,8 @@
 //! resolved to local names) through [`shared::config::Env::from_map`], so a variable added to
 //! the template reaches the function locally with no change here. AWS clients are built the way
 //! each function's `main` builds them — [`shared::aws::clients`], SDK retries off and the same
-//! per-attempt timeouts — from an `SdkConfig` that points at the emulators: moto for Kinesis, S3
-//! and Firehose, and this crate's Data API endpoint for Redshift. The only difference is
+//! per-attempt timeouts — from an `SdkConfig` that points at the emulators: moto for Kinesis, S3,
+//! Firehose and SQS, and this crate's Data API endpoint for Redshift. The only difference is
 //! [`ClientOptions::EMULATOR`]'s path-style S3 addressing.
 
 use std::collections::BTreeMap;
@@ -81,6 +81,11 @@ impl Clients {
         factory::firehose(&self.aws, &Self::OPTIONS)
     }
 
+    /// raw-writer's SQS client (the lake retry queue) for moto.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        factory::sqs(&self.aws, &Self::OPTIONS)
+    }
+
     /// The SDK configuration for the local Data API: moto's, with the endpoint the loader
     /// would get from `AWS_ENDPOINT_URL_REDSHIFT_DATA`.
     pub fn redshift_data_sdk(&self) -> aws_config::SdkConfig {
@@ -146,6 +151,7 @@ pub async fn build(
                 config,
                 clients.s3(),
                 clients.firehose(),
+                clients.sqs(),
             ));
             Ok(Arc::new(move |payload, ctx| {
                 let state = state.clone();

@@ -11,7 +11,8 @@
 //!   function, and is used by at least one test;
 //! - the failure semantics `AWS-LIMITS.md` insists on (bounded Kinesis retries, bisecting, partial
 //!   batch responses, an on-failure destination, a DLQ behind the loader queue, the `raw/`
-//!   notification) are really in the template.
+//!   notification, the lake retry queue consumed by raw-writer with a DLQ behind it) are really in
+//!   the template.
 //!
 //! The YAML uses CloudFormation short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`): `serde_yaml_ng`
 //! keeps them as tagged values, which [`untag`] looks through where only the shape matters.
@@ -315,6 +316,8 @@ fn template_declares_the_contract_resources() {
         ("LoaderQueue", "AWS::SQS::Queue"),
         ("LoaderDeadLetterQueue", "AWS::SQS::Queue"),
         ("RawWriterFailureQueue", "AWS::SQS::Queue"),
+        ("LakeRetryQueue", "AWS::SQS::Queue"),
+        ("LakeRetryDLQ", "AWS::SQS::Queue"),
         ("AlarmTopic", "AWS::SNS::Topic"),
         ("Dashboard", "AWS::CloudWatch::Dashboard"),
         ("CopyRole", "AWS::IAM::Role"),
@@ -431,6 +434,61 @@ fn failure_semantics_are_bounded() {
             .iter()
             .any(|r| get_str(r, "Name") == Some("prefix") && get_str(r, "Value") == Some("raw/")),
         "notification filter must be prefix raw/"
+    );
+
+    // Lines Firehose did not take: raw-writer defers them to LakeRetryQueue and consumes it
+    // itself, with partial batch responses; failed messages end in LakeRetryDLQ.
+    assert_eq!(
+        get(t.properties("RawWriterFunction"), "Environment")
+            .and_then(|e| get(e, "Variables"))
+            .and_then(|v| get(v, "LAKE_RETRY_QUEUE_URL"))
+            .and_then(referenced_id)
+            .as_deref(),
+        Some("LakeRetryQueue")
+    );
+    let retry = match untag(events) {
+        Value::Mapping(m) => m.values().find(|e| get_str(e, "Type") == Some("SQS")),
+        _ => None,
+    }
+    .and_then(|e| get(e, "Properties"))
+    .expect("raw-writer has an SQS event source (the lake retry queue)");
+    assert_eq!(
+        get(retry, "Queue").and_then(referenced_id).as_deref(),
+        Some("LakeRetryQueue")
+    );
+    assert!(
+        get(retry, "FunctionResponseTypes")
+            .and_then(|v| untag(v).as_sequence())
+            .is_some_and(|t| t
+                .iter()
+                .any(|v| v.as_str() == Some("ReportBatchItemFailures"))),
+        "lake retries report failed messages one by one"
+    );
+    assert!(
+        get(retry, "ScalingConfig")
+            .and_then(|c| get(c, "MaximumConcurrency"))
+            .is_some(),
+        "lake retries are capped so a backlog cannot flood a recovering Firehose"
+    );
+    let queue = t.properties("LakeRetryQueue");
+    let redrive = get(queue, "RedrivePolicy").expect("LakeRetryQueue.RedrivePolicy");
+    assert_eq!(
+        get(redrive, "deadLetterTargetArn")
+            .and_then(referenced_id)
+            .as_deref(),
+        Some("LakeRetryDLQ")
+    );
+    assert!(get(redrive, "maxReceiveCount").is_some());
+    // Lambda refuses an SQS source whose visibility timeout is below the function's timeout.
+    let visibility = get(queue, "VisibilityTimeout")
+        .and_then(|v| untag(v).as_u64())
+        .expect("LakeRetryQueue.VisibilityTimeout is a number");
+    let timeout = get(t.properties("RawWriterFunction"), "Timeout")
+        .and_then(|v| untag(v).as_u64())
+        .expect("RawWriterFunction.Timeout is a number");
+    assert!(
+        visibility >= timeout,
+        "visibility {visibility} s < timeout {timeout} s"
     );
 
     // The loader takes partial batch responses and is capped.
@@ -570,22 +628,45 @@ fn env_vars_match_each_functions_config() {
 }
 
 /// The event a function receives, decided by what the template wires to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum EventKind {
     Http,
     Kinesis,
     SqsOrS3,
 }
 
-fn event_kind(kinds: &BTreeSet<String>) -> Option<EventKind> {
+/// The events a function can receive, from the sources the template wires to it (raw-writer
+/// has two: its stream and the lake retry queue).
+fn event_kinds_of(kinds: &BTreeSet<String>) -> BTreeSet<EventKind> {
+    let mut out = BTreeSet::new();
     if kinds.contains("HttpApi") || kinds.contains("Api") {
-        Some(EventKind::Http)
-    } else if kinds.contains("Kinesis") {
-        Some(EventKind::Kinesis)
-    } else if kinds.contains("SQS") || kinds.contains("S3") {
-        Some(EventKind::SqsOrS3)
-    } else {
-        None
+        out.insert(EventKind::Http);
+    }
+    if kinds.contains("Kinesis") {
+        out.insert(EventKind::Kinesis);
+    }
+    if kinds.contains("SQS") || kinds.contains("S3") {
+        out.insert(EventKind::SqsOrS3);
+    }
+    out
+}
+
+/// The kind of event an event file holds: a `Records` array names its source, an HTTP request
+/// does not have one.
+fn file_event_kind(name: &str, text: &str) -> EventKind {
+    let raw: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+    match raw
+        .pointer("/Records/0/eventSource")
+        .and_then(|s| s.as_str())
+    {
+        Some("aws:kinesis") => EventKind::Kinesis,
+        Some("aws:sqs" | "aws:s3") => EventKind::SqsOrS3,
+        Some(other) => panic!("{name}: unknown eventSource {other:?}"),
+        None if raw.get("Records").is_some() => {
+            panic!("{name}: Records[0].eventSource is missing")
+        }
+        None => EventKind::Http,
     }
 }
 
@@ -670,7 +751,7 @@ fn check_s3(name: &str, event: &S3Event) {
     }
 }
 
-fn check_sqs_or_s3(name: &str, text: &str) {
+fn check_sqs_or_s3(name: &str, binary: &str, text: &str) {
     let raw: serde_json::Value =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
     let source = raw
@@ -695,6 +776,13 @@ fn check_sqs_or_s3(name: &str, text: &str) {
                     .unwrap_or_else(|e| panic!("{name}: message {i} body is not JSON: {e}"));
                 // S3 sends one s3:TestEvent when a notification is configured; loaders must skip it.
                 if inner.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+                    continue;
+                }
+                // raw-writer's queue carries its own lake retry messages, not S3 notifications.
+                if binary == "raw-writer" {
+                    raw_writer::lake::LakeRetry::parse(body).unwrap_or_else(|e| {
+                        panic!("{name}: message {i} body is not a lake retry message: {e}")
+                    });
                     continue;
                 }
                 let s3: S3Event = serde_json::from_value(inner).unwrap_or_else(|e| {
@@ -749,14 +837,21 @@ fn event_files_parse_into_their_functions_event_type() {
             .max_by_key(|(_, b)| b.len())
             .unwrap_or_else(|| panic!("events/{name} is not named <function>-<case>.json for any function in template.yaml"));
         let (id, binary) = owner;
-        let kind = event_kind(&t.event_kinds(id)).unwrap_or_else(|| {
-            panic!("{id}: template.yaml wires no HTTP API, Kinesis, SQS or S3 source to it")
-        });
+        let kinds = event_kinds_of(&t.event_kinds(id));
+        assert!(
+            !kinds.is_empty(),
+            "{id}: template.yaml wires no HTTP API, Kinesis, SQS or S3 source to it"
+        );
         let text = read(path);
+        let kind = file_event_kind(&name, &text);
+        assert!(
+            kinds.contains(&kind),
+            "events/{name} is a {kind:?} event, but template.yaml wires only {kinds:?} to {id}"
+        );
         match kind {
             EventKind::Http => check_http(&name, &text),
             EventKind::Kinesis => check_kinesis(&name, &text),
-            EventKind::SqsOrS3 => check_sqs_or_s3(&name, &text),
+            EventKind::SqsOrS3 => check_sqs_or_s3(&name, binary, &text),
         }
         *per_function.entry(binary.clone()).or_default() += 1;
     }

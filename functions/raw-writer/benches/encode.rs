@@ -18,7 +18,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use lambda_runtime::{Context, LambdaEvent};
 use raw_writer::encode::encode_batch;
-use raw_writer::forward::{PackLimits, Sink, forward, plan};
+use raw_writer::event::RawWriterEvent;
+use raw_writer::forward::{BatchLines, PackLimits, Sink, forward, plan};
 use raw_writer::input::{KinesisBatchEvent, group};
 use raw_writer::{Config, State, handler};
 use shared::codec::Codec;
@@ -193,7 +194,11 @@ fn throughput() {
     let (t_fh, out) = time_it(7, || {
         let p = plan(&enc.line_sizes, PackLimits::default()).expect("plan");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        rt.block_on(forward(&NullSink, batch, &enc, &p, deadline))
+        let lines = BatchLines {
+            batch,
+            encoded: &enc,
+        };
+        rt.block_on(forward(&NullSink, &lines, &p, deadline))
     });
     println!(
         "firehose packing: {} records of <= 1,000 KiB in {} calls, {:.1} MB/s (plan + build)",
@@ -239,19 +244,32 @@ fn rss_child() {
     });
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&s3_rule]);
     let fh = mock_client!(aws_sdk_firehose, RuleMode::MatchAny, [&fh_rule]);
+    // Firehose accepts everything: nothing is deferred, the queue is never called.
+    let sqs_rule = mock!(aws_sdk_sqs::Client::send_message).then_output(|| {
+        aws_sdk_sqs::operation::send_message::SendMessageOutput::builder()
+            .message_id("m")
+            .build()
+    });
+    let sqs = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&sqs_rule]);
     let mut config = Config::new("raw-bucket");
     config.firehose_stream = Some("lake".into());
-    let state = State::new(config, s3, fh);
+    config.lake_retry_queue = Some("https://sqs.local/1/lake-retry".into());
+    let state = State::new(config, s3, fh, sqs);
     let start_kb = status_kb("VmHWM:");
     let (text, bytes_in) = payload(6_000_000);
     let payload_kb = status_kb("VmHWM:");
-    let event = KinesisBatchEvent::parse_str(&text).expect("payload parses");
+    // The dispatching reader the runtime uses: one pass, base64 decoded record by record.
+    let event = RawWriterEvent::parse_str(&text).expect("payload parses");
     let parsed_kb = status_kb("VmHWM:");
     drop(text);
     let resp = rt
         .block_on(handler(&state, LambdaEvent::new(event, Context::default())))
         .expect("handler");
-    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(
+        serde_json::to_value(&resp).expect("response"),
+        serde_json::json!({"batchItemFailures": []})
+    );
+    assert_eq!(sqs_rule.num_calls(), 0);
     let end_kb = status_kb("VmHWM:");
     println!(
         "peak RSS for a {:.2} MB, {RECORDS}-record batch through the handler: VmHWM {:.1} MB \

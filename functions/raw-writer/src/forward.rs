@@ -1,4 +1,5 @@
-//! Forwarding a batch's valid lines to Firehose (the data lake copy).
+//! Forwarding raw lines to Firehose (the data lake copy) — the one forwarder, used by both
+//! entry points: a Kinesis batch just archived, and a lake retry re-read from the archive.
 //!
 //! **Packing.** Firehose bills every record rounded up to 5 KB, so many raw lines (the very
 //! same NDJSON lines as the raw object, so the lake holds the same shape) are packed into one
@@ -7,15 +8,19 @@
 //! PutRecordBatch calls of at most 500 records / 4 MiB. Both steps use
 //! [`shared::batching::chunk`]. Only valid envelopes are forwarded; `raw-invalid/` stays in S3.
 //!
-//! **Failures.** Each call resends only its failed records ([`shared::aws::firehose`] on
-//! [`shared::retry::send_partial`]). If records still fail, the outcome names the lowest sequence
-//! number among the lines they carry: the handler reports it in `batchItemFailures`, Lambda
-//! re-delivers from there, and everything not yet in Firehose is sent again. Calls after the
-//! first failing one are not made — their records would be re-delivered anyway, and sending them
-//! would only add duplicates to the lake.
+//! **Lines.** Where a line's bytes come from is the [`Lines`] trait: [`BatchLines`] rebuilds
+//! them from the borrowed Kinesis records (the raw object's lines, byte for byte), and the retry
+//! path ([`crate::reforward`]) slices them out of the decompressed raw object. Either way the
+//! forwarder sees positions `0..n` of one line list and answers in those positions.
 //!
-//! **Memory.** Records are built per call from the borrowed Kinesis records (≤ 4 MiB at a time),
-//! never for the whole batch.
+//! **Failures.** Each call resends only its failed records ([`shared::aws::firehose`] on
+//! [`shared::retry::send_partial`]). The outcome lists the positions of every line not known to
+//! be in Firehose ([`ForwardOutcome::failed_lines`]); the caller decides what happens to them
+//! (the Kinesis path defers them to the lake retry queue, the retry path fails its message).
+//! Calls after the first failing one are not made — Firehose is evidently unwell, their lines
+//! are deferred with the rest, and sending them would only add load and lake duplicates.
+//!
+//! **Memory.** Records are built per call (≤ 4 MiB at a time), never for the whole line list.
 
 use std::ops::Range;
 
@@ -25,7 +30,7 @@ use shared::retry::{CallError, RetryPolicy};
 use tokio::time::Instant;
 
 use crate::encode::{EncodedBatch, write_raw_line};
-use crate::input::{ShardBatch, seq_cmp};
+use crate::input::ShardBatch;
 
 /// Packing and request limits (the Firehose service limits by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +114,48 @@ pub struct ForwardOutcome {
     pub failed_records: usize,
     /// Lines too large for a Firehose record (archived in raw only).
     pub oversize_lines: usize,
-    /// The lowest sequence number among the lines of the failed records.
-    pub lowest_failed_seq: Option<String>,
-    /// The first failure seen, for the log.
+    /// Positions (into the line list) of the lines carried by the failed records, ascending.
+    pub failed_lines: Vec<usize>,
+    /// The first failure seen, for the log and the retry message.
     pub first_error: Option<CallError>,
+}
+
+impl ForwardOutcome {
+    /// The outcome when nothing could be planned: every line failed with `error`.
+    pub fn all_failed(lines: usize, error: CallError) -> Self {
+        Self {
+            failed_lines: (0..lines).collect(),
+            first_error: Some(error),
+            ..Self::default()
+        }
+    }
+}
+
+/// A list of raw lines, by position, as the forwarder reads them.
+pub trait Lines {
+    /// Append line `pos` (newline included) to `out`.
+    fn write_line(&self, pos: usize, out: &mut Vec<u8>) -> std::io::Result<()>;
+}
+
+/// The valid lines of a Kinesis batch, rebuilt from its borrowed records: line `pos` is the raw
+/// object's line `pos + 1`.
+pub struct BatchLines<'a, 'b> {
+    /// The batch.
+    pub batch: &'a ShardBatch<'b>,
+    /// Its encoding (which records are valid).
+    pub encoded: &'a EncodedBatch,
+}
+
+impl Lines for BatchLines<'_, '_> {
+    fn write_line(&self, pos: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let record = self
+            .encoded
+            .valid
+            .get(pos)
+            .and_then(|&i| self.batch.records.get(i))
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no such line"))?;
+        write_raw_line(out, record)
+    }
 }
 
 /// The Firehose side the forwarder talks to (the SDK adapter in production).
@@ -152,11 +195,10 @@ impl Sink for FirehoseSink<'_> {
     }
 }
 
-/// Forward the batch's valid lines according to `plan`.
-pub async fn forward<S: Sink>(
+/// Forward `lines` according to `plan` (made from the same lines' sizes).
+pub async fn forward<S: Sink, L: Lines>(
     sink: &S,
-    batch: &ShardBatch<'_>,
-    encoded: &EncodedBatch,
+    lines: &L,
     plan: &Plan,
     deadline: Instant,
 ) -> ForwardOutcome {
@@ -165,23 +207,16 @@ pub async fn forward<S: Sink>(
         oversize_lines: plan.oversize.len(),
         ..ForwardOutcome::default()
     };
-    // The Kinesis record behind forwarded line `k` (a position in `plan.lines`).
-    let record_of = |k: usize| {
-        plan.lines
-            .get(k)
-            .and_then(|&pos| encoded.valid.get(pos))
-            .and_then(|&i| batch.records.get(i))
-    };
     let mut failed: Vec<usize> = Vec::new();
     for (n, request) in plan.requests.iter().enumerate() {
         let mut bodies: Vec<Bytes> = Vec::with_capacity(request.len());
         let mut build_error = None;
         for r in request.clone() {
-            let lines = plan.records.get(r).cloned().unwrap_or_default();
+            let members = plan.records.get(r).cloned().unwrap_or_default();
             let mut body = Vec::with_capacity(plan.record_sizes.get(r).copied().unwrap_or(0));
-            for k in lines {
-                if let Some(record) = record_of(k)
-                    && let Err(e) = write_raw_line(&mut body, record)
+            for k in members {
+                if let Some(&pos) = plan.lines.get(k)
+                    && let Err(e) = lines.write_line(pos, &mut body)
                 {
                     build_error = Some(e);
                 }
@@ -212,7 +247,7 @@ pub async fn forward<S: Sink>(
             }
         }
         if !failed.is_empty() {
-            // Later calls are skipped: re-delivery from the lowest failed line covers them.
+            // Later calls are skipped: their lines are handled with the failed ones.
             for later in plan.requests.iter().skip(n + 1) {
                 failed.extend(later.clone());
             }
@@ -220,13 +255,14 @@ pub async fn forward<S: Sink>(
         }
     }
     out.failed_records = failed.len();
-    out.lowest_failed_seq = failed
+    let mut failed_lines: Vec<usize> = failed
         .iter()
         .filter_map(|&r| plan.records.get(r))
-        .flat_map(|lines| lines.clone())
-        .filter_map(|k| record_of(k).map(|rec| rec.seq()))
-        .min_by(|a, b| seq_cmp(a, b))
-        .map(str::to_owned);
+        .flat_map(|members| members.clone())
+        .filter_map(|k| plan.lines.get(k).copied())
+        .collect();
+    failed_lines.sort_unstable();
+    out.failed_lines = failed_lines;
     out
 }
 
@@ -269,7 +305,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reports_the_lowest_failed_line_and_skips_later_calls() {
+    async fn reports_the_failed_lines_and_skips_later_calls() {
         let envs: Vec<Vec<u8>> = (0..10)
             .map(|i| {
                 shared::envelope::encode(
@@ -318,10 +354,16 @@ mod tests {
             poison: r#""m7""#,
             calls: Mutex::new(Vec::new()),
         };
-        let out = forward(&sink, &batch, &enc, &p, Instant::now()).await;
-        // Line of m7 shares a record with m6 (records: [0,1] [2,4] [5,6] [7,8] [9]): the record
-        // [m7, m8] fails, so the lowest sequence number not in Firehose is m7's.
-        assert_eq!(out.lowest_failed_seq.as_deref(), Some("107"));
+        let lines = BatchLines {
+            batch: &batch,
+            encoded: &enc,
+        };
+        let out = forward(&sink, &lines, &p, Instant::now()).await;
+        // Records (by message): [m0,m1] [m2,m4] [m5,m6] [m7,m8] [m9]. The record [m7, m8]
+        // fails and the call holding [m9] is skipped: lines 6, 7, 8 (m7, m8, m9) are not in
+        // Firehose.
+        assert_eq!(out.failed_lines, vec![6, 7, 8]);
+        assert_eq!(batch.records[enc.valid[6]].seq(), "107");
         assert_eq!(
             out.failed_records, 2,
             "the failed record and the unsent last one"

@@ -27,8 +27,8 @@ use time::OffsetDateTime;
 /// sends for a Kinesis stream, so retrying the same bytes cannot help.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EventError {
-    /// The payload is not a Kinesis event.
-    #[error("payload is not a Kinesis event: {0}")]
+    /// The payload is neither a Kinesis event nor an SQS event ([`crate::event`]).
+    #[error("payload is not a Kinesis event or an SQS event: {0}")]
     Shape(String),
     /// A record has no `eventID` of the form `<shard-id>:<sequence-number>`.
     #[error("record {index} has no usable eventID (expected \"<shard-id>:<sequence-number>\")")]

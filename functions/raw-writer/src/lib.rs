@@ -1,7 +1,9 @@
 //! # raw-writer — Kinesis batch → untouched raw archive in S3 (+ Firehose lake copy)
 //!
-//! One invocation receives one shard's batch from the Kinesis event source mapping
-//! (`ReportBatchItemFailures`, bisect, bounded retries, on-failure destination) and:
+//! One invocation receives either one shard's batch from the Kinesis event source mapping
+//! (`ReportBatchItemFailures`, bisect, bounded retries, on-failure destination) or messages from
+//! the lake retry queue (an SQS event source with `ReportBatchItemFailures`); [`event`] tells the
+//! two apart. For a Kinesis batch it:
 //!
 //! 1. writes **one** compressed NDJSON object under `raw/` holding every valid record, in stream
 //!    order, each line = the envelope verbatim + its Kinesis coordinates; records that are not
@@ -9,42 +11,76 @@
 //!    record writes only that one; one with no invalid record writes no `raw-invalid/` object).
 //!    Keys come from the batch alone ([`shared::keys::raw_key`]), so a re-delivered batch
 //!    overwrites its object;
-//! 2. forwards the valid lines to Firehose, packed into ≤ 1,000 KiB records ([`forward`]);
-//! 3. answers with `batchItemFailures` naming the lowest sequence number that is not safely
+//! 2. forwards the valid lines to Firehose, packed into ≤ 1,000 KiB records ([`forward`](mod@forward));
+//! 3. defers the lines Firehose did not take to the lake retry queue ([`lake`]): one small
+//!    message naming the raw object and the line ranges;
+//! 4. answers with `batchItemFailures` naming the lowest sequence number that is not safely
 //!    stored, and one EMF metrics line per batch.
 //!
-//! Modules: [`input`] (event decoding, grouping by shard), [`encode`] (streaming compression,
-//! invalid routing), [`forward`] (Firehose packing and sending). `main.rs` only wires them.
+//! For lake retry messages it reads the named lines back from the raw object and forwards them
+//! with the same packer ([`reforward`]).
 //!
-//! ## Why nothing is lost (the failure policy, decided here)
-//! * Success is reported for a record only after S3 acknowledged the object holding it (and, when
-//!   the lake is on, Firehose acknowledged the record carrying it). Anything else is reported in
-//!   `batchItemFailures`; Lambda checkpoints *below* the lowest reported sequence number, so every
-//!   unacknowledged record is delivered again.
+//! Modules: [`event`] (the two invocation shapes), [`input`] (Kinesis event decoding, grouping by
+//! shard), [`encode`] (streaming compression, invalid routing), [`forward`](mod@forward) (Firehose packing and
+//! sending, for both paths), [`lake`] (the lake retry message), [`defer`](mod@defer) (sending it for the
+//! lines Firehose did not take), [`reforward`] (the retry handler). `main.rs` only wires them.
+//!
+//! ## Why nothing is lost, and why the lake never holds the shard (the failure policy)
+//! * Success is reported for a record once S3 acknowledged the object holding it **and** its
+//!   line is either in Firehose or durably deferred. The raw archive is the pipeline's memory;
+//!   the lake is a copy of it that can always be rebuilt from it, so the archive never waits on
+//!   the copy. Anything else is reported in `batchItemFailures`; Lambda checkpoints *below* the
+//!   lowest reported sequence number, so every unacknowledged record is delivered again.
 //! * S3 failure after retries → the batch's first sequence number is reported (whole batch again):
-//!   the raw archive is the pipeline's memory, nothing may be checkpointed past an unwritten
-//!   object. Firehose is not called then (it would only collect duplicates).
-//! * Firehose failure after retries → the lowest sequence number whose line did not reach
-//!   Firehose. The re-delivered batch rewrites its raw object(s) under deterministic keys
-//!   (idempotent for the same batch; an overlapping object for a shifted batch), so the archive
-//!   can only gain duplicates, never lose a record. Duplicates are fine: raw is at-least-once and
-//!   the loader removes them by event id.
-//! * A payload that is not a usable Kinesis event (no shard, non-numeric sequence numbers) is an
-//!   error for the whole invocation: Lambda retries it, bisects it and finally sends its metadata
-//!   to the on-failure destination — never a silent success.
+//!   nothing may be checkpointed past an unwritten object. Firehose is not called then (it would
+//!   only collect duplicates).
+//! * Firehose failure after retries (or no answer within the time it is given) → **not** a batch
+//!   item failure. Reporting it would stall the shard for as long as Firehose is out (iterator
+//!   age grows for everyone) and every redelivery of the shifted batch would write another,
+//!   overlapping raw object — extra objects and extra duplicates for the loader, all for a copy.
+//!   Instead one SQS message per raw object names the lines still missing from the lake
+//!   (`LAKE_RETRY_QUEUE_URL`, [`lake::LakeRetry`]: bucket, key, 1-based line ranges — never
+//!   payload bytes, so it stays far below SQS's 256 KiB) and the batch is done. Firehose gets
+//!   the invocation's retry budget minus [`Config::lake_defer_reserve`], so the deferral always
+//!   has time to be sent.
+//! * Only if that SendMessage fails too (after its own retries), or no retry queue is
+//!   configured, is the lowest sequence number whose line is missing from the lake reported —
+//!   the pre-deferral behaviour, the one way left to keep the lines: the re-delivered batch
+//!   rewrites its raw object(s) (idempotent for the same batch, an overlapping object for a
+//!   shifted one) and forwards again. The archive can only gain duplicates, never lose a record;
+//!   the loader removes duplicates by event id. `LakeDeferFailures` counts these lines.
+//! * The lake retry queue is consumed by this same function ([`reforward`]); a message that
+//!   still fails is redelivered after the queue's visibility timeout and, after
+//!   `maxReceiveCount` receives, lands in the dead-letter queue, from which a redrive starts it
+//!   again. The raw object is kept forever, so a deferred line can always be forwarded later.
+//!   The lake is therefore at-least-once: a line may reach it twice, never zero times.
+//! * A payload that is not a usable event (no shard, non-numeric sequence numbers, a mix of
+//!   Kinesis and SQS records) is an error for the whole invocation: Lambda retries it, bisects
+//!   it and finally sends its metadata to the on-failure destination — never a silent success.
 //! * Invalid records are archived under `raw-invalid/` (counted, never dropped) and are not
 //!   forwarded to the lake. A line larger than one Firehose record cannot be forwarded at all; it
-//!   is counted and logged but not reported, because retrying could never succeed and the raw
-//!   archive already holds it.
+//!   is counted and logged but neither reported nor deferred, because retrying could never
+//!   succeed and the raw archive already holds it.
 //! * Retries are bounded by the Lambda deadline minus a margin, so the function always answers
 //!   with `batchItemFailures` instead of being killed by the timeout mid-write. They are caudal's
 //!   alone: the clients come from [`shared::aws::clients`] with the SDK's retries off and a
 //!   timeout per attempt, so a hung call is one retryable attempt, not a lost budget.
+//!
+//! ## Why one function for both sources
+//! The retry path needs exactly the writer's configuration (bucket, codec, stream, packing
+//! limits, retry policy) and its forwarder; a second function would duplicate the environment
+//! and the role for one SQS event source. Its pressure on Firehose is capped by the event
+//! source's `MaximumConcurrency`, not by the function's. The price is that the writer's role also
+//! reads `raw/` and consumes its own retry queue.
 #![forbid(unsafe_code)]
 
+pub mod defer;
 pub mod encode;
+pub mod event;
 pub mod forward;
 pub mod input;
+pub mod lake;
+pub mod reforward;
 
 use std::time::Duration;
 
@@ -58,9 +94,11 @@ use shared::retry::{CallError, RetryPolicy};
 use shared::telemetry::{Emf, Unit};
 use tokio::time::Instant;
 
+use crate::defer::{LakeDeferral, defer, firehose_deadline};
 use crate::encode::{EncodedBatch, encode_batch};
-use crate::forward::{FirehoseSink, ForwardOutcome, PackLimits, forward, plan};
-use crate::input::{EventError, KinesisBatchEvent, RecordRef, ShardBatch, group};
+use crate::event::{RawWriterEvent, RawWriterResponse};
+use crate::forward::{BatchLines, FirehoseSink, ForwardOutcome, PackLimits, forward, plan};
+use crate::input::{EventError, RecordRef, ShardBatch, group};
 
 /// Version of the raw-archive line format (docs/CONTRACTS.md §2), written to object metadata.
 pub const RAW_FORMAT_VERSION: u32 = 1;
@@ -78,6 +116,14 @@ pub struct Config {
     pub codec: Codec,
     /// `FIREHOSE_STREAM_NAME`: the lake delivery stream; `None` (empty) disables forwarding.
     pub firehose_stream: Option<String>,
+    /// `LAKE_RETRY_QUEUE_URL`: where lines Firehose did not take are deferred ([`lake`]).
+    /// Required when forwarding is on; `None` (only when built in code) reports them in
+    /// `batchItemFailures` instead.
+    pub lake_retry_queue: Option<String>,
+    /// Time of the retry budget kept for deferring to the lake retry queue: Firehose is given
+    /// the rest (at most half of what is left after S3), so a Firehose outage that eats every
+    /// retry still leaves room for the SendMessage that releases the batch.
+    pub lake_defer_reserve: Duration,
     /// Firehose packing/request limits (the service limits unless a test lowers them).
     pub pack: PackLimits,
     /// Retry policy for S3 and Firehose.
@@ -95,6 +141,8 @@ impl Config {
             raw_bucket: raw_bucket.into(),
             codec: Codec::default(),
             firehose_stream: None,
+            lake_retry_queue: None,
+            lake_defer_reserve: Duration::from_secs(10),
             pack: PackLimits::default(),
             retry: RetryPolicy::default(),
             deadline_margin: Duration::from_secs(5),
@@ -102,11 +150,17 @@ impl Config {
         }
     }
 
-    /// Read `RAW_BUCKET` (required), `COMPRESSION` and `FIREHOSE_STREAM_NAME`.
+    /// Read `RAW_BUCKET` (required), `COMPRESSION`, `FIREHOSE_STREAM_NAME` and
+    /// `LAKE_RETRY_QUEUE_URL` (required when `FIREHOSE_STREAM_NAME` is set: without it a
+    /// Firehose outage would stall the shard again).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut cfg = Self::new(env.required("RAW_BUCKET")?);
         cfg.codec = env.parse_or("COMPRESSION", Codec::default())?;
         cfg.firehose_stream = env.optional("FIREHOSE_STREAM_NAME");
+        cfg.lake_retry_queue = match cfg.firehose_stream {
+            Some(_) => Some(env.required("LAKE_RETRY_QUEUE_URL")?),
+            None => env.optional("LAKE_RETRY_QUEUE_URL"),
+        };
         Ok(cfg)
     }
 }
@@ -120,24 +174,32 @@ pub struct State {
     pub s3: aws_sdk_s3::Client,
     /// Firehose client (unused when forwarding is off).
     pub firehose: aws_sdk_firehose::Client,
+    /// SQS client for the lake retry queue (unused without one).
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl State {
-    /// Bundle configuration and clients: [`shared::aws::clients::s3`] and
-    /// [`shared::aws::clients::firehose`] in Lambda and the local stack (SDK retries off, so
-    /// [`Config::retry`] is the only retry loop and each attempt is bounded), mocked clients in
-    /// tests.
-    pub fn new(config: Config, s3: aws_sdk_s3::Client, firehose: aws_sdk_firehose::Client) -> Self {
+    /// Bundle configuration and clients: [`shared::aws::clients::s3`],
+    /// [`shared::aws::clients::firehose`] and [`shared::aws::clients::sqs`] in Lambda and the
+    /// local stack (SDK retries off, so [`Config::retry`] is the only retry loop and each attempt
+    /// is bounded), mocked clients in tests.
+    pub fn new(
+        config: Config,
+        s3: aws_sdk_s3::Client,
+        firehose: aws_sdk_firehose::Client,
+        sqs: aws_sdk_sqs::Client,
+    ) -> Self {
         Self {
             config,
             s3,
             firehose,
+            sqs,
         }
     }
 }
 
-/// Why an invocation failed as a whole (S3/Firehose failures are not errors: they become
-/// `batchItemFailures`).
+/// Why an invocation failed as a whole (S3, Firehose and SQS failures are not errors: they
+/// become `batchItemFailures` or lake retry messages).
 #[derive(Debug, thiserror::Error)]
 pub enum RawWriterError {
     /// The payload is not a usable Kinesis event. Permanent.
@@ -173,13 +235,21 @@ impl From<RawWriterError> for Diagnostic {
     }
 }
 
-/// The handler: one Kinesis batch in, `batchItemFailures` out. `main` registers it with the
-/// runtime, which deserializes the invocation payload into [`KinesisBatchEvent`].
+/// The handler: a Kinesis batch or lake retry messages in, `batchItemFailures` out. `main`
+/// registers it with the runtime, which deserializes the invocation payload into
+/// [`RawWriterEvent`].
 pub async fn handler(
     state: &State,
-    event: LambdaEvent<KinesisBatchEvent>,
-) -> Result<KinesisEventResponse, RawWriterError> {
-    process(state, &event.payload.records(), &event.context).await
+    event: LambdaEvent<RawWriterEvent>,
+) -> Result<RawWriterResponse, RawWriterError> {
+    match &event.payload {
+        RawWriterEvent::Kinesis(batch) => process(state, &batch.records(), &event.context)
+            .await
+            .map(RawWriterResponse::Kinesis),
+        RawWriterEvent::LakeRetry(messages) => Ok(RawWriterResponse::LakeRetry(
+            reforward::reforward(state, messages, &event.context).await,
+        )),
+    }
 }
 
 /// Run the function on the JSON Lambda would send (used by the local stack) and return the JSON
@@ -189,9 +259,9 @@ pub async fn invoke(
     payload: serde_json::Value,
     ctx: Context,
 ) -> Result<serde_json::Value, lambda_runtime::Error> {
-    let event = KinesisBatchEvent::parse_value(&payload)?;
+    let event = RawWriterEvent::parse_value(&payload)?;
     drop(payload);
-    let response = process(state, &event.records(), &ctx).await?;
+    let response = handler(state, LambdaEvent::new(event, ctx)).await?;
     Ok(serde_json::to_value(response)?)
 }
 
@@ -221,7 +291,7 @@ async fn process(
     }
     let mut response = KinesisEventResponse::default();
     for (batch, keys) in keyed {
-        if let Some(seq) = write_batch(state, batch, &keys, deadline).await? {
+        if let Some(seq) = write_batch(state, batch, &keys, deadline, ctx).await? {
             response.add_failure(seq);
         }
     }
@@ -335,6 +405,7 @@ async fn write_batch(
     batch: &ShardBatch<'_>,
     keys: &BatchKeys,
     deadline: Instant,
+    ctx: &Context,
 ) -> Result<Option<String>, RawWriterError> {
     let started = std::time::Instant::now();
     let codec = state.config.codec;
@@ -356,6 +427,7 @@ async fn write_batch(
     let s3_error = raw_put.error.or(invalid_put.error);
 
     let mut fwd = ForwardOutcome::default();
+    let mut lake = LakeDeferral::default();
     let report = if let Some((key, error)) = &s3_error {
         // Nothing of this batch may be checkpointed: report its first record.
         tracing::error!(
@@ -367,28 +439,34 @@ async fn write_batch(
         );
         Some(batch.first_seq().to_owned())
     } else if let (Some(stream), true) = (&state.config.firehose_stream, valid > 0) {
-        fwd = forward_batch(state, stream, batch, &enc, deadline).await;
-        if let Some(seq) = &fwd.lowest_failed_seq {
-            tracing::warn!(
-                shard_id = batch.shard_id,
-                failed_records = fwd.failed_records,
-                from_seq = seq.as_str(),
-                error = %fwd.first_error.as_ref().map(ToString::to_string).unwrap_or_default(),
-                "firehose did not take every record; re-delivery requested from the lowest one"
-            );
+        let firehose_deadline = firehose_deadline(&state.config, deadline);
+        fwd = forward_batch(state, stream, batch, &enc, firehose_deadline).await;
+        if fwd.failed_lines.is_empty() {
+            None
+        } else {
+            let report = defer(state, batch, keys, &enc, &fwd, deadline).await;
+            if report.is_some() {
+                lake.undeferred = fwd.failed_lines.len();
+            } else {
+                lake.deferred = fwd.failed_lines.len();
+            }
+            report
         }
-        fwd.lowest_failed_seq.clone()
     } else {
         None
     };
     emit_summary(
-        batch,
-        keys,
-        &enc,
-        &fwd,
-        s3_attempts,
-        s3_error.is_some(),
-        started.elapsed(),
+        &Summary {
+            batch,
+            keys,
+            enc: &enc,
+            fwd: &fwd,
+            lake: &lake,
+            s3_attempts,
+            s3_failed: s3_error.is_some(),
+            elapsed: started.elapsed(),
+        },
+        ctx,
     );
     Ok(report)
 }
@@ -404,20 +482,14 @@ async fn forward_batch(
         Ok(p) => p,
         Err(e) => {
             // Only reachable with a record limit above the call limit (a configuration error).
-            return ForwardOutcome {
-                failed_records: enc.valid.len(),
-                lowest_failed_seq: enc
-                    .valid
-                    .first()
-                    .and_then(|&i| batch.records.get(i))
-                    .map(|r| r.seq().to_owned()),
-                first_error: Some(CallError {
+            return ForwardOutcome::all_failed(
+                enc.valid.len(),
+                CallError {
                     retryable: false,
                     code: "PackingFailure".into(),
                     message: e.to_string(),
-                }),
-                ..ForwardOutcome::default()
-            };
+                },
+            );
         }
     };
     for &pos in &plan.oversize {
@@ -435,18 +507,36 @@ async fn forward_batch(
         stream,
         policy: &state.config.retry,
     };
-    forward(&sink, batch, enc, &plan, deadline).await
+    let lines = BatchLines {
+        batch,
+        encoded: enc,
+    };
+    forward(&sink, &lines, &plan, deadline).await
 }
 
-fn emit_summary(
-    batch: &ShardBatch<'_>,
-    keys: &BatchKeys,
-    enc: &EncodedBatch,
-    fwd: &ForwardOutcome,
+/// Everything one batch's summary line reports.
+struct Summary<'a, 'b> {
+    batch: &'a ShardBatch<'b>,
+    keys: &'a BatchKeys,
+    enc: &'a EncodedBatch,
+    fwd: &'a ForwardOutcome,
+    lake: &'a LakeDeferral,
     s3_attempts: u32,
     s3_failed: bool,
     elapsed: Duration,
-) {
+}
+
+fn emit_summary(sum: &Summary<'_, '_>, ctx: &Context) {
+    let Summary {
+        batch,
+        keys,
+        enc,
+        fwd,
+        lake,
+        s3_attempts,
+        s3_failed,
+        elapsed,
+    } = *sum;
     let now = time::OffsetDateTime::now_utc();
     let iterator_age_ms = batch
         .records
@@ -476,6 +566,8 @@ fn emit_summary(
         firehose_records = fwd.records,
         firehose_attempts = fwd.attempts,
         firehose_failed = fwd.failed_records,
+        lake_deferred_lines = lake.deferred,
+        lake_undeferred_lines = lake.undeferred,
         iterator_age_ms,
         elapsed_ms = elapsed.as_millis() as u64,
         "raw batch"
@@ -500,15 +592,19 @@ fn emit_summary(
             fwd.oversize_lines as f64,
             Unit::Count,
         )
+        .metric("LakeDeferredLines", lake.deferred as f64, Unit::Count)
+        .metric("LakeDeferFailures", lake.undeferred as f64, Unit::Count)
         .metric("IteratorAgeMs", iterator_age_ms, Unit::Milliseconds)
         .property("ShardId", batch.shard_id)
         .property("RawKey", keys.raw.as_str())
+        .property("RequestId", ctx.request_id.as_str())
         .emit();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::KinesisBatchEvent;
     use std::collections::HashMap;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -522,11 +618,21 @@ mod tests {
             ("RAW_BUCKET", "b"),
             ("COMPRESSION", "zstd"),
             ("FIREHOSE_STREAM_NAME", "lake"),
+            ("LAKE_RETRY_QUEUE_URL", "https://sqs.example/1/lake-retry"),
         ]))
         .unwrap();
         assert_eq!(c.raw_bucket, "b");
         assert_eq!(c.codec, Codec::Zstd { level: 3 });
         assert_eq!(c.firehose_stream.as_deref(), Some("lake"));
+        assert_eq!(
+            c.lake_retry_queue.as_deref(),
+            Some("https://sqs.example/1/lake-retry")
+        );
+        // Forwarding without a retry queue would stall shards on a Firehose outage: refused.
+        assert!(matches!(
+            Config::from_env(&env(&[("RAW_BUCKET", "b"), ("FIREHOSE_STREAM_NAME", "lake")])),
+            Err(ConfigError::Missing(name)) if name == "LAKE_RETRY_QUEUE_URL"
+        ));
         let c =
             Config::from_env(&env(&[("RAW_BUCKET", "b"), ("FIREHOSE_STREAM_NAME", "")])).unwrap();
         assert_eq!(c.codec, Codec::Gzip { level: 6 });

@@ -1,7 +1,7 @@
 //! raw-writer Lambda entry point: wiring only (see the library docs for what it does).
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use raw_writer::input::KinesisBatchEvent;
+use raw_writer::event::RawWriterEvent;
 use raw_writer::{Config, State, handler};
 use shared::aws::clients::{self, ClientOptions};
 use shared::config::Env;
@@ -19,10 +19,11 @@ async fn main() -> Result<(), Error> {
         config,
         clients::s3(&sdk, &opts),
         clients::firehose(&sdk, &opts),
+        clients::sqs(&sdk, &opts),
     );
     let state = &state;
     // Boxed: the handler future is deep, and boxing keeps the runtime's future type shallow.
-    lambda_runtime::run(service_fn(move |ev: LambdaEvent<KinesisBatchEvent>| {
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<RawWriterEvent>| {
         Box::pin(handler(state, ev))
     }))
     .await

@@ -1,5 +1,6 @@
-//! Handler tests: `events/raw-writer-*.json` (Kinesis events shaped as Lambda delivers them) run
-//! through the real handler with S3 and Firehose answered by `aws-smithy-mocks`.
+//! Handler tests: `events/raw-writer-*.json` (Kinesis events and lake retry messages shaped as
+//! Lambda delivers them) run through the real handler with S3, Firehose and SQS answered by
+//! `aws-smithy-mocks`.
 //!
 //! The SDK's own retries are disabled on the mocked clients so every call the mocks count is one
 //! the function's shared retry code decided to make.
@@ -11,14 +12,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_firehose::operation::put_record_batch::{PutRecordBatchError, PutRecordBatchOutput};
 use aws_sdk_firehose::types::PutRecordBatchResponseEntry;
+use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::operation::send_message::{SendMessageError, SendMessageOutput};
 use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
-use raw_writer::input::KinesisBatchEvent;
+use raw_writer::event::{RawWriterEvent, RawWriterResponse};
+use raw_writer::lake::LakeRetry;
 use raw_writer::{Config, State, handler, invoke};
 use shared::codec::Codec;
 use shared::raw::RawLine;
@@ -33,8 +38,8 @@ fn event_json(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn event(name: &str) -> KinesisBatchEvent {
-    KinesisBatchEvent::parse_value(&event_json(name)).unwrap()
+fn event(name: &str) -> RawWriterEvent {
+    RawWriterEvent::parse_value(&event_json(name)).unwrap()
 }
 
 /// (sequence number, decoded data) of each record of an event file, in file order.
@@ -65,9 +70,19 @@ fn ctx() -> Context {
     ctx_with_deadline(Duration::from_secs(30))
 }
 
+/// A context with its own request id, so a test finds its own metrics line.
+fn ctx_named(request_id: &str) -> Context {
+    let mut c = ctx();
+    c.request_id = request_id.into();
+    c
+}
+
+const QUEUE_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/caudal-lake-retry";
+
 fn config(firehose: bool) -> Config {
     let mut c = Config::new("raw-bucket");
     c.firehose_stream = firehose.then(|| "lake-stream".to_owned());
+    c.lake_retry_queue = firehose.then(|| QUEUE_URL.to_owned());
     c.retry = RetryPolicy {
         max_attempts: 4,
         base_delay: Duration::from_millis(1),
@@ -143,6 +158,81 @@ fn s3_client(fail_first: usize, status: u16, code: &'static str) -> (aws_sdk_s3:
     let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
     (client, log)
+}
+
+/// An S3 mock serving `objects` (key → body) to GetObject; other keys are 404 NoSuchKey.
+fn s3_objects(objects: HashMap<String, Vec<u8>>) -> (aws_sdk_s3::Client, Arc<AtomicUsize>) {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let g = gets.clone();
+    let rule = mock!(aws_sdk_s3::Client::get_object).then_compute_response(move |req| {
+        g.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(
+            req.bucket(),
+            Some(RETRY_BUCKET),
+            "only the own raw bucket is read"
+        );
+        match objects.get(req.key().unwrap_or_default()) {
+            Some(body) => MockResponse::<GetObjectOutput, GetObjectError>::Output(
+                GetObjectOutput::builder()
+                    .body(ByteStream::from(body.clone()))
+                    .e_tag("\"etag-1\"")
+                    .build(),
+            ),
+            None => MockResponse::Http(s3_error(404, "NoSuchKey")),
+        }
+    });
+    let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+    (client, gets)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQS mock: the first `fail_first` SendMessage calls answer 500, later ones are recorded.
+
+#[derive(Clone, Default)]
+struct SqsLog {
+    calls: Arc<AtomicUsize>,
+    sent: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl SqsLog {
+    /// (queue URL, body) of every accepted message.
+    fn sent(&self) -> Vec<(String, String)> {
+        self.sent.lock().unwrap().clone()
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn sqs_client(fail_first: usize) -> (aws_sdk_sqs::Client, SqsLog) {
+    let log = SqsLog::default();
+    let l = log.clone();
+    let rule = mock!(aws_sdk_sqs::Client::send_message).then_compute_response(move |req| {
+        let n = l.calls.fetch_add(1, Ordering::SeqCst);
+        if n < fail_first {
+            return MockResponse::<SendMessageOutput, SendMessageError>::Http(HttpResponse::new(
+                StatusCode::try_from(500).unwrap(),
+                SdkBody::from(r#"{"__type":"InternalError","message":"mocked"}"#),
+            ));
+        }
+        l.sent.lock().unwrap().push((
+            req.queue_url().unwrap_or_default().to_owned(),
+            req.message_body().unwrap_or_default().to_owned(),
+        ));
+        MockResponse::Output(
+            SendMessageOutput::builder()
+                .message_id(format!("msg-{n}"))
+                .build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_sqs, RuleMode::MatchAny, [&rule], |c| c
+        .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled()));
+    (client, log)
+}
+
+fn sqs_ok() -> aws_sdk_sqs::Client {
+    sqs_client(0).0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,14 +315,96 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+fn failures(resp: RawWriterResponse) -> Vec<String> {
+    match resp {
+        RawWriterResponse::Kinesis(r) => r
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier.unwrap())
+            .collect(),
+        RawWriterResponse::LakeRetry(r) => r
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect(),
+    }
+}
+
+async fn run_with(state: &State, name: &str, ctx: Context) -> Vec<String> {
+    failures(
+        handler(state, LambdaEvent::new(event(name), ctx))
+            .await
+            .unwrap(),
+    )
+}
+
 async fn run(state: &State, name: &str) -> Vec<String> {
-    let resp = handler(state, LambdaEvent::new(event(name), ctx()))
-        .await
-        .unwrap();
-    resp.batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier.unwrap())
+    run_with(state, name, ctx()).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// metrics: every EMF line of the process, found again by the request id of the context.
+
+static EMF_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn capture_emf(line: &str) {
+    EMF_LINES.lock().unwrap().push(line.to_owned());
+}
+
+/// The metrics lines emitted for `request_id` (capture must have been on before the call).
+fn metrics_of(request_id: &str) -> Vec<serde_json::Value> {
+    EMF_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["RequestId"] == request_id)
         .collect()
+}
+
+fn metric(lines: &[serde_json::Value], name: &str) -> f64 {
+    assert_eq!(lines.len(), 1, "one metrics line per batch: {lines:?}");
+    lines[0][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric {name} in {}", lines[0]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// lake retry events
+
+const RETRY_BUCKET: &str = "caudal-raw-123456789012-us-east-1-4f2a9c10";
+
+/// An SQS event as Lambda delivers it, one message per body.
+fn sqs_event(bodies: &[(&str, String)]) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|(id, body)| {
+            serde_json::json!({
+                "messageId": id, "receiptHandle": format!("AQEB{id}"), "body": body,
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:caudal-lake-retry",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
+fn retry_config() -> Config {
+    let mut c = config(true);
+    c.raw_bucket = RETRY_BUCKET.to_owned();
+    c
+}
+
+/// The raw object the writer stores for `name` (key, compressed body).
+async fn archive(name: &str) -> (String, Vec<u8>) {
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, _) = firehose_ok();
+    let state = State::new(config(true), s3, fh, sqs_ok());
+    assert!(run(&state, name).await.is_empty());
+    let put = log.put("raw/");
+    (put.key, put.body)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -242,7 +414,7 @@ async fn run(state: &State, name: &str) -> Vec<String> {
 async fn batch_is_archived_after_an_s3_503_and_forwarded() {
     let (s3, s3_log) = s3_client(1, 503, "SlowDown");
     let (fh, fh_log) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let failures = run(&state, "raw-writer-batch.json").await;
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(s3_log.calls(), 2, "one 503, one success");
@@ -304,7 +476,7 @@ async fn batch_is_archived_after_an_s3_503_and_forwarded() {
 async fn s3_failing_after_retries_fails_the_whole_batch() {
     let (s3, s3_log) = s3_client(usize::MAX, 503, "SlowDown");
     let (fh, fh_log) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let failures = run(&state, "raw-writer-batch.json").await;
     let first = records_of("raw-writer-batch.json")[0].0.clone();
     assert_eq!(failures, vec![first]);
@@ -319,7 +491,7 @@ async fn s3_failing_after_retries_fails_the_whole_batch() {
 async fn s3_permanent_error_is_not_retried_and_fails_the_batch() {
     let (s3, s3_log) = s3_client(usize::MAX, 403, "AccessDenied");
     let (fh, _) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let failures = run(&state, "raw-writer-single.json").await;
     assert_eq!(
         failures,
@@ -343,7 +515,7 @@ async fn invalid_object_failing_also_fails_the_batch() {
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
     let (fh, fh_log) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let failures = run(&state, "raw-writer-invalid.json").await;
     assert_eq!(
         failures,
@@ -364,7 +536,7 @@ async fn firehose_partial_failure_resends_only_the_failed_entries() {
     let mut cfg = config(true);
     // One line per Firehose record, so entries map to events.
     cfg.pack.record_max_bytes = 1000;
-    let state = State::new(cfg, s3, fh);
+    let state = State::new(cfg, s3, fh, sqs_ok());
     let failures = run(&state, "raw-writer-batch.json").await;
     assert!(failures.is_empty(), "{failures:?}");
     let calls = fh_log.calls();
@@ -376,31 +548,95 @@ async fn firehose_partial_failure_resends_only_the_failed_entries() {
 }
 
 #[tokio::test]
-async fn firehose_persistently_failing_reports_the_lowest_missing_sequence_number() {
+async fn firehose_failing_after_retries_defers_the_lines_instead_of_holding_the_shard() {
+    let _ = shared::telemetry::set_emf_sink(capture_emf);
     let (s3, s3_log) = s3_client(0, 200, "");
     // The purchase (3rd record) and the last page view never get in.
     let (fh, fh_log) = firehose_client(Arc::new(|_, data| {
         (contains(data, "order-2026-000187") || contains(data, "1a05")).then_some("InternalFailure")
     }));
+    let (sqs, sqs_log) = sqs_client(0);
     let mut cfg = config(true);
     cfg.pack.record_max_bytes = 1000;
-    let state = State::new(cfg, s3, fh);
-    let failures = run(&state, "raw-writer-batch.json").await;
-    let expected = records_of("raw-writer-batch.json");
-    assert_eq!(failures, vec![expected[2].0.clone()]);
-    // The raw object was still written: re-delivery rewrites it under the same naming.
-    assert_eq!(s3_log.puts().len(), 1);
+    let state = State::new(cfg, s3, fh, sqs);
+    let failures = run_with(&state, "raw-writer-batch.json", ctx_named("defer-partial")).await;
+    assert!(
+        failures.is_empty(),
+        "the raw object is written: nothing to re-deliver ({failures:?})"
+    );
+    assert_eq!(
+        s3_log.puts().len(),
+        1,
+        "one raw object, no overlapping rewrite"
+    );
     let calls = fh_log.calls();
     assert_eq!(calls.len(), 4, "the policy's 4 attempts");
-    assert_eq!(calls[0].len(), 5);
     for later in &calls[1..] {
         assert_eq!(later.len(), 2, "only the two failing entries are resent");
     }
+
+    // One small message naming the raw object and exactly the two missing lines.
+    let sent = sqs_log.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, QUEUE_URL);
+    let msg = LakeRetry::parse(&sent[0].1).unwrap();
+    assert_eq!(msg.bucket, "raw-bucket");
+    assert_eq!(msg.key, s3_log.put("raw/").key);
+    assert_eq!(msg.lines, vec![[3, 3], [5, 5]]);
+    assert_eq!(msg.error.as_deref(), Some("InternalFailure"));
+    assert!(sent[0].1.len() < 1024, "a reference, not a payload");
+
+    let m = metrics_of("defer-partial");
+    assert_eq!(metric(&m, "LakeDeferredLines"), 2.0);
+    assert_eq!(metric(&m, "LakeDeferFailures"), 0.0);
+    assert_eq!(metric(&m, "FirehoseFailedRecords"), 2.0);
 }
 
 #[tokio::test]
-async fn firehose_call_failing_reports_the_first_forwarded_record() {
+async fn sqs_failing_too_falls_back_to_reporting_the_lowest_missing_line() {
+    let _ = shared::telemetry::set_emf_sink(capture_emf);
+    let (s3, s3_log) = s3_client(0, 200, "");
+    let (fh, _) = firehose_client(Arc::new(|_, data| {
+        (contains(data, "order-2026-000187") || contains(data, "1a05")).then_some("InternalFailure")
+    }));
+    let (sqs, sqs_log) = sqs_client(usize::MAX);
+    let mut cfg = config(true);
+    cfg.pack.record_max_bytes = 1000;
+    let state = State::new(cfg, s3, fh, sqs);
+    let failures = run_with(&state, "raw-writer-batch.json", ctx_named("defer-fails")).await;
+    let expected = records_of("raw-writer-batch.json");
+    // Nothing else keeps the lines: Lambda re-delivers from the purchase, as before deferral.
+    assert_eq!(failures, vec![expected[2].0.clone()]);
+    assert_eq!(s3_log.puts().len(), 1);
+    assert_eq!(sqs_log.calls(), 4, "the policy's 4 attempts");
+    assert!(sqs_log.sent().is_empty());
+    let m = metrics_of("defer-fails");
+    assert_eq!(metric(&m, "LakeDeferredLines"), 0.0);
+    assert_eq!(metric(&m, "LakeDeferFailures"), 2.0);
+}
+
+#[tokio::test]
+async fn without_a_retry_queue_lake_failures_are_reported() {
     let (s3, _) = s3_client(0, 200, "");
+    let (fh, _) = firehose_client(Arc::new(|_, data| {
+        contains(data, "order-2026-000187").then_some("InternalFailure")
+    }));
+    let (sqs, sqs_log) = sqs_client(0);
+    let mut cfg = config(true);
+    cfg.lake_retry_queue = None;
+    cfg.pack.record_max_bytes = 1000;
+    let state = State::new(cfg, s3, fh, sqs);
+    let failures = run(&state, "raw-writer-batch.json").await;
+    assert_eq!(
+        failures,
+        vec![records_of("raw-writer-batch.json")[2].0.clone()]
+    );
+    assert_eq!(sqs_log.calls(), 0);
+}
+
+#[tokio::test]
+async fn firehose_call_failing_defers_every_valid_line() {
+    let (s3, s3_log) = s3_client(0, 200, "");
     let rule = mock!(aws_sdk_firehose::Client::put_record_batch)
         .sequence()
         .http_status(
@@ -411,14 +647,54 @@ async fn firehose_call_failing_reports_the_first_forwarded_record() {
         .build();
     let fh = mock_client!(aws_sdk_firehose, RuleMode::MatchAny, [&rule], |c| c
         .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled()));
-    let state = State::new(config(true), s3, fh);
-    // In the invalid event the first record is valid: it is the lowest one missing from the lake.
+    let (sqs, sqs_log) = sqs_client(0);
+    let state = State::new(config(true), s3, fh, sqs);
+    // In the invalid event two records are valid: the raw object's two lines.
     let failures = run(&state, "raw-writer-invalid.json").await;
-    assert_eq!(
-        failures,
-        vec![records_of("raw-writer-invalid.json")[0].0.clone()]
-    );
+    assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(rule.num_calls(), 4);
+    let sent = sqs_log.sent();
+    assert_eq!(sent.len(), 1);
+    let msg = LakeRetry::parse(&sent[0].1).unwrap();
+    assert_eq!(
+        msg.key,
+        s3_log.put("raw/").key,
+        "the raw/ object, not raw-invalid/"
+    );
+    assert_eq!(msg.lines, vec![[1, 2]]);
+}
+
+#[tokio::test]
+async fn a_firehose_outage_leaves_time_to_defer_before_the_deadline() {
+    let (s3, _) = s3_client(0, 200, "");
+    let (fh, fh_log) = firehose_client(Arc::new(|_, _| Some("ServiceUnavailableException")));
+    let (sqs, sqs_log) = sqs_client(0);
+    let mut cfg = config(true);
+    // A policy that would retry Firehose far past the deadline.
+    cfg.retry = RetryPolicy {
+        max_attempts: 1000,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(200),
+    };
+    let state = State::new(cfg, s3, fh, sqs);
+    let started = std::time::Instant::now();
+    let resp = handler(
+        &state,
+        LambdaEvent::new(
+            event("raw-writer-batch.json"),
+            ctx_with_deadline(Duration::from_secs(4)),
+        ),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(failures(resp).is_empty());
+    assert!(
+        took < Duration::from_millis(3500),
+        "answered in time: {took:?}"
+    );
+    assert!(fh_log.calls().len() > 2, "firehose was retried");
+    assert_eq!(sqs_log.sent().len(), 1, "and the deferral still went out");
 }
 
 #[tokio::test]
@@ -430,7 +706,7 @@ async fn the_same_batch_twice_gives_the_same_key_and_bytes() {
             let (fh, _) = firehose_ok();
             let mut cfg = config(true);
             cfg.codec = codec;
-            let state = State::new(cfg, s3, fh);
+            let state = State::new(cfg, s3, fh, sqs_ok());
             assert!(run(&state, "raw-writer-invalid.json").await.is_empty());
             let mut p = log.puts();
             p.sort_by(|a, b| a.key.cmp(&b.key));
@@ -455,7 +731,7 @@ async fn the_same_batch_twice_gives_the_same_key_and_bytes() {
 async fn invalid_records_go_to_raw_invalid_and_are_not_forwarded() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, fh_log) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     assert!(run(&state, "raw-writer-invalid.json").await.is_empty());
     let expected = records_of("raw-writer-invalid.json");
     let raw = log.put("raw/");
@@ -513,7 +789,7 @@ async fn invalid_records_go_to_raw_invalid_and_are_not_forwarded() {
 async fn a_single_record_batch_is_keyed_by_its_own_sequence_number() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, _) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     assert!(run(&state, "raw-writer-single.json").await.is_empty());
     let seq = &records_of("raw-writer-single.json")[0].0;
     let put = log.put("raw/");
@@ -532,7 +808,7 @@ async fn a_single_record_batch_is_keyed_by_its_own_sequence_number() {
 async fn undecodable_base64_is_archived_as_invalid_through_invoke() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, fh_log) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let out = invoke(&state, event_json("raw-writer-bad-base64.json"), ctx())
         .await
         .unwrap();
@@ -554,7 +830,7 @@ async fn undecodable_base64_is_archived_as_invalid_through_invoke() {
 async fn invoke_answers_in_the_lambda_response_shape() {
     let (s3, _) = s3_client(usize::MAX, 503, "SlowDown");
     let (fh, _) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let out = invoke(&state, event_json("raw-writer-batch.json"), ctx())
         .await
         .unwrap();
@@ -569,7 +845,7 @@ async fn invoke_answers_in_the_lambda_response_shape() {
 async fn firehose_off_forwards_nothing() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, fh_log) = firehose_ok();
-    let state = State::new(config(false), s3, fh);
+    let state = State::new(config(false), s3, fh, sqs_ok());
     assert!(run(&state, "raw-writer-batch.json").await.is_empty());
     assert_eq!(log.puts().len(), 1);
     assert!(fh_log.calls().is_empty());
@@ -579,7 +855,7 @@ async fn firehose_off_forwards_nothing() {
 async fn a_malformed_event_is_an_error_and_writes_nothing() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, _) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let mut v = event_json("raw-writer-batch.json");
     v["Records"][3]["eventID"] = serde_json::Value::Null;
     let err = invoke(&state, v, ctx()).await.unwrap_err();
@@ -595,7 +871,7 @@ async fn a_malformed_event_is_an_error_and_writes_nothing() {
 async fn an_empty_event_writes_nothing() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, fh_log) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let out = invoke(&state, serde_json::json!({"Records": []}), ctx())
         .await
         .unwrap();
@@ -608,7 +884,7 @@ async fn an_empty_event_writes_nothing() {
 async fn several_shards_get_one_object_each() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, _) = firehose_ok();
-    let state = State::new(config(true), s3, fh);
+    let state = State::new(config(true), s3, fh, sqs_ok());
     let mut v = event_json("raw-writer-batch.json");
     let single = event_json("raw-writer-single.json");
     let recs = v["Records"].as_array_mut().unwrap();
@@ -638,7 +914,7 @@ async fn retries_stop_before_the_lambda_deadline() {
         max_delay: Duration::from_millis(400),
     };
     cfg.deadline_margin = Duration::from_secs(1);
-    let state = State::new(cfg, s3, fh);
+    let state = State::new(cfg, s3, fh, sqs_ok());
     let started = std::time::Instant::now();
     let resp = handler(
         &state,
@@ -655,9 +931,157 @@ async fn retries_stop_before_the_lambda_deadline() {
         "answered in time: {took:?}"
     );
     assert!(log.calls() > 1 && log.calls() < 1000);
-    assert_eq!(resp.batch_item_failures.len(), 1);
     assert_eq!(
-        resp.batch_item_failures[0].item_identifier.as_deref(),
-        Some(records_of("raw-writer-batch.json")[0].0.as_str())
+        failures(resp),
+        vec![records_of("raw-writer-batch.json")[0].0.clone()]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// the lake retry path
+
+#[tokio::test]
+async fn the_retry_handler_reforwards_exactly_the_named_lines() {
+    let _ = shared::telemetry::set_emf_sink(capture_emf);
+    let (key, body) = archive("raw-writer-batch.json").await;
+    let plain = Codec::default().decompress_capped(&body, 1 << 20).unwrap();
+    let raw_lines: Vec<&[u8]> = plain.split_inclusive(|b| *b == b'\n').collect();
+    assert_eq!(raw_lines.len(), 5);
+    let (s3, gets) = s3_objects(HashMap::from([(key.clone(), body)]));
+    let (fh, fh_log) = firehose_ok();
+    let (sqs, sqs_log) = sqs_client(0);
+    let state = State::new(retry_config(), s3, fh, sqs);
+    // events/raw-writer-lake-retry.json names lines 2, 4-5 and then all five of this object.
+    let fixture = event_json("raw-writer-lake-retry.json");
+    assert!(
+        fixture.to_string().contains(&key),
+        "fixture names the archived key"
+    );
+    let out = invoke(&state, fixture, ctx_named("reforward-ok"))
+        .await
+        .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(gets.load(Ordering::SeqCst), 2, "one read per message");
+    let calls = fh_log.calls();
+    assert_eq!(calls.len(), 2, "one call per message");
+    // Byte for byte the raw object's lines, in order, newlines included.
+    assert_eq!(
+        calls[0],
+        vec![[raw_lines[1], raw_lines[3], raw_lines[4]].concat()]
+    );
+    assert_eq!(calls[1], vec![plain.clone()]);
+    assert!(sqs_log.sent().is_empty(), "a retry never defers again");
+    let m = metrics_of("reforward-ok");
+    assert_eq!(metric(&m, "LakeRetryMessages"), 2.0);
+    assert_eq!(metric(&m, "LakeReforwardedLines"), 8.0);
+    assert_eq!(metric(&m, "LakeRetryFailedMessages"), 0.0);
+}
+
+#[tokio::test]
+async fn deferred_lines_reach_the_lake_through_the_retry_queue() {
+    // Kinesis path: Firehose refuses the purchase; the message goes to the queue.
+    let (s3, s3_log) = s3_client(0, 200, "");
+    let (fh, _) = firehose_client(Arc::new(|_, data| {
+        contains(data, "order-2026-000187").then_some("ServiceUnavailableException")
+    }));
+    let (sqs, sqs_log) = sqs_client(0);
+    let mut cfg = retry_config();
+    cfg.pack.record_max_bytes = 1000;
+    let state = State::new(cfg.clone(), s3, fh, sqs);
+    assert!(run(&state, "raw-writer-batch.json").await.is_empty());
+    let put = s3_log.put("raw/");
+    let body = sqs_log.sent()[0].1.clone();
+
+    // Retry path: the very message, delivered by SQS, once Firehose is back.
+    let (s3, _) = s3_objects(HashMap::from([(put.key.clone(), put.body.clone())]));
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(cfg, s3, fh, sqs_ok());
+    let out = invoke(&state, sqs_event(&[("m-1", body)]), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    let plain = Codec::default()
+        .decompress_capped(&put.body, 1 << 20)
+        .unwrap();
+    let purchase = plain.split_inclusive(|b| *b == b'\n').nth(2).unwrap();
+    assert!(contains(purchase, "order-2026-000187"));
+    assert_eq!(fh_log.calls(), vec![vec![purchase.to_vec()]]);
+}
+
+#[tokio::test]
+async fn the_retry_handler_reports_a_message_firehose_still_refuses() {
+    let _ = shared::telemetry::set_emf_sink(capture_emf);
+    let (key, body) = archive("raw-writer-batch.json").await;
+    let (s3, gets) = s3_objects(HashMap::from([(key, body)]));
+    let (fh, fh_log) = firehose_client(Arc::new(|_, _| Some("ServiceUnavailableException")));
+    let state = State::new(retry_config(), s3, fh, sqs_ok());
+    let out = invoke(
+        &state,
+        event_json("raw-writer-lake-retry.json"),
+        ctx_named("reforward-down"),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<String> = event_json("raw-writer-lake-retry.json")["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    // Both are redelivered by SQS (and reach the DLQ after maxReceiveCount); the second is
+    // not even tried once Firehose has failed for the first.
+    assert_eq!(
+        out,
+        serde_json::json!({"batchItemFailures": [
+            {"itemIdentifier": ids[0]}, {"itemIdentifier": ids[1]}
+        ]})
+    );
+    assert_eq!(
+        fh_log.calls().len(),
+        4,
+        "the policy's 4 attempts, for the first only"
+    );
+    assert_eq!(gets.load(Ordering::SeqCst), 1);
+    let m = metrics_of("reforward-down");
+    assert_eq!(metric(&m, "LakeRetryFailedMessages"), 2.0);
+    assert_eq!(metric(&m, "LakeRetryFailedLines"), 8.0);
+    assert_eq!(metric(&m, "LakeReforwardedLines"), 0.0);
+}
+
+#[tokio::test]
+async fn a_bad_retry_message_fails_alone() {
+    let (key, body) = archive("raw-writer-batch.json").await;
+    let (s3, _) = s3_objects(HashMap::from([(key.clone(), body)]));
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(retry_config(), s3, fh, sqs_ok());
+    let good = LakeRetry::for_lines(RETRY_BUCKET, &key, &[0], None).to_body();
+    let other_bucket = LakeRetry::for_lines("someone-elses-bucket", &key, &[0], None).to_body();
+    let missing =
+        LakeRetry::for_lines(RETRY_BUCKET, &key.replace("hr=19", "hr=20"), &[0], None).to_body();
+    let past_the_end = LakeRetry::for_lines(RETRY_BUCKET, &key, &[5], None).to_body();
+    let out = invoke(
+        &state,
+        sqs_event(&[
+            ("bad-json", "{\"v\":1".into()),
+            ("other-bucket", other_bucket),
+            ("missing", missing),
+            ("good", good),
+            ("past-the-end", past_the_end),
+        ]),
+        ctx(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"batchItemFailures": [
+            {"itemIdentifier": "bad-json"}, {"itemIdentifier": "other-bucket"},
+            {"itemIdentifier": "missing"}, {"itemIdentifier": "past-the-end"}
+        ]})
+    );
+    assert_eq!(
+        fh_log.calls().len(),
+        1,
+        "only the good message is forwarded"
     );
 }

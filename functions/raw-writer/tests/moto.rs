@@ -1,7 +1,9 @@
-//! End-to-end against moto (S3 + Firehose delivering to S3): the real handler, through `invoke`
-//! with the JSON Lambda would send, on a 10,000-record (~6 MB) batch. The raw object is read
-//! back record by record and compared with what was sent; what Firehose delivered to its S3
-//! destination must hold every valid line.
+//! End-to-end against moto (S3 + Firehose delivering to S3 + SQS): the real handler, through
+//! `invoke` with the JSON Lambda would send, on a 10,000-record (~6 MB) batch. The raw object is
+//! read back record by record and compared with what was sent; what Firehose delivered to its S3
+//! destination must hold every valid line. A second test takes the lake away: the batch is
+//! archived anyway, its lines are deferred to a real SQS queue, and the message — received from
+//! that queue — gets them into the lake once the stream exists.
 //!
 //! Needs `moto_server` (env `MOTO_SERVER` or on `PATH`).
 
@@ -79,10 +81,15 @@ fn seq(i: usize) -> String {
 
 /// The Kinesis event JSON and, per record, its sequence number and data.
 fn build_event() -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
+    build_event_of(RECORDS)
+}
+
+/// The same, with `n` records.
+fn build_event_of(n: usize) -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut sent = Vec::with_capacity(RECORDS);
-    let mut recs = Vec::with_capacity(RECORDS);
-    for i in 0..RECORDS {
+    let mut sent = Vec::with_capacity(n);
+    let mut recs = Vec::with_capacity(n);
+    for i in 0..n {
         let data = if INVALID_AT.contains(&i) {
             format!("legacy producer line {i}, not an envelope").into_bytes()
         } else {
@@ -134,17 +141,7 @@ fn split_lines(plain: &[u8]) -> Vec<&[u8]> {
     plain[..plain.len() - 1].split(|b| *b == b'\n').collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
-    let moto = testkit::Moto::start(None).expect("moto_server (MOTO_SERVER or PATH)");
-    let sdk = moto.sdk_config().await;
-    // The clients the function gets in Lambda (SDK retries off, per-attempt timeouts), with
-    // path-style S3 for moto: a ~6 MB batch must fit those timeouts.
-    let s3 = clients::s3(&sdk, &ClientOptions::EMULATOR);
-    let firehose = clients::firehose(&sdk, &ClientOptions::EMULATOR);
-    for bucket in ["raw-bucket", "lake-bucket"] {
-        s3.create_bucket().bucket(bucket).send().await.unwrap();
-    }
+async fn create_lake_stream(firehose: &aws_sdk_firehose::Client) {
     firehose
         .create_delivery_stream()
         .delivery_stream_name("lake-stream")
@@ -160,21 +157,66 @@ async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
         .send()
         .await
         .unwrap();
+}
+
+/// Every line Firehose delivered under `lake/`.
+async fn lake_lines(s3: &aws_sdk_s3::Client) -> (Vec<Vec<u8>>, usize) {
+    let listed = s3
+        .list_objects_v2()
+        .bucket("lake-bucket")
+        .prefix("lake/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
+    let mut lake: Vec<Vec<u8>> = Vec::new();
+    for k in &keys {
+        let obj = get(s3, "lake-bucket", k).await;
+        lake.extend(split_lines(&obj).into_iter().map(<[u8]>::to_vec));
+    }
+    (lake, keys.len())
+}
+
+fn ctx_for(secs: u64) -> Context {
+    let mut ctx = Context::default();
+    ctx.deadline = u64::try_from(
+        (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(secs))
+            .as_millis(),
+    )
+    .unwrap();
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
+    let moto = testkit::Moto::start(None).expect("moto_server (MOTO_SERVER or PATH)");
+    let sdk = moto.sdk_config().await;
+    // The clients the function gets in Lambda (SDK retries off, per-attempt timeouts), with
+    // path-style S3 for moto: a ~6 MB batch must fit those timeouts.
+    let s3 = clients::s3(&sdk, &ClientOptions::EMULATOR);
+    let firehose = clients::firehose(&sdk, &ClientOptions::EMULATOR);
+    for bucket in ["raw-bucket", "lake-bucket"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    create_lake_stream(&firehose).await;
 
     let mut config = Config::new("raw-bucket");
     config.firehose_stream = Some("lake-stream".into());
-    let state = State::new(config, s3.clone(), firehose);
+    let state = State::new(
+        config,
+        s3.clone(),
+        firehose,
+        clients::sqs(&sdk, &ClientOptions::EMULATOR),
+    );
 
     let (event, sent) = build_event();
     let bytes_in: usize = sent.iter().map(|(_, d)| d.len()).sum();
     assert!(bytes_in > 5_000_000, "a ~6 MB batch: {bytes_in}");
-    let mut ctx = Context::default();
-    ctx.deadline = u64::try_from(
-        (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(120))
-            .as_millis(),
-    )
-    .unwrap();
-    let out = invoke(&state, event, ctx).await.unwrap();
+    let out = invoke(&state, event, ctx_for(120)).await.unwrap();
     assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
 
     // The raw object, read back record by record.
@@ -241,28 +283,94 @@ async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
     }
 
     // What Firehose delivered to its S3 destination: every valid line, nothing else.
-    let listed = s3
-        .list_objects_v2()
-        .bucket("lake-bucket")
-        .prefix("lake/")
-        .send()
-        .await
-        .unwrap();
-    let keys: Vec<String> = listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect();
-    assert!(!keys.is_empty());
-    let mut lake: Vec<Vec<u8>> = Vec::new();
-    for k in &keys {
-        let obj = get(&s3, "lake-bucket", k).await;
-        lake.extend(split_lines(&obj).into_iter().map(<[u8]>::to_vec));
-    }
+    let (mut lake, objects) = lake_lines(&s3).await;
+    assert!(objects > 0);
     let mut expected: Vec<Vec<u8>> = raw_lines.iter().map(|l| l.to_vec()).collect();
     expected.sort();
     lake.sort();
-    assert_eq!(lake.len(), expected.len(), "{} lake objects", keys.len());
+    assert_eq!(lake.len(), expected.len(), "{objects} lake objects");
     assert!(lake == expected, "the lake holds exactly the raw lines");
-    println!("lake: {} objects (one per PutRecordBatch)", keys.len());
+    println!("lake: {objects} objects (one per PutRecordBatch)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_lake_defers_to_sqs_and_the_retry_fills_it_from_the_archive() {
+    let moto = testkit::Moto::start(None).expect("moto_server (MOTO_SERVER or PATH)");
+    let sdk = moto.sdk_config().await;
+    let s3 = clients::s3(&sdk, &ClientOptions::EMULATOR);
+    let firehose = clients::firehose(&sdk, &ClientOptions::EMULATOR);
+    let sqs = clients::sqs(&sdk, &ClientOptions::EMULATOR);
+    for bucket in ["raw-bucket", "lake-bucket"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("lake-retry")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let mut config = Config::new("raw-bucket");
+    config.firehose_stream = Some("lake-stream".into());
+    config.lake_retry_queue = Some(queue_url.clone());
+    let state = State::new(config, s3.clone(), firehose.clone(), sqs.clone());
+
+    // The delivery stream does not exist yet: Firehose refuses every call.
+    let (event, sent) = build_event_of(300);
+    let out = invoke(&state, event, ctx_for(60)).await.unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"batchItemFailures": []}),
+        "the archive does not wait for the lake"
+    );
+    let key = format!(
+        "raw/dt=2026-11-25/hr=19/{SHARD}/{:0>64}-{:0>64}.ndjson.gz",
+        sent[0].0, sent[299].0
+    );
+    let plain = Codec::default()
+        .decompress_capped(&get(&s3, "raw-bucket", &key).await, 64 << 20)
+        .unwrap();
+    let raw_lines = split_lines(&plain);
+    assert_eq!(raw_lines.len(), 299, "one record of 300 is invalid");
+
+    let received = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let messages = received.messages();
+    assert_eq!(messages.len(), 1, "one message for the one raw object");
+    let body = messages[0].body().unwrap();
+    let retry = raw_writer::lake::LakeRetry::parse(body).unwrap();
+    assert_eq!(retry.key, key);
+    assert_eq!(retry.lines, vec![[1, 299]]);
+    assert_eq!(retry.error.as_deref(), Some("ResourceNotFoundException"));
+
+    // The lake is back: the message, as the SQS event source would deliver it.
+    create_lake_stream(&firehose).await;
+    let event = serde_json::json!({"Records": [{
+        "messageId": messages[0].message_id().unwrap(),
+        "receiptHandle": messages[0].receipt_handle().unwrap(),
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "md5OfBody": messages[0].md5_of_body().unwrap_or_default(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:lake-retry",
+        "awsRegion": "us-east-1"
+    }]});
+    let out = invoke(&state, event, ctx_for(60)).await.unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    let (mut lake, _) = lake_lines(&s3).await;
+    let mut expected: Vec<Vec<u8>> = raw_lines.iter().map(|l| l.to_vec()).collect();
+    expected.sort();
+    lake.sort();
+    assert!(
+        lake == expected,
+        "the lake holds exactly the raw lines, once"
+    );
 }
