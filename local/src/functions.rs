@@ -161,7 +161,8 @@ pub async fn build(
         "rules-loader" => {
             let config =
                 rules_loader::Config::from_env(&env()).map_err(|e| config_err(binary, e))?;
-            let state = rules_loader::State::new(config, clients.s3(), clients.redshift_data());
+            let state = rules_loader::State::new(config, clients.s3(), clients.redshift_data())
+                .with_sqs(clients.sqs());
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             // Migrated before the first event (the warehouse is new every run); recorded on the
             // state, so the first invocation does not migrate again.

@@ -17,6 +17,17 @@ use time::OffsetDateTime;
 pub const ENVELOPE_VERSION: u8 = 1;
 
 /// Server-side metadata recorded with every event of one request.
+/// Longest authenticated principal recorded (bytes of UTF-8): an IAM ARN is at most 2048
+/// characters of ASCII. The warehouse's `principal` column is a `VARCHAR` of this size, and
+/// de-duplication is scoped by it, so it is never cut.
+pub const MAX_PRINCIPAL_BYTES: usize = 2048;
+
+/// Whether a principal can be recorded whole: 1–[`MAX_PRINCIPAL_BYTES`] bytes, no control
+/// characters (ingest refuses the request otherwise; the loader rejects such an envelope).
+pub fn is_valid_principal(p: &str) -> bool {
+    !p.is_empty() && p.len() <= MAX_PRINCIPAL_BYTES && !p.chars().any(char::is_control)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
     /// API Gateway request id.

@@ -17,7 +17,7 @@
 //! ## Per-item checks (each one a [`RejectCode`])
 //! Size (`max_event_bytes`, on the original bytes), object-ness, nesting depth and duplicate keys
 //! (one iterative walk, [`scan`]; no recursion on input), `type` matching
-//! `^[a-z][a-z0-9_.-]{0,63}$`, `id` 1–128 characters with no control characters, `ts` RFC 3339.
+//! `^[a-z][a-z0-9_.-]{0,63}$`, `id` 1–128 bytes of UTF-8 with no control characters, `ts` RFC 3339.
 //! Duplicate keys reject the event: readers disagree on which value wins, so the event is
 //! ambiguous. A lone UTF-16 surrogate escape (`"\ud800"`) or a number beyond an `f64` (`1e400`)
 //! rejects it as `invalid_json`: [`RawValue`] lets both through (they fit the RFC 8259 grammar),
@@ -211,7 +211,7 @@ pub enum RejectCode {
     MissingType,
     /// `type` is not a string matching `^[a-z][a-z0-9_.-]{0,63}$`.
     InvalidType,
-    /// `id` is not a string of 1–128 characters without control characters.
+    /// `id` is not a string of 1–128 bytes of UTF-8 without control characters.
     InvalidId,
     /// `ts` is not an RFC 3339 timestamp string.
     InvalidTs,
@@ -790,16 +790,17 @@ pub fn is_valid_type(t: &str) -> bool {
             .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
 }
 
-/// 1–128 characters, none of them a control character.
+/// Longest event id, in bytes of UTF-8: the warehouse's `event_id` is a `VARCHAR(128)` and
+/// Redshift counts `VARCHAR` lengths in bytes (ingest and loader check the same number).
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+
+/// 1–[`MAX_EVENT_ID_BYTES`] bytes of UTF-8, none of them a control character, and not the
+/// loader's NULL marker (which would load as NULL): every id accepted here fits the warehouse.
 pub fn is_valid_id(id: &str) -> bool {
-    let mut n = 0usize;
-    for c in id.chars() {
-        n += 1;
-        if n > 128 || c.is_control() {
-            return false;
-        }
-    }
-    n > 0
+    !id.is_empty()
+        && id.len() <= MAX_EVENT_ID_BYTES
+        && !id.chars().any(char::is_control)
+        && id != crate::rules::NULL_MARKER
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -896,7 +897,11 @@ fn validate<'a>(
                 return reject(
                     index,
                     RejectCode::InvalidId,
-                    "\"id\" must be 1–128 characters without control characters".into(),
+                    format!(
+                        "\"id\" must be 1–{MAX_EVENT_ID_BYTES} bytes of UTF-8 without control characters, \
+                         and not the reserved {:?}",
+                        crate::rules::NULL_MARKER
+                    ),
                 );
             }
             None => {
@@ -1426,12 +1431,24 @@ mod tests {
             let body = format!(r#"{{"type":"a","id":{bad}}}"#);
             assert_eq!(code(&one(&body)), Some(RejectCode::InvalidId), "{body}");
         }
-        // 128 multi-byte characters are fine.
-        let wide = "é".repeat(128);
-        assert!(matches!(
-            one(&format!(r#"{{"type":"a","id":"{wide}"}}"#)),
-            ItemResult::Valid(_)
-        ));
+        // Bytes of UTF-8, not characters: the warehouse column is VARCHAR(128) (bytes).
+        for (id, ok) in [
+            ("é".repeat(64), true),
+            ("é".repeat(65), false),
+            ("€".repeat(42), true),
+            (format!("{}ab", "€".repeat(42)), true),
+            (format!("{}abc", "€".repeat(42)), false),
+            ("\\u00e9".repeat(64), true),
+            ("\\u00e9".repeat(65), false),
+            ("~caudal~null~".into(), false),
+            ("~caudal~null~x".into(), true),
+        ] {
+            let body = format!(r#"{{"type":"a","id":"{id}"}}"#);
+            assert_eq!(matches!(one(&body), ItemResult::Valid(_)), ok, "{body}");
+        }
+        assert!(is_valid_id(&"x".repeat(MAX_EVENT_ID_BYTES)));
+        assert!(!is_valid_id(&"x".repeat(MAX_EVENT_ID_BYTES + 1)));
+        assert!(!is_valid_id(""));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum Unit {
     Bytes,
     /// Milliseconds.
     Milliseconds,
+    /// Seconds (ages, waits).
+    Seconds,
     /// A ratio or other plain number.
     None,
 }
@@ -60,6 +62,7 @@ impl Unit {
             Unit::Count => "Count",
             Unit::Bytes => "Bytes",
             Unit::Milliseconds => "Milliseconds",
+            Unit::Seconds => "Seconds",
             Unit::None => "None",
         }
     }

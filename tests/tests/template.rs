@@ -515,6 +515,45 @@ fn failure_semantics_are_bounded() {
             .iter()
             .any(|v| v.as_str() == Some("ReportBatchItemFailures"))
     );
+    // Messages the loader could not try are postponed: sent again to its own queue, which it
+    // may do (and encrypt for), and watched by an alarm on their age.
+    assert_eq!(
+        get(loader, "Environment")
+            .and_then(|e| get(e, "Variables"))
+            .and_then(|v| get(v, "LOADER_QUEUE_URL"))
+            .and_then(referenced_id)
+            .as_deref(),
+        Some("LoaderQueue")
+    );
+    let statements = get(t.properties("RulesLoaderRole"), "Policies")
+        .and_then(|p| untag(p).as_sequence())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| get(p, "PolicyDocument").and_then(|d| get(d, "Statement")))
+        .filter_map(|s| untag(s).as_sequence())
+        .flatten()
+        .collect::<Vec<_>>();
+    let allows = |action: &str, resource: &str| {
+        statements.iter().any(|s| {
+            let actions = get(s, "Action").map(untag);
+            let has_action = match actions {
+                Some(Value::String(a)) => a == action,
+                Some(Value::Sequence(list)) => list.iter().any(|a| a.as_str() == Some(action)),
+                _ => false,
+            };
+            has_action && get(s, "Resource").and_then(referenced_id).as_deref() == Some(resource)
+        })
+    };
+    assert!(
+        allows("sqs:SendMessage", "LoaderQueue"),
+        "the loader postpones to its queue"
+    );
+    assert!(
+        allows("kms:GenerateDataKey", "StreamKey"),
+        "sending to the encrypted loader queue needs GenerateDataKey"
+    );
+    let alarm = t.properties("LoaderPostponedAlarm");
+    assert_eq!(get_str(alarm, "MetricName"), Some("PostponedAgeSeconds"));
 }
 
 #[test]

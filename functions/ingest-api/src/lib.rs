@@ -199,7 +199,22 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
     let meta = meta::request_meta(&req, &fallback_id);
     let path = meta::route_path(&req);
     let method = req.method().clone();
+    let unrecordable = meta
+        .principal
+        .as_deref()
+        .is_some_and(|p| !shared::envelope::is_valid_principal(p));
     let resp = match (path.as_str(), &method) {
+        // Events are de-duplicated per principal, so it is recorded whole or not at all.
+        (EVENTS_PATH, &Method::POST) if unrecordable => error_response(
+            403,
+            "principal_unrecordable",
+            &format!(
+                "the authorizer's principal is longer than {} bytes or has control characters, \
+                 so events cannot be attributed to it; fix the authorizer",
+                shared::envelope::MAX_PRINCIPAL_BYTES
+            ),
+            &meta.request_id,
+        ),
         (EVENTS_PATH, &Method::POST) => ingest(state, &req, meta, ctx.deadline, started).await,
         (HEALTH_PATH, &Method::GET | &Method::HEAD) => json_response(200, &json!({"status": "ok"})),
         (EVENTS_PATH | HEALTH_PATH, _) => {

@@ -654,3 +654,22 @@ fn put_deadline_respects_the_lambda_deadline() {
         ingest_api::put_deadline(budget, now_ms.saturating_sub(10)) <= tokio::time::Instant::now()
     );
 }
+
+#[tokio::test]
+async fn a_principal_that_cannot_be_recorded_whole_is_refused_before_anything_is_written() {
+    let (rule, seen) = recording_ok();
+    let st = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    for bad in ["u".repeat(2049), "user\u{0}7".to_owned()] {
+        let mut ev = event("v1-batch");
+        ev["requestContext"]["authorizer"]["claims"]["sub"] = json!(bad);
+        let r = call(&st, ev).await;
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert_eq!(r.body["code"], "principal_unrecordable");
+    }
+    // The longest recordable one is fine.
+    let mut ev = event("v1-batch");
+    ev["requestContext"]["authorizer"]["claims"]["sub"] = json!("u".repeat(2048));
+    assert_eq!(call(&st, ev).await.status, 202);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "only the accepted request reached Kinesis");
+}

@@ -64,6 +64,9 @@ pub struct Config {
     /// How far back, in `received_at`, a load looks for an event id it already holds
     /// (`DEDUPE_WINDOW_HOURS`; see [`crate::sql`]).
     pub dedupe_window: time::Duration,
+    /// `LOADER_QUEUE_URL`: the queue this function consumes, where messages it could not try
+    /// are sent again ([`crate::postpone`]); `None` reports them failed instead.
+    pub queue_url: Option<String>,
 }
 
 /// Default of `DEDUPE_WINDOW_HOURS`: a week covers client retries, offline mobile queues and a
@@ -184,6 +187,7 @@ impl Config {
             rules: Arc::new(rules),
             migrate_on_start,
             dedupe_window,
+            queue_url: env.optional("LOADER_QUEUE_URL").filter(|u| !u.is_empty()),
         })
     }
 }

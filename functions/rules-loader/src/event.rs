@@ -87,6 +87,8 @@ pub struct Summary {
     pub already_loaded: usize,
     /// Raw objects that failed.
     pub failed: usize,
+    /// Raw objects not tried (their messages are postponed, see [`crate::postpone`]).
+    pub postponed: usize,
     /// Notifications ignored (test events, other prefixes, other event types).
     pub ignored: usize,
 }
@@ -111,11 +113,32 @@ pub struct BadMessage {
     pub reason: String,
 }
 
+/// Message attribute counting how often a notification was postponed (sent again to the queue
+/// untried, see [`crate::postpone`]).
+pub const POSTPONED_ATTRIBUTE: &str = "caudal-postponed";
+/// Message attribute carrying when the first of a chain of postponed copies was sent (epoch
+/// milliseconds), so the wait can be measured although every copy is a new message.
+pub const FIRST_SENT_ATTRIBUTE: &str = "caudal-first-sent";
+
+/// An SQS message as it can be sent again: its body and how often it was postponed before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resendable {
+    /// The body, byte for byte.
+    pub body: String,
+    /// Earlier postponements (the [`POSTPONED_ATTRIBUTE`]; 0 when absent or unreadable).
+    pub postponed: u32,
+    /// When the notification was first sent (epoch ms): the [`FIRST_SENT_ATTRIBUTE`], else the
+    /// message's own `SentTimestamp`.
+    pub first_sent_ms: Option<u64>,
+}
+
 /// An invocation's input, flattened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Notices {
     /// SQS message ids by index (`None` for a direct S3 event).
     pub message_ids: Vec<Option<String>>,
+    /// SQS messages by index, for sending them again (`None` for a direct S3 event).
+    pub messages: Vec<Option<Resendable>>,
     /// Raw objects to load.
     pub objects: Vec<Notice>,
     /// Messages that fail permanently.
@@ -171,12 +194,30 @@ pub fn notices(event: &LoaderEvent) -> Notices {
     match event {
         LoaderEvent::S3(e) => {
             out.message_ids.push(None);
+            out.messages.push(None);
             from_s3(e, 0, &mut out);
         }
         LoaderEvent::Sqs(e) => {
             for (i, msg) in e.records.iter().enumerate() {
                 out.message_ids.push(msg.message_id.clone());
                 let body = msg.body.as_deref().unwrap_or_default();
+                let postponed = msg
+                    .message_attributes
+                    .get(POSTPONED_ATTRIBUTE)
+                    .and_then(|a| a.string_value.as_deref())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0);
+                let first_sent_ms = msg
+                    .message_attributes
+                    .get(FIRST_SENT_ATTRIBUTE)
+                    .and_then(|a| a.string_value.as_deref())
+                    .or(msg.attributes.get("SentTimestamp").map(String::as_str))
+                    .and_then(|v| v.parse::<u64>().ok());
+                out.messages.push(Some(Resendable {
+                    body: body.to_owned(),
+                    postponed,
+                    first_sent_ms,
+                }));
                 let value: Value = match serde_json::from_str(body) {
                     Ok(v) => v,
                     Err(e) => {

@@ -33,13 +33,17 @@
 //! Failures: a raw object whose load failed (statement FAILED/ABORTED, still running at the
 //! deadline, S3 errors) is reported in `batchItemFailures` and comes back; a poison object
 //! (invalid key, undecodable object) fails every time and reaches the queue's DLQ after
-//! `maxReceiveCount`, its reason logged each time.
+//! `maxReceiveCount`, its reason logged each time. A message none of whose objects could be
+//! tried (migration failing, warehouse unavailable at the ledger look-up, too little time left
+//! to start a load) is never failed towards the DLQ: it is sent to the queue again, delayed
+//! ([`postpone`]), and the original acknowledged.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod event;
 pub mod load;
 pub mod migrate;
+pub mod postpone;
 pub mod sql;
 pub mod stage;
 
@@ -84,6 +88,11 @@ pub struct State {
     pub deadline_margin: Duration,
     /// Objects read concurrently.
     pub fetch_concurrency: usize,
+    /// A load is not started with less time than this before the deadline: its messages are
+    /// postponed untried ([`postpone`]) instead of failing half way.
+    pub min_load_time: Duration,
+    /// SQS client for postponing messages (`None`: untried messages are reported failed).
+    pub sqs: Option<aws_sdk_sqs::Client>,
     pub(crate) clock: Clock,
     pub(crate) attempt_id: AttemptIds,
     /// The last migration of this execution environment: when, and which tables it held.
@@ -108,10 +117,18 @@ impl State {
             poll: PollPolicy::default(),
             deadline_margin: Duration::from_secs(3),
             fetch_concurrency: 8,
+            min_load_time: Duration::from_secs(20),
+            sqs: None,
             clock: Arc::new(OffsetDateTime::now_utc),
             attempt_id: Arc::new(new_attempt_id),
             migrated: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The SQS client untried messages are postponed with (to `LOADER_QUEUE_URL`).
+    pub fn with_sqs(mut self, sqs: aws_sdk_sqs::Client) -> Self {
+        self.sqs = Some(sqs);
+        self
     }
 
     /// Replace the clock (tests).
@@ -150,13 +167,15 @@ pub async fn handler(
     let is_sqs = matches!(event.payload, LoaderEvent::Sqs(_));
     let notices = event::notices(&event.payload);
     // Boxed: the load future is deep, and a boxed one keeps the runtime's future small.
-    let result = Box::pin(load::run(state, &notices, deadline)).await;
+    let mut result = Box::pin(load::run(state, &notices, deadline)).await;
     if is_sqs {
+        let unsent = postpone::postpone(state, &notices, &result.postponed, deadline).await;
+        result.add_failures(&notices, &unsent);
         Ok(LoaderResponse::Sqs(result.batch_response))
-    } else if result.summary.failed > 0 {
+    } else if result.summary.failed + result.summary.postponed > 0 {
         Err(format!(
-            "{} raw object(s) failed to load; see the logs for reasons",
-            result.summary.failed
+            "{} raw object(s) failed to load, {} not tried; see the logs for reasons",
+            result.summary.failed, result.summary.postponed
         )
         .into())
     } else {

@@ -145,6 +145,22 @@ pub struct RunResult {
     pub batch_response: SqsBatchResponse,
     /// Counts.
     pub summary: Summary,
+    /// Messages (indices) none of whose objects was tried, for [`crate::postpone`]; not in
+    /// `batch_response`.
+    pub postponed: BTreeSet<usize>,
+}
+
+impl RunResult {
+    /// Report the messages `which` (indices into `notices`) failed after all.
+    pub fn add_failures(&mut self, notices: &Notices, which: &BTreeSet<usize>) {
+        for &i in which {
+            if let Some(id) = notices.message_ids.get(i).cloned().flatten() {
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                self.batch_response.batch_item_failures.push(f);
+            }
+        }
+    }
 }
 
 struct Fetched {
@@ -157,6 +173,7 @@ struct Fetched {
 pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResult {
     let started = SystemTime::now();
     let mut failed_messages: BTreeSet<usize> = BTreeSet::new();
+    let mut postponed_messages: BTreeSet<usize> = BTreeSet::new();
     let mut summary = Summary {
         ignored: notices.ignored,
         ..Summary::default()
@@ -184,19 +201,29 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
         match crate::migrate::ensure(state, deadline).await {
             Ok(b) => blocked = b,
             Err(e) => {
-                tracing::error!(error = %e, retryable = e.is_retryable(), "migration failed; no object loaded");
+                tracing::error!(error = %e, retryable = e.is_retryable(), "migration failed; no object tried, their messages are postponed");
                 for msgs in objects.values() {
-                    failed_messages.extend(msgs);
+                    postponed_messages.extend(msgs);
                 }
-                summary.failed = objects.len();
-                return finish(notices, failed_messages, summary);
+                summary.postponed = objects.len();
+                return finish(notices, failed_messages, postponed_messages, summary);
             }
         }
     }
 
     let all: Vec<((String, String), Vec<usize>)> = objects.into_iter().collect();
     for chunk in all.chunks(MAX_OBJECTS_PER_LOAD) {
-        let outcome = load_chunk(state, chunk, &blocked, deadline, started).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let outcome = if left < state.min_load_time {
+            tracing::warn!(
+                left_ms = left.as_millis() as u64,
+                objects = chunk.len(),
+                "too close to the deadline to start a load; its messages are postponed"
+            );
+            vec![ObjectOutcome::Untried; chunk.len()]
+        } else {
+            load_chunk(state, chunk, &blocked, deadline, started).await
+        };
         for (i, (_, msgs)) in chunk.iter().enumerate() {
             match &outcome[i] {
                 ObjectOutcome::Loaded => summary.loaded += 1,
@@ -205,13 +232,25 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
                     summary.failed += 1;
                     failed_messages.extend(msgs);
                 }
+                ObjectOutcome::Untried => {
+                    summary.postponed += 1;
+                    postponed_messages.extend(msgs);
+                }
             }
         }
     }
-    finish(notices, failed_messages, summary)
+    finish(notices, failed_messages, postponed_messages, summary)
 }
 
-fn finish(notices: &Notices, failed: BTreeSet<usize>, summary: Summary) -> RunResult {
+/// The answer: `failed` messages are reported; `postponed` ones (unless also failed: a message
+/// with one tried-and-failed object is an ordinary failure) are left to [`crate::postpone`].
+fn finish(
+    notices: &Notices,
+    failed: BTreeSet<usize>,
+    postponed: BTreeSet<usize>,
+    summary: Summary,
+) -> RunResult {
+    let postponed: BTreeSet<usize> = postponed.difference(&failed).copied().collect();
     let batch_item_failures = failed
         .into_iter()
         .filter_map(|i| notices.message_ids.get(i).cloned().flatten())
@@ -228,12 +267,15 @@ fn finish(notices: &Notices, failed: BTreeSet<usize>, summary: Summary) -> RunRe
         already_loaded = summary.already_loaded,
         failed = summary.failed,
         ignored = summary.ignored,
+        postponed = summary.postponed,
         failed_messages = batch_response.batch_item_failures.len(),
+        postponed_messages = postponed.len(),
         "batch done"
     );
     RunResult {
         batch_response,
         summary,
+        postponed,
     }
 }
 
@@ -241,7 +283,10 @@ fn finish(notices: &Notices, failed: BTreeSet<usize>, summary: Summary) -> RunRe
 enum ObjectOutcome {
     Loaded,
     AlreadyLoaded,
+    /// Tried and failed: the message comes back (and counts towards the DLQ).
     Failed,
+    /// Not tried (the warehouse could not be asked, or no time to start): postponed.
+    Untried,
 }
 
 fn log_failure(key: &str, e: &LoadError) {
@@ -283,6 +328,10 @@ async fn load_chunk(
             let e = LoadError::Query(e);
             for k in &keys {
                 log_failure(k, &e);
+            }
+            // A transient warehouse failure before anything was read: nothing was tried.
+            if e.is_retryable() {
+                out.fill(ObjectOutcome::Untried);
             }
             return out;
         }

@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
         config,
         clients::s3(&sdk, &opts),
         clients::redshift_data(&sdk, &opts),
-    );
+    )
+    .with_sqs(clients::sqs(&sdk, &opts));
     lambda_runtime::run(service_fn(|ev: LambdaEvent<LoaderEvent>| {
         handler(&state, ev)
     }))

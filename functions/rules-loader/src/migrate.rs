@@ -23,8 +23,14 @@ use crate::load::LoadError;
 use crate::sql::{self, MAX_BATCH_STATEMENTS};
 use crate::{Config, State};
 
-/// The ledger column that names the load which wrote the row (added to older ledgers).
-const LEDGER_LOAD_ID: &str = "load_id";
+/// Columns of the ledger and rejects tables added after their first release: (table, column,
+/// type). Older tables get them on migration; keep in step with `warehouse/*.sql`.
+const ADDED_INTERNAL_COLUMNS: &[(&str, &str, &str)] = &[
+    // The load that wrote the ledger row (sql::MAX_LOAD_ID_BYTES).
+    (sql::LEDGER_TABLE, "load_id", "VARCHAR(128)"),
+    // The principal of a rejected event (envelope::MAX_PRINCIPAL_BYTES).
+    (sql::REJECTS_TABLE, "principal", "VARCHAR(2048)"),
+];
 
 /// The name a `CREATE … TABLE` / `CREATE … VIEW` statement creates (bare, lower case).
 fn created_name(statement: &str) -> Option<String> {
@@ -72,18 +78,17 @@ pub fn plan(cfg: &Config, existing: &BTreeMap<String, Vec<ExistingColumn>>) -> M
             statements.push(s.clone());
         }
     }
-    // A ledger from before the load id was recorded gets the column (additive, nullable).
-    if existing.get(sql::LEDGER_TABLE).is_some_and(|cols| {
-        !cols
-            .iter()
-            .any(|c| c.name.eq_ignore_ascii_case(LEDGER_LOAD_ID))
-    }) {
-        statements.push(format!(
-            "ALTER TABLE {}.\"{}\" ADD COLUMN \"{LEDGER_LOAD_ID}\" VARCHAR({})",
-            cfg.schema.quoted(),
-            sql::LEDGER_TABLE,
-            sql::MAX_LOAD_ID_BYTES
-        ));
+    // Internal tables from before a column existed get it (additive, nullable).
+    for (table, column, ty) in ADDED_INTERNAL_COLUMNS {
+        if existing
+            .get(*table)
+            .is_some_and(|cols| !cols.iter().any(|c| c.name.eq_ignore_ascii_case(column)))
+        {
+            statements.push(format!(
+                "ALTER TABLE {}.\"{table}\" ADD COLUMN \"{column}\" {ty}",
+                cfg.schema.quoted(),
+            ));
+        }
     }
     let views_missing = views
         .iter()
@@ -288,7 +293,37 @@ mod tests {
         m.get_mut("caudal_ledger")
             .unwrap()
             .push(col("load_id", "character varying", Some(128)));
+        m.get_mut("caudal_rejects").unwrap().push(col(
+            "principal",
+            "character varying",
+            Some(2048),
+        ));
         m
+    }
+
+    #[test]
+    fn old_rejects_and_tables_get_the_principal_column() {
+        let cfg = config();
+        let mut existing = full(&cfg);
+        for cols in existing.values_mut() {
+            cols.retain(|c| c.name != "principal");
+        }
+        let st = plan(&cfg, &existing).statements;
+        assert!(
+            st.contains(
+                &"ALTER TABLE \"analytics\".\"caudal_rejects\" ADD COLUMN \"principal\" \
+                  VARCHAR(2048)"
+                    .to_owned()
+            ),
+            "{st:?}"
+        );
+        for t in cfg.rules.tables() {
+            let add = format!(
+                "ALTER TABLE \"analytics\".{} ADD COLUMN \"principal\" VARCHAR(2048)",
+                t.name.quoted()
+            );
+            assert!(st.contains(&add), "{add} not in {st:?}");
+        }
     }
 
     #[test]

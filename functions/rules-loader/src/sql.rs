@@ -15,9 +15,16 @@
 //! `COPY` of the load's manifest into it (explicit column list, so a migrated table whose
 //! physical column order differs still loads correctly), and an `INSERT … SELECT` that skips
 //! event ids already in the target and keeps one row per event id inside the load
-//! (`ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY raw_key, raw_line) = 1`, portable to
-//! PostgreSQL). Rejects load the same way, one per event id (a client re-sending the same
-//! invalid event gets one reject, so "rejects by reason" counts events, not attempts).
+//! (`ROW_NUMBER() OVER (PARTITION BY event_id, principal ORDER BY raw_key, raw_line) = 1`,
+//! portable to PostgreSQL). Rejects load the same way, one per event id (a client re-sending the
+//! same invalid event gets one reject, so "rejects by reason" counts events, not attempts).
+//!
+//! **Dedupe scope.** An event id is unique per authenticated principal (the envelope's
+//! `principal`, set by the API's authorizer, never by the client): a client that sends another
+//! client's ids — by accident or to suppress their events — only ever collides with its own.
+//! An unauthenticated API has one scope (`principal` NULL). Rows loaded before the column
+//! existed have NULL there, so an event re-sent across that upgrade by an authenticated client
+//! loads once more.
 //!
 //! **Bounded de-duplication.** Redshift has no indexes: an anti-join on `event_id` (neither
 //! dist nor sort key) reads the whole target, so load time would grow with the table until
@@ -429,6 +436,14 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
     let raw_key = ident(shared::rules::RAW_KEY_COLUMN)?;
     let raw_line = ident("raw_line")?;
     let received_at = ident(shared::rules::RECEIVED_AT_COLUMN)?;
+    let principal = ident(shared::rules::PRINCIPAL_COLUMN)?;
+    // Event ids are unique per principal (one client's ids never suppress another's events);
+    // NULL (an unauthenticated API) is one scope of its own. No `IS NOT DISTINCT FROM`: Redshift
+    // lacks it.
+    let same_principal = |a: &str, b: &str| {
+        let p = principal.quoted();
+        format!("({a}.{p} = {b}.{p} OR ({a}.{p} IS NULL AND {b}.{p} IS NULL))")
+    };
     let loaded_at_col = ident("loaded_at")?;
     let loaded_at = sql_literal(Literal::Timestamp(plan.loaded_at))?;
     // Rows of a raw object the ledger already holds are never inserted again.
@@ -457,13 +472,15 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         sqls.push(copy_statement(&stage, &cols, st.manifest_uri, plan)?);
         sqls.push(format!(
             "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
-             (PARTITION BY s.{eid} ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS s WHERE \
-             {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = \
-             s.{eid}{window})) AS d WHERE d.caudal_rn = 1",
+             (PARTITION BY s.{eid}, s.{pr} ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS \
+             s WHERE {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = \
+             s.{eid} AND {same}{window})) AS d WHERE d.caudal_rn = 1",
             stage = stage.quoted(),
             eid = event_id.quoted(),
+            pr = principal.quoted(),
             rk = raw_key.quoted(),
             rl = raw_line.quoted(),
+            same = same_principal("t", "s"),
         ));
         // Rows of this load that are now in the target: the winners of the insert. A stage row
         // matches a target row on (event_id, raw_key, raw_line) only if it was inserted now —
@@ -492,18 +509,21 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
             stage.quoted()
         ));
         sqls.push(copy_statement(&stage, &cols, manifest, plan)?);
-        // Rejects count events: an event id already rejected inside the window (a client
-        // re-sending the same invalid event) or twice in this load is kept once; lines without
-        // an id (unparseable) are each their own reject.
+        // Rejects count events: an event id already rejected inside the window for the same
+        // principal (a client re-sending the same invalid event) or twice in this load is kept
+        // once; lines without an id (unparseable) are each their own reject.
         let since = sql_literal(Literal::Timestamp(plan.loaded_at - plan.dedupe_window))?;
         sqls.push(format!(
             "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
-             (PARTITION BY s.{eid}, CASE WHEN s.{eid} IS NULL THEN s.{rk} END, CASE WHEN s.{eid} \
-             IS NULL THEN s.{rl} END ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS s \
-             WHERE {unloaded} AND (s.{eid} IS NULL OR NOT EXISTS (SELECT 1 FROM {target} AS r \
-             WHERE r.{eid} = s.{eid} AND r.{la} >= {since}))) AS d WHERE d.caudal_rn = 1",
+             (PARTITION BY s.{eid}, s.{pr}, CASE WHEN s.{eid} IS NULL THEN s.{rk} END, CASE WHEN \
+             s.{eid} IS NULL THEN s.{rl} END ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} \
+             AS s WHERE {unloaded} AND (s.{eid} IS NULL OR NOT EXISTS (SELECT 1 FROM {target} AS \
+             r WHERE r.{eid} = s.{eid} AND {same} AND r.{la} >= {since}))) AS d WHERE \
+             d.caudal_rn = 1",
             stage = stage.quoted(),
             eid = event_id.quoted(),
+            pr = principal.quoted(),
+            same = same_principal("r", "s"),
             rk = raw_key.quoted(),
             rl = raw_line.quoted(),
             la = loaded_at_col.quoted(),
@@ -517,7 +537,7 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
             la = loaded_at_col.quoted(),
         ));
     }
-    sqls.push(ledger_insert(plan, &inserted_parts)?);
+    sqls.extend(ledger_inserts(plan, &inserted_parts)?);
     if sqls.len() > MAX_BATCH_STATEMENTS {
         return Err(SqlError::TooManyStatements(sqls.len()));
     }
@@ -534,7 +554,11 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
     Ok(sqls)
 }
 
-fn ledger_insert(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<String, SqlError> {
+/// The ledger rows of a load: as few `INSERT`s as keep each statement within
+/// [`MAX_STATEMENT_BYTES`] (one row carries a raw key of up to 1 KB and two count maps, so a
+/// hundred objects can need more than one). All of them run in the load's transaction, each
+/// guarded by the ledger like every other insert.
+fn ledger_inserts(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<Vec<String>, SqlError> {
     let ledger = format!("{}.{}", plan.schema.quoted(), ident(LEDGER_TABLE)?.quoted());
     let int = |n: u64| sql_literal(Literal::Int(i64::try_from(n).unwrap_or(i64::MAX)));
     let mut rows = Vec::with_capacity(plan.objects.len());
@@ -565,18 +589,39 @@ fn ledger_insert(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<Strin
             "o.valid + o.rejected - COALESCE(n.inserted, 0)".to_owned(),
         )
     };
-    Ok(format!(
+    let head = format!(
         "INSERT INTO {ledger} (\"raw_key\", \"etag\", \"records\", \"valid\", \"filtered\", \
          \"filtered_total\", \"rejected\", \"loaded\", \"duplicates\", \"rule_version\", \
          \"load_id\", \"loaded_at\") SELECT o.raw_key, o.etag, o.records, o.valid, \
          JSON_PARSE(o.filtered), o.filtered_total, o.rejected, JSON_PARSE(o.loaded), {duplicates}, \
-         {version}, {load_id}, {loaded_at} FROM ({rows}) AS o{join} WHERE NOT EXISTS (SELECT 1 \
-         FROM {ledger} AS l WHERE l.\"raw_key\" = o.raw_key)",
+         {version}, {load_id}, {loaded_at} FROM (",
         version = sql_literal(Literal::RuleVersion(plan.rule_version))?,
         load_id = sql_literal(Literal::LoadId(plan.load_id))?,
         loaded_at = sql_literal(Literal::Timestamp(plan.loaded_at))?,
-        rows = rows.join(" UNION ALL "),
-    ))
+    );
+    let tail = format!(
+        ") AS o{join} WHERE NOT EXISTS (SELECT 1 FROM {ledger} AS l WHERE l.\"raw_key\" = \
+         o.raw_key)"
+    );
+    const SEP: &str = " UNION ALL ";
+    let fixed = head.len() + tail.len();
+    let mut out = Vec::new();
+    let mut group: Vec<&str> = Vec::new();
+    let mut size = fixed;
+    for row in &rows {
+        let grown = size + row.len() + if group.is_empty() { 0 } else { SEP.len() };
+        if grown > MAX_STATEMENT_BYTES && !group.is_empty() {
+            out.push(format!("{head}{}{tail}", group.join(SEP)));
+            group.clear();
+            size = fixed;
+        }
+        size += row.len() + if group.is_empty() { 0 } else { SEP.len() };
+        group.push(row);
+    }
+    if !group.is_empty() {
+        out.push(format!("{head}{}{tail}", group.join(SEP)));
+    }
+    Ok(out)
 }
 
 /// `SELECT raw_key, etag FROM ledger WHERE raw_key IN (:k0, …)` with one parameter per key.

@@ -119,6 +119,7 @@ struct RejectLine<'a> {
     message: &'a str,
     event_id: Option<&'a str>,
     event_type: Option<&'a str>,
+    principal: Option<&'a str>,
     rule_version: &'a str,
 }
 
@@ -290,6 +291,7 @@ impl<'r> Stager<'r> {
                 message: &reject.message,
                 event_id: reject.event_id.as_deref(),
                 event_type: reject.event_type.as_deref(),
+                principal: reject.principal.as_deref(),
                 rule_version: self.rules.version(),
             },
         )

@@ -48,21 +48,23 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
         "CREATE TEMP TABLE \"caudal_stage_0\" (LIKE \"analytics\".\"page_views\" INCLUDING DEFAULTS)".to_owned(),
         format!(
             "COPY \"caudal_stage_0\" (\"event_time\", \"url\", \"event_id\", \"event_type\", \
-             \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\") FROM \
-             's3://caudal-staging/staging/page_views/{staging}/manifest.json' IAM_ROLE \
+             \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\", \
+             \"principal\") FROM 's3://caudal-staging/staging/page_views/{staging}/manifest.json' IAM_ROLE \
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
              '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
         ),
         format!(
             "INSERT INTO \"analytics\".\"page_views\" (\"event_time\", \"url\", \"event_id\", \
              \"event_type\", \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \
-             \"loaded_at\") SELECT \"event_time\", \"url\", \"event_id\", \"event_type\", \
-             \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\" FROM \
-             (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY s.\"event_id\" ORDER BY s.\"raw_key\", \
-             s.\"raw_line\") AS caudal_rn FROM \"caudal_stage_0\" AS s WHERE NOT EXISTS (SELECT \
-             1 FROM {LEDGER} AS l WHERE l.\"raw_key\" = s.\"raw_key\") AND NOT EXISTS (SELECT 1 \
-             FROM \"analytics\".\"page_views\" AS t WHERE t.\"event_id\" = s.\"event_id\" AND \
-             t.\"received_at\" >= CAST('2026-11-18T19:55:17.500000Z' AS TIMESTAMPTZ))) AS d \
+             \"loaded_at\", \"principal\") SELECT \"event_time\", \"url\", \"event_id\", \
+             \"event_type\", \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \
+             \"loaded_at\", \"principal\" FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY \
+             s.\"event_id\", s.\"principal\" ORDER BY s.\"raw_key\", s.\"raw_line\") AS caudal_rn \
+             FROM \"caudal_stage_0\" AS s WHERE NOT EXISTS (SELECT 1 FROM {LEDGER} AS l WHERE \
+             l.\"raw_key\" = s.\"raw_key\") AND NOT EXISTS (SELECT 1 FROM \
+             \"analytics\".\"page_views\" AS t WHERE t.\"event_id\" = s.\"event_id\" AND \
+             (t.\"principal\" = s.\"principal\" OR (t.\"principal\" IS NULL AND s.\"principal\" \
+             IS NULL)) AND t.\"received_at\" >= CAST('2026-11-18T19:55:17.500000Z' AS TIMESTAMPTZ))) AS d \
              WHERE d.caudal_rn = 1"
         ),
         "CREATE TEMP TABLE \"caudal_stage_rejects\" (LIKE \"analytics\".\"caudal_rejects\" INCLUDING \
@@ -71,7 +73,7 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
         format!(
             "COPY \"caudal_stage_rejects\" (\"event_id\", \"event_type\", \"raw_key\", \
              \"raw_line\", \"code\", \"rule\", \"path\", \"message\", \"rule_version\", \
-             \"loaded_at\", \"raw_text\", \"raw_truncated\") FROM \
+             \"loaded_at\", \"raw_text\", \"raw_truncated\", \"principal\") FROM \
              's3://caudal-staging/staging/caudal_rejects/{staging}/manifest.json' IAM_ROLE \
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
              '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
@@ -79,16 +81,17 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
         format!(
             "INSERT INTO \"analytics\".\"caudal_rejects\" (\"event_id\", \"event_type\", \
              \"raw_key\", \"raw_line\", \"code\", \"rule\", \"path\", \"message\", \
-             \"rule_version\", \"loaded_at\", \"raw_text\", \"raw_truncated\") SELECT \
-             \"event_id\", \"event_type\", \"raw_key\", \"raw_line\", \"code\", \"rule\", \
-             \"path\", \"message\", \"rule_version\", \"loaded_at\", \"raw_text\", \
-             \"raw_truncated\" FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY s.\"event_id\", \
-             CASE WHEN s.\"event_id\" IS NULL THEN s.\"raw_key\" END, CASE WHEN s.\"event_id\" \
+             \"rule_version\", \"loaded_at\", \"raw_text\", \"raw_truncated\", \"principal\") \
+             SELECT \"event_id\", \"event_type\", \"raw_key\", \"raw_line\", \"code\", \
+             \"rule\", \"path\", \"message\", \"rule_version\", \"loaded_at\", \"raw_text\", \
+             \"raw_truncated\", \"principal\" FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY \
+             s.\"event_id\", s.\"principal\", CASE WHEN s.\"event_id\" IS NULL THEN s.\"raw_key\" END, CASE WHEN s.\"event_id\" \
              IS NULL THEN s.\"raw_line\" END ORDER BY s.\"raw_key\", s.\"raw_line\") AS caudal_rn \
              FROM \"caudal_stage_rejects\" AS s WHERE NOT EXISTS (SELECT 1 FROM {LEDGER} AS l \
              WHERE l.\"raw_key\" = s.\"raw_key\") AND (s.\"event_id\" IS NULL OR NOT EXISTS \
              (SELECT 1 FROM \"analytics\".\"caudal_rejects\" AS r WHERE r.\"event_id\" = \
-             s.\"event_id\" AND r.\"loaded_at\" >= CAST('2026-11-18T20:00:05.123456Z' AS \
+             s.\"event_id\" AND (r.\"principal\" = s.\"principal\" OR (r.\"principal\" IS NULL \
+             AND s.\"principal\" IS NULL)) AND r.\"loaded_at\" >= CAST('2026-11-18T20:00:05.123456Z' AS \
              TIMESTAMPTZ)))) AS d WHERE d.caudal_rn = 1"
         ),
         format!(
@@ -178,7 +181,9 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
         lines[0]
     );
     assert!(
-        lines[0].ends_with(&format!(",1,\"{version}\",2026-11-25T20:00:05.123456Z")),
+        lines[0].ends_with(&format!(
+            ",1,\"{version}\",2026-11-25T20:00:05.123456Z,~caudal~null~"
+        )),
         "{}",
         lines[0]
     );
@@ -391,7 +396,7 @@ async fn deadline_while_running_fails_then_the_retry_reattaches_with_the_same_to
     let api = DataApi::new(&[], vec![StatusString::Started]);
     let (s3c, rsc) = clients(&s3, &api);
     let st = state(s3c, rsc);
-    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(20))
+    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(40))
         .await
         .unwrap();
     assert_eq!(
@@ -568,4 +573,130 @@ async fn unknown_payload_shape_is_an_error() {
     );
     let resp = invoke(&st, json!({"Records": []}), ctx(10)).await.unwrap();
     assert_eq!(resp, json!({"batchItemFailures": []}));
+}
+
+const MESSAGE_ID: &str = "7f1c0a3e-0001-4d1e-9a55-5c8e2a1b0001";
+
+/// The handler with postponing configured: the queue URL and a mocked SQS.
+fn postponing_state(
+    s3c: aws_sdk_s3::Client,
+    rsc: aws_sdk_redshiftdata::Client,
+    sqs: &std::sync::Arc<SqsWorld>,
+    migrate_on_start: bool,
+) -> rules_loader::State {
+    let mut cfg = config(RULES);
+    cfg.queue_url = Some(QUEUE_URL.into());
+    cfg.migrate_on_start = migrate_on_start;
+    rules_loader::State::new(cfg, s3c, rsc)
+        .with_clock(std::sync::Arc::new(loaded_at))
+        .with_sqs(sqs.client())
+}
+
+fn sqs_body(event: &serde_json::Value) -> String {
+    event["Records"][0]["body"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_migration_that_cannot_run_postpones_the_messages_untried() {
+    let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+    let sqs = std::sync::Arc::new(SqsWorld::default());
+    let st = postponing_state(s3.client(), failing_data_api(true), &sqs, true);
+    let event = event_file("rules-loader-sqs.json");
+    let resp = invoke(&st, event.clone(), ctx(120)).await.unwrap();
+    assert_eq!(
+        failures(&resp),
+        Vec::<String>::new(),
+        "acknowledged: a copy was sent"
+    );
+    let sent = sqs.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![(sqs_body(&event), Some(60), Some("1".to_owned()))],
+        "the same body, byte for byte, delayed, counted"
+    );
+    assert!(s3.gets.lock().unwrap().is_empty(), "nothing was tried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_ledger_failure_postpones_and_a_permanent_one_fails() {
+    for (retryable, postponed) in [(true, true), (false, false)] {
+        let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+        let sqs = std::sync::Arc::new(SqsWorld::default());
+        let st = postponing_state(s3.client(), failing_data_api(retryable), &sqs, false);
+        let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(120))
+            .await
+            .unwrap();
+        let sent = sqs.sent.lock().unwrap().len();
+        if postponed {
+            assert_eq!((failures(&resp), sent), (vec![], 1));
+        } else {
+            assert_eq!((failures(&resp), sent), (vec![MESSAGE_ID.to_owned()], 0));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn postponements_are_counted_and_back_off() {
+    let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+    let sqs = std::sync::Arc::new(SqsWorld::default());
+    let st = postponing_state(s3.client(), failing_data_api(true), &sqs, true);
+    let mut event = event_file("rules-loader-sqs.json");
+    event["Records"][0]["messageAttributes"] = json!({"caudal-postponed":
+        {"stringValue": "3", "stringListValues": [], "binaryListValues": [], "dataType": "Number"}});
+    let resp = invoke(&st, event.clone(), ctx(120)).await.unwrap();
+    assert_eq!(failures(&resp), Vec::<String>::new());
+    let sent = sqs.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![(sqs_body(&event), Some(480), Some("4".to_owned()))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_that_cannot_be_postponed_is_reported_failed() {
+    // SQS refuses the copy; or no queue is configured (a direct invocation set-up).
+    let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+    let sqs = std::sync::Arc::new(SqsWorld {
+        refuse: true,
+        ..SqsWorld::default()
+    });
+    let st = postponing_state(s3.client(), failing_data_api(true), &sqs, true);
+    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(120))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), vec![MESSAGE_ID]);
+    let mut cfg = config(RULES);
+    cfg.migrate_on_start = true;
+    let st = rules_loader::State::new(cfg, s3.client(), failing_data_api(true));
+    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(120))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), vec![MESSAGE_ID]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_load_starts_too_close_to_the_deadline() {
+    let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+    let api = DataApi::new(&[], vec![StatusString::Finished]);
+    let (s3c, rsc) = clients(&s3, &api);
+    let sqs = std::sync::Arc::new(SqsWorld::default());
+    let st = postponing_state(s3c, rsc, &sqs, false);
+    // 15 s left, minus the 3 s margin: less than the 20 s a load may need.
+    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(15))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), Vec::<String>::new());
+    assert_eq!(sqs.sent.lock().unwrap().len(), 1);
+    assert!(
+        api.executes.lock().unwrap().is_empty(),
+        "the warehouse was not asked"
+    );
+    assert!(api.batches().is_empty());
+    // With time enough the same message loads.
+    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(60))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), Vec::<String>::new());
+    assert_eq!(api.batches().len(), 1);
+    assert_eq!(sqs.sent.lock().unwrap().len(), 1, "not postponed again");
 }

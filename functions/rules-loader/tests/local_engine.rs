@@ -338,3 +338,190 @@ async fn schema_drift_holds_only_the_objects_that_need_the_table() {
     let n = h.rows("SELECT COUNT(*) FROM \"analytics\".purchases").await;
     assert_eq!(int(&n[0][0]), 1);
 }
+
+/// A full load of long keys: 100 raw objects whose keys are near the 1 KB the ledger holds need
+/// more than the Data API's 100 KB in ledger rows, so the ledger insert is cut into several
+/// statements — every object still in the ledger exactly once, in the one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_rows_of_a_full_load_of_long_keys_fit_the_statement_limit() {
+    let h = Harness::start("longkeys", Isolation::Snapshot).await;
+    let lines = sample_lines();
+    let n = rules_loader::sql::MAX_OBJECTS_PER_LOAD;
+    let keys: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "raw/dt=2026-11-25/hr=19/{}/{i:04}.ndjson.gz",
+                "p".repeat(980)
+            )
+        })
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        h.put_raw(k, &common::gzip(&lines[i % 3])).await;
+    }
+    let objects: Vec<(&str, &str)> = keys.iter().map(|k| (RAW_BUCKET, k.as_str())).collect();
+    let state = h.loader();
+    let out = invoke(&state, sqs_event(&objects), common::ctx(300))
+        .await
+        .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    let r = h
+        .rows(
+            "SELECT COUNT(*), COUNT(DISTINCT raw_key), COUNT(DISTINCT load_id) FROM \
+             \"analytics\".caudal_ledger",
+        )
+        .await;
+    assert_eq!(
+        (int(&r[0][0]), int(&r[0][1]), int(&r[0][2])),
+        (n as i64, n as i64, 1),
+        "one load, every object once"
+    );
+    // The descriptor holds the batch as it ran: several ledger inserts, each within the limit.
+    let listed =
+        h.s3.list_objects_v2()
+            .bucket(&h.config.staging_bucket)
+            .prefix("staging/load-descriptors/")
+            .send()
+            .await
+            .unwrap();
+    let keys_listed: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys_listed.len(), 1, "{keys_listed:?}");
+    let body =
+        h.s3.get_object()
+            .bucket(&h.config.staging_bucket)
+            .key(keys_listed[0])
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+    let descriptor: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let sqls: Vec<&str> = descriptor["sqls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    let ledger_inserts = sqls
+        .iter()
+        .filter(|s| s.starts_with("INSERT INTO \"analytics\".\"caudal_ledger\""))
+        .count();
+    assert!(ledger_inserts >= 2, "{ledger_inserts} ledger statement(s)");
+    assert!(
+        sqls.iter()
+            .all(|s| s.len() <= rules_loader::sql::MAX_STATEMENT_BYTES)
+    );
+    let recon = h.rows(RECONCILIATION).await;
+    assert_eq!(recon.len(), n);
+    assert!(
+        recon
+            .iter()
+            .all(|row| int(&row[8]) == 0 && int(&row[9]) == 0),
+        "{recon:?}"
+    );
+}
+
+/// A raw line for `event` sent by `principal` (as ingest records it), received at a fixed time.
+fn line_from(principal: Option<&str>, id: &str, event: &str, seq: u64) -> Vec<u8> {
+    let env = shared::envelope::encode(
+        &shared::envelope::EventRef {
+            id,
+            id_generated: false,
+            event_type: "page_view",
+            raw: event.as_bytes(),
+        },
+        &shared::envelope::RequestMeta {
+            request_id: format!("req-{seq}"),
+            received_at: Some("2026-11-25T19:55:17.500Z".into()),
+            principal: principal.map(str::to_owned),
+            ..shared::envelope::RequestMeta::default()
+        },
+    );
+    let coords = shared::raw::KinesisCoords {
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: seq.to_string().into(),
+        arrival: "2026-11-25T19:55:18.000Z".into(),
+        partition_key: "pk".into(),
+    };
+    let mut out = Vec::new();
+    shared::raw::write_line(&mut out, &coords, &env).unwrap();
+    out.pop();
+    out
+}
+
+/// Event ids are unique per principal: the same id from two clients is two events, from the
+/// same client (a retry) one; an invalid event re-sent by one client is one reject, and the
+/// same invalid id from another client is that client's own reject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_is_scoped_to_the_principal() {
+    let h = Harness::start("principal", Isolation::Snapshot).await;
+    let ok = r#"{"type":"page_view","id":"same-1","ts":"2026-11-25T19:55:17.120Z","page":{"url":"https://x/"}}"#;
+    // page_view requires `page`: a schema reject.
+    let bad = r#"{"type":"page_view","id":"bad-1","ts":"2026-11-25T19:55:17.120Z"}"#;
+    let (ann, bob) = (Some("arn:aws:iam::123456789012:user/ann"), Some("sub-bob"));
+    let first = [
+        line_from(ann, "same-1", ok, 1),
+        line_from(bob, "same-1", ok, 2),
+        line_from(None, "same-1", ok, 3),
+        line_from(ann, "same-1", ok, 4), // Ann's retry inside one object
+        line_from(ann, "bad-1", bad, 5),
+        line_from(bob, "bad-1", bad, 6),
+    ];
+    // A later object: every client retries everything once more.
+    let second = [
+        line_from(ann, "same-1", ok, 7),
+        line_from(bob, "same-1", ok, 8),
+        line_from(None, "same-1", ok, 9),
+        line_from(ann, "bad-1", bad, 10),
+        line_from(bob, "bad-1", bad, 11),
+    ];
+    let keys = [
+        key("shardId-000000000000", "1", "6"),
+        key("shardId-000000000000", "7", "11"),
+    ];
+    h.put_raw(&keys[0], &common::gzip(&first.join(&b'\n')))
+        .await;
+    h.put_raw(&keys[1], &common::gzip(&second.join(&b'\n')))
+        .await;
+    for k in &keys {
+        let out = invoke(&h.loader(), sqs_event(&[(RAW_BUCKET, k)]), common::ctx(120))
+            .await
+            .unwrap();
+        assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    }
+    let rows = h
+        .rows(
+            "SELECT COALESCE(principal, '-'), COUNT(*) FROM \"analytics\".page_views WHERE \
+             event_id = 'same-1' GROUP BY 1 ORDER BY 1",
+        )
+        .await;
+    let rows: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), int(&r[1])))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("-".to_owned(), 1),
+            ("arn:aws:iam::123456789012:user/ann".to_owned(), 1),
+            ("sub-bob".to_owned(), 1)
+        ]
+    );
+    let rejects = h
+        .rows(
+            "SELECT principal, COUNT(*) FROM \"analytics\".caudal_rejects WHERE event_id = \
+             'bad-1' GROUP BY 1 ORDER BY 1",
+        )
+        .await;
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    assert!(rejects.iter().all(|r| int(&r[1]) == 1), "{rejects:?}");
+    let recon = h.rows(RECONCILIATION).await;
+    assert!(
+        recon
+            .iter()
+            .all(|row| int(&row[8]) == 0 && int(&row[9]) == 0),
+        "{recon:?}"
+    );
+}

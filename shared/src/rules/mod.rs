@@ -39,6 +39,7 @@ mod ddl;
 mod enrich;
 mod expr;
 mod ident;
+mod source_text;
 mod types;
 
 use std::borrow::Cow;
@@ -69,9 +70,12 @@ pub const EVENT_ID_COLUMN: &str = "event_id";
 pub const RAW_KEY_COLUMN: &str = "raw_key";
 /// Name of the ingest-time lineage column (the loader's de-duplication window runs on it).
 pub const RECEIVED_AT_COLUMN: &str = "received_at";
+/// Name of the authenticated-principal lineage column: event ids are unique per principal, so
+/// one client's ids never suppress another's events (NULL = an unauthenticated API).
+pub const PRINCIPAL_COLUMN: &str = "principal";
 
 /// Columns appended to every table, in this order: name, type, nullable.
-pub const STANDARD_COLUMNS: [(&str, ColumnType, bool); 7] = [
+pub const STANDARD_COLUMNS: [(&str, ColumnType, bool); 8] = [
     (EVENT_ID_COLUMN, ColumnType::Varchar(128), false),
     ("event_type", ColumnType::Varchar(128), false),
     (RECEIVED_AT_COLUMN, ColumnType::TimestampTz, true),
@@ -79,6 +83,12 @@ pub const STANDARD_COLUMNS: [(&str, ColumnType, bool); 7] = [
     ("raw_line", ColumnType::BigInt, false),
     ("rule_version", ColumnType::Varchar(64), false),
     ("loaded_at", ColumnType::TimestampTz, false),
+    // Last, so a table created before it and migrated has the same column order as a new one.
+    (
+        PRINCIPAL_COLUMN,
+        ColumnType::Varchar(crate::envelope::MAX_PRINCIPAL_BYTES as u32),
+        true,
+    ),
 ];
 
 /// Default name of the catch-all table for unknown event types.
@@ -216,6 +226,9 @@ pub struct Reject {
     pub event_id: Option<String>,
     /// The event type, when the envelope could be read.
     pub event_type: Option<String>,
+    /// The authenticated principal that sent the event, when the envelope could be read and
+    /// has one (rejects are de-duplicated per principal, like rows).
+    pub principal: Option<String>,
 }
 
 impl Reject {
@@ -227,6 +240,7 @@ impl Reject {
             message: clip(message, MAX_MESSAGE),
             event_id: None,
             event_type: None,
+            principal: None,
         }
     }
 }
@@ -904,6 +918,7 @@ impl RuleSet {
         let identify = |mut r: Reject| {
             r.event_id = Some(env.id.to_string());
             r.event_type = Some(env.event_type.to_string());
+            r.principal = env.principal.as_deref().map(str::to_owned);
             Outcome::Rejected(r)
         };
         let bytes = env.event_bytes();
@@ -921,6 +936,7 @@ impl RuleSet {
         let rule = self.events.get(env.event_type.as_ref());
         let lc = LineCtx {
             event,
+            event_bytes: &bytes,
             env: &env,
             kin: &raw.kinesis,
             env_json: OnceCell::new(),
@@ -1071,17 +1087,19 @@ impl RuleSet {
         lc: &LineCtx<'_>,
         lineage: &Lineage<'_>,
         event_type: &str,
-    ) -> Result<[Cell; 7], Reject> {
+    ) -> Result<[Cell; 8], Reject> {
         let mapping_err = |col: &str, msg: String| {
             Reject::new("mapping", Some(format!("{event_type}.{col}")), None, msg)
         };
         let id = lc.env.id.as_ref();
-        if id.len() > 128 || id.contains('\0') || id == NULL_MARKER {
+        if !crate::event::is_valid_id(id) {
             return Err(mapping_err(
                 EVENT_ID_COLUMN,
                 format!(
-                    "event id is {} bytes or contains NUL; at most 128 bytes fit",
-                    id.len()
+                    "event id is {} bytes, a control character or the NULL marker; ingest \
+                     accepts 1-{} bytes without control characters",
+                    id.len(),
+                    crate::event::MAX_EVENT_ID_BYTES
                 ),
             ));
         }
@@ -1100,6 +1118,21 @@ impl RuleSet {
                 types::parse_timestamp(s).map_err(|e| mapping_err("received_at", e))?,
             ),
         };
+        let principal = match lc.env.principal.as_deref() {
+            None => Cell::Null,
+            Some(p) if crate::envelope::is_valid_principal(p) => Cell::Text(p.to_owned()),
+            Some(p) => {
+                return Err(mapping_err(
+                    PRINCIPAL_COLUMN,
+                    format!(
+                        "principal is {} bytes or has control characters; at most {} bytes fit \
+                         (ingest refuses such requests)",
+                        p.len(),
+                        crate::envelope::MAX_PRINCIPAL_BYTES
+                    ),
+                ));
+            }
+        };
         if lineage.raw_key.len() > 1024 {
             return Err(mapping_err(
                 RAW_KEY_COLUMN,
@@ -1114,7 +1147,25 @@ impl RuleSet {
             Cell::Int(i64::try_from(lineage.line).unwrap_or(i64::MAX)),
             Cell::Text(self.version.clone()),
             Cell::Timestamp(lineage.loaded_at),
+            principal,
         ])
+    }
+
+    /// The source text of the number a mapping's source took verbatim from the event (a pointer
+    /// into `/event`, or the coalesce member that gave the value), if it did.
+    fn number_text<'v>(&self, s: &Source, lc: &'v LineCtx<'_>, sc: &Scope<'v>) -> Option<&'v str> {
+        match s {
+            Source::Pointer(p) if p.root == Root::Event => {
+                source_text::number_at(lc.event_bytes, &p.rest)
+            }
+            Source::Coalesce(list) => {
+                let first = list
+                    .iter()
+                    .find(|s| self.eval_source(s, lc, sc).is_ok_and(|v| !v.is_null()))?;
+                self.number_text(first, lc, sc)
+            }
+            _ => None,
+        }
     }
 
     fn map_row<'s>(
@@ -1141,7 +1192,20 @@ impl RuleSet {
             for step in &m.steps {
                 v = step.apply(v, &self.salt).map_err(fail)?;
             }
-            let cell = types::convert(&v, col.ty).map_err(fail)?;
+            let text = match (col.ty, &*v) {
+                // The client's digits, never through f64 (`steps` may have computed the value).
+                (ColumnType::Decimal { .. }, Value::Number(n))
+                    if n.is_f64() && m.steps.is_empty() =>
+                {
+                    self.number_text(&m.source, lc, sc)
+                }
+                _ => None,
+            };
+            let cell = match text {
+                Some(t) => types::convert_number_text(t, col.ty),
+                None => types::convert(&v, col.ty),
+            }
+            .map_err(fail)?;
             if cell == Cell::Null && !col.nullable {
                 return Err(fail("is NOT NULL but the value is missing/null".into()));
             }
@@ -1229,13 +1293,17 @@ impl RuleSet {
             Cell::Timestamp(lineage.loaded_at),
             Cell::Text(clip(clean, 65_535)),
             Cell::Bool(truncated),
+            text(
+                reject.principal.as_deref(),
+                crate::envelope::MAX_PRINCIPAL_BYTES,
+            ),
         ]
     }
 }
 
 /// Column names of `caudal_rejects`, in order (matches [`RuleSet::reject_cells`] and
 /// `warehouse/rejects.sql`).
-pub const REJECT_COLUMNS: [&str; 12] = [
+pub const REJECT_COLUMNS: [&str; 13] = [
     "event_id",
     "event_type",
     "raw_key",
@@ -1248,6 +1316,7 @@ pub const REJECT_COLUMNS: [&str; 12] = [
     "loaded_at",
     "raw_text",
     "raw_truncated",
+    "principal",
 ];
 
 fn line_str(line: &[u8]) -> Cow<'_, str> {
@@ -1266,6 +1335,8 @@ type Scope<'s> = OnceCell<cel::Context<'s, 's>>;
 /// Per-line evaluation state: the parsed event plus lazily built JSON/CEL views.
 struct LineCtx<'a> {
     event: Value,
+    /// The event's bytes as the client sent them (numbers for `DECIMAL` columns are read here).
+    event_bytes: &'a [u8],
     env: &'a Envelope<'a>,
     kin: &'a KinesisCoords<'a>,
     env_json: OnceCell<Value>,

@@ -17,7 +17,12 @@ fn lineage() -> Lineage<'static> {
 
 /// A raw-archive line for `event` with the given user agent and source IP.
 fn raw(event: &Value, ua: Option<&str>, ip: Option<&str>) -> Vec<u8> {
-    let bytes = serde_json::to_vec(event).unwrap();
+    raw_text(&serde_json::to_vec(event).unwrap(), ua, ip)
+}
+
+/// [`raw`] for an event given by its exact bytes (as a client sent them).
+fn raw_text(bytes: &[u8], ua: Option<&str>, ip: Option<&str>) -> Vec<u8> {
+    let event: Value = serde_json::from_slice(bytes).unwrap();
     let ty = event.get("type").and_then(Value::as_str).unwrap_or("x");
     let id = event.get("id").and_then(Value::as_str).unwrap_or("ev-1");
     let env = crate::envelope::encode(
@@ -25,7 +30,7 @@ fn raw(event: &Value, ua: Option<&str>, ip: Option<&str>) -> Vec<u8> {
             id,
             id_generated: false,
             event_type: ty,
-            raw: &bytes,
+            raw: bytes,
         },
         &crate::envelope::RequestMeta {
             request_id: "req-1".into(),
@@ -396,6 +401,46 @@ events:
 }
 
 #[test]
+fn decimals_take_the_clients_digits_never_an_f64() {
+    let yaml = r#"
+version: 1
+tables:
+  t:
+    columns:
+      - {name: exact, type: "DECIMAL(38,2)"}
+      - {name: nested, type: "DECIMAL(38,4)"}
+      - {name: first, type: "DECIMAL(38,2)"}
+      - {name: too_fine, type: "DECIMAL(38,2)", nullable: true}
+events:
+  e:
+    table: t
+    columns:
+      exact: /event/amount
+      nested: /event/lines/1/p~1q
+      first: {coalesce: [/event/missing, /event/amount]}
+      too_fine: /event/fine
+"#;
+    let rs = RuleSet::from_yaml(yaml).unwrap();
+    // 17+ significant digits: an f64 would make these 12345678901234568.00 and 0.1000.
+    let ev = br#"{"type":"e","amount":12345678901234567.89,"lines":[0,{"p/q":1000000000000000000.0001}]}"#;
+    let r = row_of(&rs, &rs.apply_line(&raw_text(ev, UA, IP), &lineage()));
+    assert_eq!(r["exact"], "12345678901234567.89");
+    assert_eq!(r["nested"], "1000000000000000000.0001");
+    assert_eq!(r["first"], "12345678901234567.89");
+    assert_eq!(r["too_fine"], Value::Null);
+    // Digits the column cannot hold are a reject, not a rounding (as an f64, 0.1000000000000000055
+    // prints as 0.1 and would have passed).
+    let ev = br#"{"type":"e","amount":1,"lines":[0,{"p/q":1}],"fine":0.1000000000000000055}"#;
+    match rs.apply_line(&raw_text(ev, UA, IP), &lineage()) {
+        Outcome::Rejected(r) => {
+            assert_eq!(r.rule.as_deref(), Some("e.too_fine"));
+            assert!(r.message.contains("rounding"), "{}", r.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn event_text_form_is_read() {
     let rs = RuleSet::from_yaml(MINI).unwrap();
     let raw_bytes = b"{\n\"type\":\"e\",\"a\":\"hi\"}";
@@ -611,6 +656,7 @@ fn mini_existing() -> Vec<ExistingColumn> {
         col("raw_line", "bigint", None),
         col("rule_version", "character varying", Some(64)),
         col("loaded_at", "timestamp with time zone", None),
+        col("principal", "character varying", Some(2048)),
     ]
 }
 
@@ -760,4 +806,75 @@ fn wrap_and_detect_lines() {
     let r = row_of(&rs, &rs.apply_line(&line, &lineage()));
     assert_eq!(r["query"], "red shoes");
     assert_eq!(r["event_id"], "sample-00000003");
+}
+
+#[test]
+fn every_id_ingest_accepts_fits_the_event_id_column() {
+    let rs = RuleSet::from_yaml(MINI).unwrap();
+    let at_most = "€".repeat(42) + "ab"; // 128 bytes, 44 characters
+    assert!(crate::event::is_valid_id(&at_most));
+    let ev = json!({"type":"e","id": at_most});
+    let r = row_of(&rs, &rs.apply_line(&raw(&ev, UA, IP), &lineage()));
+    assert_eq!(r["event_id"], at_most.as_str());
+    // An id an older ingest let through (129 bytes, or the NULL marker) is a reject naming the
+    // column, never a truncated or NULL event_id.
+    for id in ["€".repeat(43), NULL_MARKER.to_owned()] {
+        assert!(!crate::event::is_valid_id(&id));
+        match rs.apply_line(&raw(&json!({"type":"e","id": id}), UA, IP), &lineage()) {
+            Outcome::Rejected(r) => {
+                assert_eq!(r.code, "mapping");
+                assert_eq!(r.rule.as_deref(), Some("e.event_id"), "{}", r.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_principal_is_lineage_on_rows_and_rejects() {
+    let rs = RuleSet::from_yaml(MINI).unwrap();
+    let line = |principal: Option<&str>, ev: &Value| {
+        let bytes = serde_json::to_vec(ev).unwrap();
+        let env = crate::envelope::encode(
+            &crate::envelope::EventRef {
+                id: "p-1",
+                id_generated: false,
+                event_type: "e",
+                raw: &bytes,
+            },
+            &crate::envelope::RequestMeta {
+                principal: principal.map(str::to_owned),
+                ..crate::envelope::RequestMeta::default()
+            },
+        );
+        let coords = KinesisCoords {
+            shard_id: "s".into(),
+            sequence_number: "1".into(),
+            arrival: "a".into(),
+            partition_key: "p".into(),
+        };
+        let mut out = Vec::new();
+        crate::raw::write_line(&mut out, &coords, &env).unwrap();
+        out.pop();
+        out
+    };
+    let ok = json!({"type":"e","a":"x"});
+    let r = row_of(
+        &rs,
+        &rs.apply_line(&line(Some("arn:aws:iam::1:user/ann"), &ok), &lineage()),
+    );
+    assert_eq!(r["principal"], "arn:aws:iam::1:user/ann");
+    let r = row_of(&rs, &rs.apply_line(&line(None, &ok), &lineage()));
+    assert_eq!(r["principal"], Value::Null);
+    // A reject carries it too (its de-duplication is per principal as well).
+    let bad = json!({"type":"e","a":"too long for five"});
+    let rej = reject_of(rs.apply_line(&line(Some("sub-9"), &bad), &lineage()));
+    assert_eq!(rej.principal.as_deref(), Some("sub-9"));
+    let cells = rs.reject_cells(&rej, b"x", &lineage());
+    assert_eq!(cells.len(), REJECT_COLUMNS.len());
+    assert_eq!(cells.last(), Some(&Cell::Text("sub-9".into())));
+    // One ingest would have refused (too long) is a mapping reject, never a cut principal.
+    let long = "u".repeat(crate::envelope::MAX_PRINCIPAL_BYTES + 1);
+    let rej = reject_of(rs.apply_line(&line(Some(&long), &ok), &lineage()));
+    assert_eq!(rej.rule.as_deref(), Some("e.principal"), "{}", rej.message);
 }

@@ -368,6 +368,20 @@ fn to_decimal(text: &str, precision: u8, scale: u8) -> Result<String, String> {
     Ok(out)
 }
 
+/// Convert a JSON number given by its source text to a cell of type `ty`: a `DECIMAL` takes
+/// exactly these digits; any other type converts the number as [`convert`] does.
+pub fn convert_number_text(text: &str, ty: ColumnType) -> Result<Cell, String> {
+    match ty {
+        ColumnType::Decimal { precision, scale } => {
+            to_decimal(text, precision, scale).map(Cell::Decimal)
+        }
+        _ => match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Number(_)) => convert(&v, ty),
+            _ => Err(format!("{text:?} is not a number")),
+        },
+    }
+}
+
 /// Convert a JSON value to a cell of type `ty`. `Null` stays `Cell::Null` (nullability is the
 /// caller's check). Errors say what did not fit, for a `mapping` reject.
 pub fn convert(v: &Value, ty: ColumnType) -> Result<Cell, String> {

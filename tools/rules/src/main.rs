@@ -201,6 +201,7 @@ fn test(
                     message: format!("neither a raw-archive line nor a client event: {e}"),
                     event_id: None,
                     event_type: None,
+                    principal: None,
                 }),
             }
         };

@@ -40,7 +40,7 @@ fn check_summarises_the_default_file() {
     assert!(s.contains("ok: rules/rules.yaml"), "{s}");
     assert!(s.contains("event purchase -> purchases"), "{s}");
     assert!(
-        s.contains("table unknown_events: 1 columns + 7 lineage [catch-all"),
+        s.contains("table unknown_events: 1 columns + 8 lineage [catch-all"),
         "{s}"
     );
     assert!(

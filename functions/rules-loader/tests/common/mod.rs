@@ -67,6 +67,7 @@ pub fn config(rules: &str) -> Config {
         rules: Arc::new(RuleSet::from_yaml(rules).unwrap()),
         migrate_on_start: false,
         dedupe_window: time::Duration::hours(168),
+        queue_url: None,
     }
 }
 
@@ -196,6 +197,16 @@ impl S3World {
 
     /// Rules: GetObject answers from `objects` (NoSuchKey otherwise); PutObject records and
     /// answers with an ETag.
+    /// A mocked S3 client on this world.
+    pub fn client(self: &Arc<Self>) -> aws_sdk_s3::Client {
+        let rules = self.rules();
+        aws_smithy_mocks::mock_client!(
+            aws_sdk_s3,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            rules.iter()
+        )
+    }
+
     pub fn rules(self: &Arc<Self>) -> Vec<Rule> {
         let w = self.clone();
         let get = mock!(aws_sdk_s3::Client::get_object).then_compute_response(move |req| {
@@ -410,17 +421,107 @@ pub fn clients(
     s3: &Arc<S3World>,
     api: &Arc<DataApi>,
 ) -> (aws_sdk_s3::Client, aws_sdk_redshiftdata::Client) {
-    let s3_rules = s3.rules();
     let api_rules = api.rules();
-    let s3c = aws_smithy_mocks::mock_client!(
-        aws_sdk_s3,
-        aws_smithy_mocks::RuleMode::MatchAny,
-        s3_rules.iter()
-    );
+    let s3c = s3.client();
     let rsc = aws_smithy_mocks::mock_client!(
         aws_sdk_redshiftdata,
         aws_smithy_mocks::RuleMode::MatchAny,
         api_rules.iter()
     );
     (s3c, rsc)
+}
+
+/// One recorded SendMessage: body, delay, the postponement attribute.
+pub type Sent = (String, Option<i32>, Option<String>);
+
+/// A mocked SQS for postponed messages: records every SendMessage, or refuses them all.
+#[derive(Default)]
+pub struct SqsWorld {
+    pub sent: Mutex<Vec<Sent>>,
+    /// Answer every SendMessage with a (non-retryable) error.
+    pub refuse: bool,
+}
+
+impl SqsWorld {
+    pub fn client(self: &Arc<Self>) -> aws_sdk_sqs::Client {
+        use aws_sdk_sqs::operation::send_message::{SendMessageError, SendMessageOutput};
+        let w = self.clone();
+        let send = mock!(aws_sdk_sqs::Client::send_message)
+            .match_requests({
+                let w = self.clone();
+                move |_| !w.refuse
+            })
+            .then_compute_output(move |req| {
+                let mut sent = w.sent.lock().unwrap();
+                sent.push((
+                    req.message_body().unwrap_or_default().to_owned(),
+                    req.delay_seconds(),
+                    req.message_attributes()
+                        .and_then(|a| a.get("caudal-postponed"))
+                        .and_then(|v| v.string_value())
+                        .map(str::to_owned),
+                ));
+                SendMessageOutput::builder()
+                    .message_id(format!("copy-{}", sent.len()))
+                    .build()
+            });
+        let refuse = mock!(aws_sdk_sqs::Client::send_message)
+            .match_requests({
+                let w = self.clone();
+                move |_| w.refuse
+            })
+            .then_error(|| {
+                SendMessageError::QueueDoesNotExist(
+                    aws_sdk_sqs::types::error::QueueDoesNotExist::builder()
+                        .message("The specified queue does not exist.")
+                        .meta(meta("AWS.SimpleQueueService.NonExistentQueue"))
+                        .build(),
+                )
+            });
+        aws_smithy_mocks::mock_client!(
+            aws_sdk_sqs,
+            aws_smithy_mocks::RuleMode::MatchAny,
+            [&send, &refuse]
+        )
+    }
+}
+
+/// A Data API whose every ExecuteStatement fails with `code` (retryable or not, as the service
+/// would classify it).
+pub fn failing_data_api(retryable: bool) -> aws_sdk_redshiftdata::Client {
+    use aws_sdk_redshiftdata::operation::execute_statement::ExecuteStatementError;
+    use aws_sdk_redshiftdata::types::error::{InternalServerException, ValidationException};
+    let rule = mock!(aws_sdk_redshiftdata::Client::execute_statement).then_error(move || {
+        if retryable {
+            ExecuteStatementError::InternalServerException(
+                InternalServerException::builder()
+                    .message("internal error")
+                    .meta(meta("InternalServerException"))
+                    .build()
+                    .unwrap(),
+            )
+        } else {
+            ExecuteStatementError::ValidationException(
+                ValidationException::builder()
+                    .message("workgroup not found")
+                    .meta(meta("ValidationException"))
+                    .build(),
+            )
+        }
+    });
+    aws_smithy_mocks::mock_client!(
+        aws_sdk_redshiftdata,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        [&rule]
+    )
+}
+
+/// The loader queue's URL in the tests.
+pub const QUEUE_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/caudal-loader";
+
+/// Error metadata with the service's error code (what classification reads).
+fn meta(code: &str) -> aws_smithy_types::error::ErrorMetadata {
+    aws_smithy_types::error::ErrorMetadata::builder()
+        .code(code)
+        .build()
 }
