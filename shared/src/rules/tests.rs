@@ -22,6 +22,11 @@ fn raw(event: &Value, ua: Option<&str>, ip: Option<&str>) -> Vec<u8> {
 
 /// [`raw`] for an event given by its exact bytes (as a client sent them).
 fn raw_text(bytes: &[u8], ua: Option<&str>, ip: Option<&str>) -> Vec<u8> {
+    raw_from(bytes, ua, ip, None)
+}
+
+/// [`raw_text`] for an event sent by `principal`.
+fn raw_from(bytes: &[u8], ua: Option<&str>, ip: Option<&str>, principal: Option<&str>) -> Vec<u8> {
     let event: Value = serde_json::from_slice(bytes).unwrap();
     let ty = event.get("type").and_then(Value::as_str).unwrap_or("x");
     let id = event.get("id").and_then(Value::as_str).unwrap_or("ev-1");
@@ -39,7 +44,7 @@ fn raw_text(bytes: &[u8], ua: Option<&str>, ip: Option<&str>) -> Vec<u8> {
             )),
             source_ip: ip.map(str::to_owned),
             user_agent: ua.map(str::to_owned),
-            principal: None,
+            principal: principal.map(str::to_owned),
             stage: Some("$default".into()),
         },
     );
@@ -834,29 +839,7 @@ fn every_id_ingest_accepts_fits_the_event_id_column() {
 fn the_principal_is_lineage_on_rows_and_rejects() {
     let rs = RuleSet::from_yaml(MINI).unwrap();
     let line = |principal: Option<&str>, ev: &Value| {
-        let bytes = serde_json::to_vec(ev).unwrap();
-        let env = crate::envelope::encode(
-            &crate::envelope::EventRef {
-                id: "p-1",
-                id_generated: false,
-                event_type: "e",
-                raw: &bytes,
-            },
-            &crate::envelope::RequestMeta {
-                principal: principal.map(str::to_owned),
-                ..crate::envelope::RequestMeta::default()
-            },
-        );
-        let coords = KinesisCoords {
-            shard_id: "s".into(),
-            sequence_number: "1".into(),
-            arrival: "a".into(),
-            partition_key: "p".into(),
-        };
-        let mut out = Vec::new();
-        crate::raw::write_line(&mut out, &coords, &env).unwrap();
-        out.pop();
-        out
+        raw_from(&serde_json::to_vec(ev).unwrap(), None, None, principal)
     };
     let ok = json!({"type":"e","a":"x"});
     let r = row_of(
