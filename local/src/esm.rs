@@ -104,6 +104,8 @@ pub struct MappingStats {
     pub sent_to_on_failure: AtomicU64,
     /// Times a batch was split in two.
     pub bisections: AtomicU64,
+    /// Most invocations of this mapping running at the same time (SQS).
+    pub max_concurrent: AtomicU64,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -559,6 +561,7 @@ pub struct SqsMapping {
     /// Counters.
     pub stats: MappingStats,
     busy: AtomicU64,
+    invoking: AtomicU64,
 }
 
 impl std::fmt::Debug for SqsMapping {
@@ -587,6 +590,7 @@ impl SqsMapping {
             region: region.to_owned(),
             stats: MappingStats::default(),
             busy: AtomicU64::new(0),
+            invoking: AtomicU64::new(0),
         }
     }
 
@@ -712,7 +716,11 @@ impl SqsMapping {
     async fn process(&self, batch: &[SqsMessage]) {
         let event = events::sqs_event(batch, &self.source.queue_arn, &self.region);
         self.stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let succeeded: Vec<&SqsMessage> = match self.function.invoke(event).await {
+        let now = self.invoking.fetch_add(1, Ordering::AcqRel) + 1;
+        self.stats.max_concurrent.fetch_max(now, Ordering::Relaxed);
+        let result = self.function.invoke(event).await;
+        self.invoking.fetch_sub(1, Ordering::AcqRel);
+        let succeeded: Vec<&SqsMessage> = match result {
             // The whole batch failed: every message reappears after the visibility timeout.
             Err(_) => Vec::new(),
             Ok(_) if !self.source.report_batch_item_failures => batch.iter().collect(),

@@ -6,7 +6,9 @@
 //! binaries are exercised separately by the SAM build smoke test. What Lambda adds around a
 //! call is emulated here: a fresh [`lambda_runtime::Context`] (request id, deadline, ARN), the
 //! function's `Timeout`, the 6 MB synchronous payload limit, and a panic in a handler becoming
-//! a failed invocation instead of taking the whole stack down.
+//! a failed invocation instead of taking the whole stack down. With [`crate::chaos`], a share of
+//! invocations is killed at a random point of its run (the handler's future is dropped at
+//! whatever await it was in, as a sandbox dies mid-call).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tracing::Instrument;
+
+use crate::chaos::{Chaos, Fault};
 
 /// Lambda's limit on a synchronous invocation payload (request and response).
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -55,6 +59,10 @@ pub enum InvokeError {
     /// The request payload exceeds 6 MB (Lambda refuses it before running the function).
     #[error("request payload of {0} bytes exceeds the 6 MB invocation limit")]
     PayloadTooLarge(usize),
+    /// The sandbox was killed part way (an injected fault, [`crate::chaos`]; Lambda:
+    /// `Runtime.ExitError`, "signal: killed").
+    #[error("Runtime exited with error: signal: killed (after {0:?})")]
+    Killed(Duration),
 }
 
 impl InvokeError {
@@ -72,6 +80,8 @@ pub struct InvocationStats {
     pub invocations: AtomicU64,
     /// Invocations that ended in an [`InvokeError`].
     pub errors: AtomicU64,
+    /// Invocations killed part way by [`crate::chaos`] (counted in `errors` too).
+    pub killed: AtomicU64,
 }
 
 /// A function of the template bound to its in-process handler.
@@ -89,7 +99,13 @@ pub struct LocalFunction {
     /// Invocation counters.
     pub stats: InvocationStats,
     handler: Arc<dyn Handler>,
+    chaos: Option<Arc<Chaos>>,
+    /// Moving average of successful run times, in microseconds: where a kill may land.
+    typical_us: AtomicU64,
 }
+
+/// The run time assumed before the first invocation finishes.
+const FIRST_TYPICAL: Duration = Duration::from_millis(50);
 
 impl std::fmt::Debug for LocalFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +127,8 @@ impl LocalFunction {
             memory_mb: function.memory_mb,
             stats: InvocationStats::default(),
             handler,
+            chaos: None,
+            typical_us: AtomicU64::new(FIRST_TYPICAL.as_micros() as u64),
         }
     }
 
@@ -124,7 +142,15 @@ impl LocalFunction {
             memory_mb: 128,
             stats: InvocationStats::default(),
             handler,
+            chaos: None,
+            typical_us: AtomicU64::new(FIRST_TYPICAL.as_micros() as u64),
         }
+    }
+
+    /// Kills a share of this function's invocations part way ([`Chaos::kill_after`]).
+    pub fn with_chaos(mut self, chaos: Arc<Chaos>) -> LocalFunction {
+        self.chaos = Some(chaos);
+        self
     }
 
     /// Invokes the function with `payload` (the JSON Lambda would send), as Lambda would: a
@@ -152,15 +178,40 @@ impl LocalFunction {
         // Runtime.ExitError; the timeout aborts it like Lambda kills a timed-out sandbox.
         let task = tokio::spawn(fut.instrument(span));
         let abort = task.abort_handle();
-        match tokio::time::timeout(self.timeout, task).await {
+        let typical = Duration::from_micros(self.typical_us.load(Ordering::Relaxed));
+        let kill = self
+            .chaos
+            .as_ref()
+            .and_then(|c| c.kill_after(typical))
+            .filter(|k| *k < self.timeout);
+        let started = std::time::Instant::now();
+        let limit = kill.unwrap_or(self.timeout);
+        let result = match tokio::time::timeout(limit, task).await {
             Err(_) => {
                 abort.abort();
-                Err(InvokeError::Timeout(self.timeout))
+                match kill {
+                    Some(after) => {
+                        self.stats.killed.fetch_add(1, Ordering::Relaxed);
+                        if let Some(c) = &self.chaos {
+                            c.stats.add(Fault::Killed, 1);
+                        }
+                        Err(InvokeError::Killed(after))
+                    }
+                    None => Err(InvokeError::Timeout(self.timeout)),
+                }
             }
             Ok(Err(join)) => Err(InvokeError::Panicked(panic_message(join))),
             Ok(Ok(Err(e))) => Err(InvokeError::Function(e.to_string())),
             Ok(Ok(Ok(v))) => Ok(v),
+        };
+        if result.is_ok() {
+            // An exponential moving average (1/8 weight): kills follow the function's pace.
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let old = self.typical_us.load(Ordering::Relaxed);
+            self.typical_us
+                .store(old - old / 8 + took / 8, Ordering::Relaxed);
         }
+        result
     }
 
     fn context(&self) -> lambda_runtime::Context {
@@ -267,6 +318,38 @@ mod tests {
         // The function still works after a panic.
         assert_eq!(f.invoke(serde_json::json!(1)).await.unwrap(), 1);
         assert_eq!(f.stats.errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn chaos_kills_invocations_part_way() {
+        let ran_to_the_end = Arc::new(AtomicU64::new(0));
+        let done = ran_to_the_end.clone();
+        let chaos = Arc::new(Chaos::new(crate::chaos::ChaosConfig {
+            kill: 1.0,
+            ..crate::chaos::ChaosConfig::default()
+        }));
+        let f = func(5_000, move |_: Value, _: lambda_runtime::Context| {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok(Value::Null)
+            }
+        })
+        .with_chaos(chaos.clone());
+        // Not armed: runs to the end, and the run time is learnt.
+        f.invoke(Value::Null).await.unwrap();
+        chaos.arm();
+        let err = f.invoke(Value::Null).await.unwrap_err();
+        assert!(matches!(err, InvokeError::Killed(_)), "{err}");
+        assert!(err.is_retryable());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            ran_to_the_end.load(Ordering::SeqCst),
+            1,
+            "the killed run never finished"
+        );
+        assert_eq!(chaos.stats.get(Fault::Killed), 1);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! ```text
 //! caudal-local up [--once] [--run-dir .local] [--template template.yaml] [--rules rules/rules.yaml]
 //!                 [--api-port N] [--events-dir events] [--param NAME=VALUE]... [--no-samples]
+//!                 [--isolation snapshot|serializable] [--chaos SPEC]
 //! caudal-local reset [--run-dir .local]
 //! ```
 
@@ -76,6 +77,24 @@ struct UpArgs {
     /// `serializable`.
     #[arg(long, default_value = "snapshot", value_parser = parse_isolation)]
     isolation: caudal_local::dataapi::Isolation,
+    /// Inject AWS's failures once the stack is up: comma-separated KEY=VALUE items, or `on`
+    /// for the defaults (`on,kill=0.1` changes one). Rates are 0-1:
+    /// `s3` (503 SlowDown/ServiceUnavailable, 500 after a write), `kinesis` (throttled calls,
+    /// failed PutRecords entries, 500 after a write), `firehose` (ServiceUnavailable calls,
+    /// FailedPutCount entries), `dataapi` (statements FAILED or stopped part way and rolled
+    /// back), `delay` (statements delayed by `delay-ms=MIN-MAX`), `kill` (invocations killed
+    /// part way); `dup-notify=N` delivers every S3 notification N times to concurrent loader
+    /// workers; `visibility=S` caps SQS visibility timeouts (seconds); `seed=N`.
+    /// `on` =
+    /// s3=0.05,kinesis=0.05,firehose=0.1,dataapi=0.05,delay=0.1,delay-ms=100-2000,kill=0.02,dup-notify=3,visibility=20,seed=42.
+    /// Chaos runs the loader with 4 workers
+    /// (LoaderConcurrency) unless --param says otherwise. See docs/LOCAL.md.
+    #[arg(long, value_name = "SPEC", value_parser = parse_chaos)]
+    chaos: Option<caudal_local::chaos::ChaosConfig>,
+}
+
+fn parse_chaos(s: &str) -> Result<caudal_local::chaos::ChaosConfig, String> {
+    caudal_local::chaos::ChaosConfig::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_isolation(s: &str) -> Result<caudal_local::dataapi::Isolation, String> {
@@ -149,6 +168,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         api_port: args.api_port,
         parameters: args.params.clone(),
         isolation: args.isolation,
+        chaos: args.chaos.clone(),
     };
     println!(
         "caudal-local: starting moto, PostgreSQL, the Data API and the functions (logs: {})",
@@ -167,6 +187,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  HTTP API      {}", stack.api_url());
     println!("  Data API      {}", stack.data_api_url());
     println!("  AWS emulator  {} (moto)", stack.moto_endpoint());
+    if let Some(c) = stack.chaos() {
+        println!("  chaos         {}", c.config());
+    }
 
     let settled = tokio::select! {
         r = post_samples_and_wait(&stack, &args, &samples_dir) => Some(r),
@@ -186,6 +209,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(Ok(counts)) => {
             println!();
             print!("{counts}");
+            if let Some(c) = stack.chaos() {
+                println!("Faults injected");
+                print!("{}", c.stats);
+            }
             if !counts.reconciliation.mismatches.is_empty() {
                 code = ExitCode::FAILURE;
             }

@@ -1,4 +1,5 @@
-//! A pass-through HTTP proxy in front of moto that serializes Kinesis writes.
+//! A pass-through HTTP proxy in front of moto that serializes Kinesis writes and, on a chaos
+//! listener, injects AWS's faults ([`crate::chaos::aws`]).
 //!
 //! Why: moto 5.2 gives a new record the shard's highest sequence number + 1 without a lock, so
 //! two concurrent PutRecords calls on one shard (ingest handles requests concurrently) can give
@@ -10,10 +11,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::StatusCode;
+
+use crate::chaos::Chaos;
+use crate::chaos::aws::{self, Canned, Plan};
 
 /// Hop-by-hop headers that must not be forwarded (RFC 9110 §7.6.1) plus the length/encoding
 /// headers that change when a body is buffered.
@@ -32,11 +36,27 @@ const HOP_BY_HOP: [&str; 9] = [
 /// Largest request body forwarded (S3 uploads of the local stack are far smaller).
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
+/// The proxy's shared state: moto's address, one HTTP client, and the lock that lets one
+/// Kinesis write through at a time. Serve it on one listener per audience with [`serve_proxy`].
 #[derive(Debug)]
-struct Proxy {
+pub struct Proxy {
     upstream: String,
     client: reqwest::Client,
-    kinesis_writes: tokio::sync::Mutex<()>,
+    kinesis_writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Proxy {
+    /// A proxy forwarding to `upstream` (`http://127.0.0.1:<moto port>`).
+    pub fn new(upstream: String) -> std::io::Result<Arc<Proxy>> {
+        Ok(Arc::new(Proxy {
+            upstream,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(16)
+                .build()
+                .map_err(std::io::Error::other)?,
+            kinesis_writes: Arc::default(),
+        }))
+    }
 }
 
 /// Serves the proxy on `listener`, forwarding to `upstream` (`http://127.0.0.1:<moto port>`),
@@ -46,15 +66,21 @@ pub async fn serve(
     upstream: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let proxy = Arc::new(Proxy {
-        upstream,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(16)
-            .build()
-            .map_err(std::io::Error::other)?,
-        kinesis_writes: tokio::sync::Mutex::new(()),
-    });
-    let app = axum::Router::new().fallback(forward).with_state(proxy);
+    serve_proxy(listener, Proxy::new(upstream)?, None, shutdown).await
+}
+
+/// Serves `proxy` on `listener` until `shutdown` completes; with `chaos`, the requests of this
+/// listener meet the faults of [`crate::chaos::aws`]. Several listeners may share one proxy
+/// (and so its locks).
+pub async fn serve_proxy(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    chaos: Option<Arc<Chaos>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state((proxy, chaos));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -66,11 +92,46 @@ fn bad_gateway(message: String) -> Response {
     r
 }
 
-async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
+fn canned(c: Canned) -> Response {
+    let mut r = Response::new(Body::from(c.body));
+    *r.status_mut() = StatusCode::from_u16(c.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in c.headers {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
+    }
+    r
+}
+
+/// moto's answer to one forwarded request.
+struct Upstream {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+async fn forward(
+    State((proxy, chaos)): State<(Arc<Proxy>, Option<Arc<Chaos>>)>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => return bad_gateway(format!("reading request body: {e}")),
+    };
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let plan = match &chaos {
+        Some(c) => aws::plan(c, parts.method.as_str(), target.as_deref(), &body),
+        None => Plan::Forward,
+    };
+    let body = match &plan {
+        Plan::Refuse(answer) => return canned(answer.clone()),
+        Plan::FailRecords { body, .. } => Bytes::from(body.clone()),
+        Plan::Forward | Plan::ErrorAfter(_) => body,
     };
     let path = parts
         .uri
@@ -84,29 +145,78 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             out = out.header(name, value);
         }
     }
-    let is_kinesis_write = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("Kinesis_20131202.PutRecord"));
-    let _guard = if is_kinesis_write {
-        Some(proxy.kinesis_writes.lock().await)
+    let lock = if target
+        .as_deref()
+        .is_some_and(|t| t.starts_with("Kinesis_20131202.PutRecord"))
+    {
+        Some(proxy.kinesis_writes.clone())
     } else {
         None
     };
-    let resp = match out.send().await {
-        Ok(r) => r,
-        Err(e) => return bad_gateway(format!("moto: {e}")),
+    let upstream = match exchange(out, lock).await {
+        Ok(u) => u,
+        Err(message) => return bad_gateway(message),
     };
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => return bad_gateway(format!("reading moto's response: {e}")),
-    };
-    let mut r = Response::new(Body::from(bytes));
-    *r.status_mut() = status;
-    for (name, value) in &headers {
+    answer(plan, upstream)
+}
+
+/// Sends `out` to moto, holding `lock` (if any) until moto has answered.
+///
+/// The exchange runs in its own task: if the caller goes away (a killed invocation), moto still
+/// finishes the request, and the lock is held until it has — releasing it early would let the
+/// next write race the one moto is still doing.
+async fn exchange(
+    out: reqwest::RequestBuilder,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+) -> Result<Upstream, String> {
+    let task = tokio::spawn(async move {
+        let _guard = match lock {
+            Some(l) => Some(l.lock_owned().await),
+            None => None,
+        };
+        let resp = out.send().await.map_err(|e| format!("moto: {e}"))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading moto's response: {e}"))?;
+        Ok::<_, String>(Upstream {
+            status,
+            headers,
+            body,
+        })
+    });
+    task.await.map_err(|e| format!("proxy task: {e}"))?
+}
+
+/// The answer to the caller: moto's, unless the plan replaces a success with an error or
+/// merges injected per-record failures into it.
+fn answer(plan: Plan, upstream: Upstream) -> Response {
+    match plan {
+        Plan::ErrorAfter(answer) if upstream.status.is_success() => canned(answer),
+        Plan::FailRecords {
+            api, failed, total, ..
+        } if upstream.status.is_success() => {
+            match aws::merge_records(api, &failed, total, &upstream.body) {
+                Ok(merged) => respond(Upstream {
+                    body: Bytes::from(merged),
+                    ..upstream
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "chaos_merge_failed");
+                    canned(aws::internal_failure(api))
+                }
+            }
+        }
+        _ => respond(upstream),
+    }
+}
+
+fn respond(upstream: Upstream) -> Response {
+    let mut r = Response::new(Body::from(upstream.body));
+    *r.status_mut() = upstream.status;
+    for (name, value) in &upstream.headers {
         if !HOP_BY_HOP.contains(&name.as_str()) {
             r.headers_mut().append(name, value.clone());
         }

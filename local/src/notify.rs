@@ -8,7 +8,8 @@
 //! (`<queue>-s3-relay`) and a [`Relay`] task completes every record to the documented shape
 //! ("Event message structure", S3 user guide) before forwarding it to the template's queue.
 //! Fields moto does send are left untouched; `s3:TestEvent` messages pass through with the
-//! `RequestId`/`HostId` S3 adds.
+//! `RequestId`/`HostId` S3 adds. With [`crate::chaos`], every notification is delivered several
+//! times, the copies spread over a moment ([`Relay::with_chaos`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{Value, json};
 
+use crate::chaos::{Chaos, Fault};
 use crate::shutdown::Shutdown;
 
 /// Suffix of relay queue names.
@@ -104,6 +106,9 @@ pub struct Relay {
     busy: AtomicBool,
     /// Notifications forwarded.
     pub forwarded: AtomicU64,
+    chaos: Option<Arc<Chaos>>,
+    /// Extra deliveries waiting for their moment ([`Chaos::duplicate_delays`]).
+    pending_duplicates: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -133,7 +138,17 @@ impl Relay {
             sequence: AtomicU64::new(1),
             busy: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
+            chaos: None,
+            pending_duplicates: Arc::default(),
         }
+    }
+
+    /// Delivers every notification [`crate::chaos::ChaosConfig::dup_notify`] times (the extra
+    /// copies a moment later, so that different loader workers receive them), as S3's
+    /// at-least-once delivery may.
+    pub fn with_chaos(mut self, chaos: Arc<Chaos>) -> Relay {
+        self.chaos = Some(chaos);
+        self
     }
 
     /// The relay queue's URL.
@@ -141,9 +156,9 @@ impl Relay {
         &self.relay_url
     }
 
-    /// True while messages are being forwarded.
+    /// True while messages are being forwarded (duplicates still to come included).
     pub fn busy(&self) -> bool {
-        self.busy.load(Ordering::Acquire)
+        self.busy.load(Ordering::Acquire) || self.pending_duplicates.load(Ordering::Acquire) > 0
     }
 
     /// Runs until `shutdown`.
@@ -236,11 +251,18 @@ impl Relay {
             .sqs
             .send_message_batch()
             .queue_url(&self.target_url)
-            .set_entries(Some(entries))
+            .set_entries(Some(entries.clone()))
             .send()
             .await
             .map_err(|e| shared::aws::call_error(&e).to_string())?;
         let failed: Vec<&str> = sent.failed().iter().map(|f| f.id()).collect();
+        self.send_duplicates(
+            entries
+                .iter()
+                .filter(|e| !failed.contains(&e.id()))
+                .cloned()
+                .collect(),
+        );
         for (i, m) in messages.iter().enumerate() {
             if failed.contains(&i.to_string().as_str()) {
                 continue; // stays in the relay queue and is forwarded again
@@ -257,6 +279,42 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+impl Relay {
+    /// Sends the chaos duplicates of `entries` (already delivered once), each copy after its
+    /// own pause.
+    fn send_duplicates(&self, entries: Vec<SendMessageBatchRequestEntry>) {
+        let Some(chaos) = &self.chaos else { return };
+        if entries.is_empty() {
+            return;
+        }
+        for delay in chaos.duplicate_delays() {
+            let (sqs, url, entries) = (self.sqs.clone(), self.target_url.clone(), entries.clone());
+            let (pending, chaos) = (self.pending_duplicates.clone(), chaos.clone());
+            pending.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let n = entries.len() as u64;
+                match sqs
+                    .send_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                {
+                    Ok(out) => chaos.stats.add(
+                        Fault::DuplicateNotifications,
+                        n.saturating_sub(out.failed().len() as u64),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %shared::aws::call_error(&e), "chaos_duplicate_not_sent")
+                    }
+                }
+                pending.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::chaos::{Chaos, ChaosConfig};
 use crate::esm::{KinesisMapping, SqsMapping};
 use crate::functions::{self, Clients, FunctionError};
 use crate::http::{Api, BoundRoute};
@@ -46,6 +47,10 @@ pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 4] = [
     ("LoaderBatchWindowSeconds", "1"),
 ];
 
+/// Parameter values a chaos run uses unless the user overrides them: the loader runs with 4
+/// concurrent workers, so duplicate notifications meet concurrent loads.
+pub const CHAOS_PARAMETER_DEFAULTS: [(&str, &str); 1] = [("LoaderConcurrency", "4")];
+
 /// How to start the stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -62,6 +67,8 @@ pub struct StackOptions {
     pub parameters: Vec<(String, String)>,
     /// Isolation level of the local workgroup's database (Redshift's default: SNAPSHOT).
     pub isolation: crate::dataapi::Isolation,
+    /// Faults to inject once the stack has started ([`crate::chaos`]); `None` = none.
+    pub chaos: Option<ChaosConfig>,
 }
 
 impl StackOptions {
@@ -75,6 +82,7 @@ impl StackOptions {
             api_port: None,
             parameters: Vec::new(),
             isolation: crate::dataapi::Isolation::default(),
+            chaos: None,
         }
     }
 }
@@ -187,6 +195,7 @@ pub struct Stack {
     relays: Vec<Arc<Relay>>,
     queue_urls: BTreeMap<String, String>,
     clients: StackClients,
+    chaos: Option<Arc<Chaos>>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -233,27 +242,20 @@ impl Stack {
             .map_err(|e| StackError::Wiring(format!("moto start task: {e}")))??;
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = Vec::new();
+        let chaos = opts.chaos.clone().map(|c| Arc::new(Chaos::new(c)));
         // Every emulator call goes through the proxy that serializes Kinesis writes (moto loses
-        // records under concurrent PutRecords; see crate::motoproxy).
-        let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(io("binding the emulator proxy port"))?;
-        let aws_endpoint = format!(
-            "http://{}",
-            proxy_listener
-                .local_addr()
-                .map_err(io("emulator proxy address"))?
-        );
-        {
-            let upstream = moto.endpoint();
-            let sd = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::motoproxy::serve(proxy_listener, upstream, sd.wait()).await {
-                    tracing::error!(error = %e, "emulator_proxy_failed");
-                }
-            }));
-        }
+        // records under concurrent PutRecords; see crate::motoproxy). With chaos, the functions
+        // reach it on a second listener that injects faults; the stack's own clients (standing
+        // in for AWS's side, which retries for itself) keep the clean one.
+        let proxy = crate::motoproxy::Proxy::new(moto.endpoint())
+            .map_err(io("building the emulator proxy"))?;
+        let aws_endpoint = serve_proxy(&proxy, None, &shutdown, &mut tasks).await?;
+        let functions_endpoint = match &chaos {
+            Some(c) => serve_proxy(&proxy, Some(c.clone()), &shutdown, &mut tasks).await?,
+            None => aws_endpoint.clone(),
+        };
         let sdk = testkit::sdk_config_for(&aws_endpoint).await;
+        let functions_sdk = testkit::sdk_config_for(&functions_endpoint).await;
         let names = LocalNames::local(&aws_endpoint);
 
         // The template first: a mistake there should not cost a PostgreSQL start.
@@ -273,8 +275,22 @@ impl Stack {
             let abs = absolute(rules)?;
             overrides.push(("RulesFile".to_owned(), abs.display().to_string()));
         }
+        if chaos.is_some() {
+            for (k, v) in CHAOS_PARAMETER_DEFAULTS {
+                if declares(k) {
+                    overrides.push((k.to_owned(), v.to_owned()));
+                }
+            }
+        }
         overrides.extend(opts.parameters.iter().cloned());
-        let model = Model::from_yaml(&text, &overrides, &names)?;
+        let mut model = Model::from_yaml(&text, &overrides, &names)?;
+        if let Some(c) = &chaos {
+            // Killed and failed invocations leave messages in flight: they must come back in
+            // seconds, not after the template's 12 or 30 minutes.
+            for q in &mut model.queues {
+                q.visibility_timeout_s = q.visibility_timeout_s.min(c.config().visibility_s);
+            }
+        }
         for w in &model.warnings {
             tracing::warn!(warning = %w, "template_not_emulated");
         }
@@ -295,16 +311,21 @@ impl Stack {
             .parse()
             .map_err(|e| StackError::Wiring(format!("postgres connection string: {e}")))?;
         let fn_clients = Clients {
+            aws: functions_sdk,
+            redshift_data_url: data_api_url.clone(),
+        };
+        let stack_data_api = Clients {
             aws: sdk.clone(),
             redshift_data_url: data_api_url.clone(),
         };
-        let clients = StackClients::new(&sdk, &fn_clients.redshift_data_sdk());
+        let clients = StackClients::new(&sdk, &stack_data_api.redshift_data_sdk());
         {
             // Redshift's COPY reads S3 with AWS's own retries; so does the emulator standing in.
             let s3 = clients.s3.clone();
             let sd = shutdown.clone();
             let dataapi_opts = crate::dataapi::DataApiOptions {
                 isolation: opts.isolation,
+                chaos: chaos.clone(),
                 ..crate::dataapi::DataApiOptions::default()
             };
             tasks.push(tokio::spawn(async move {
@@ -336,13 +357,17 @@ impl Stack {
             .collect();
         let mut relays = Vec::new();
         for (relay_url, target_url) in &created.relays {
-            let r = Arc::new(Relay::new(
+            let mut r = Relay::new(
                 clients.sqs.clone(),
                 clients.s3.clone(),
                 relay_url.clone(),
                 target_url.clone(),
                 versioned.clone(),
-            ));
+            );
+            if let Some(c) = &chaos {
+                r = r.with_chaos(c.clone());
+            }
+            let r = Arc::new(r);
             tasks.push(r.start(shutdown.clone()));
             relays.push(r);
         }
@@ -352,10 +377,11 @@ impl Stack {
         for f in &model.functions {
             let Some(binary) = &f.binary else { continue };
             let handler = functions::build(binary, &f.environment, &fn_clients).await?;
-            fns.insert(
-                f.logical_id.clone(),
-                Arc::new(LocalFunction::new(f, handler)),
-            );
+            let mut function = LocalFunction::new(f, handler);
+            if let Some(c) = &chaos {
+                function = function.with_chaos(c.clone());
+            }
+            fns.insert(f.logical_id.clone(), Arc::new(function));
             tracing::info!(function = %f.name, binary = %binary, "function_ready");
         }
 
@@ -469,8 +495,13 @@ impl Stack {
             relays,
             queue_urls: created.queue_urls,
             clients,
+            chaos,
         };
         stack.write_stack_file()?;
+        if let Some(c) = &stack.chaos {
+            c.arm();
+            tracing::info!(chaos = %c.config(), "chaos_armed");
+        }
         tracing::info!(api = %stack.api_url, data_api = %stack.data_api_url, "stack_started");
         Ok(stack)
     }
@@ -569,6 +600,11 @@ impl Stack {
         &self.clients
     }
 
+    /// The fault injector of a `--chaos` stack (its counters say what was injected).
+    pub fn chaos(&self) -> Option<&Arc<Chaos>> {
+        self.chaos.as_ref()
+    }
+
     /// The HTTP API (response counters).
     pub fn api(&self) -> &Api {
         &self.api
@@ -664,6 +700,32 @@ impl Stack {
         }
         None
     }
+}
+
+/// Serves `proxy` on a new loopback listener (with `chaos`: the fault-injecting one) until
+/// shutdown; returns its endpoint.
+async fn serve_proxy(
+    proxy: &Arc<crate::motoproxy::Proxy>,
+    chaos: Option<Arc<Chaos>>,
+    shutdown: &shutdown::Shutdown,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<String, StackError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io("binding the emulator proxy port"))?;
+    let endpoint = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(io("emulator proxy address"))?
+    );
+    let (proxy, sd) = (proxy.clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = crate::motoproxy::serve_proxy(listener, proxy, chaos, sd.wait()).await {
+            tracing::error!(error = %e, "emulator_proxy_failed");
+        }
+    }));
+    Ok(endpoint)
 }
 
 impl Drop for Stack {

@@ -189,7 +189,14 @@ pub fn sample_requests(
     Ok(out)
 }
 
-/// Posts `requests` to `api_url` and sums the receipts.
+/// Attempts per request: a request answered 5xx without a receipt (the function failed or was
+/// killed before answering) is sent again, as a client SDK would.
+const SEND_ATTEMPTS: u32 = 6;
+
+/// Posts `requests` to `api_url` and sums the receipts. A 5xx answer without a receipt is
+/// retried (up to [`SEND_ATTEMPTS`], with backoff): sample events that carry no id get a new
+/// one at every attempt, so an event stored before such a failure may be loaded twice — as for
+/// any client that does not set ids.
 pub async fn send(
     api_url: &str,
     requests: &[SampleRequest],
@@ -197,21 +204,41 @@ pub async fn send(
     let client = reqwest::Client::new();
     let mut s = TrafficSummary::default();
     for r in requests {
-        let mut req = client
-            .post(format!("{api_url}{}", r.path))
-            .body(r.body.clone());
-        if let Some(ct) = &r.content_type {
-            req = req.header("content-type", ct);
-        }
-        if let Some(ce) = &r.content_encoding {
-            req = req.header("content-encoding", ce);
-        }
-        let resp = req.send().await.map_err(|source| TrafficError::Send {
-            name: r.name.clone(),
-            source,
-        })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let mut attempt = 0;
+        let (status, body) = loop {
+            attempt += 1;
+            let mut req = client
+                .post(format!("{api_url}{}", r.path))
+                .body(r.body.clone());
+            if let Some(ct) = &r.content_type {
+                req = req.header("content-type", ct);
+            }
+            if let Some(ce) = &r.content_encoding {
+                req = req.header("content-encoding", ce);
+            }
+            let sent = req.send().await;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(source) if attempt >= SEND_ATTEMPTS => {
+                    return Err(TrafficError::Send {
+                        name: r.name.clone(),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if status >= 500 && body.get("results").is_none() && attempt < SEND_ATTEMPTS {
+                tracing::info!(sample = %r.name, status, attempt, "sample_resent");
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                continue;
+            }
+            break (status, body);
+        };
         s.requests += 1;
         *s.statuses.entry(status).or_default() += 1;
         let n = |k: &str| body.get(k).and_then(Value::as_u64).unwrap_or(0);

@@ -1301,3 +1301,95 @@ async fn key_constraints_are_not_enforced_and_indexes_do_not_exist() {
     let d = ep.wait(&id).await;
     assert_eq!(d.status(), Some(&StatusString::Finished), "{:?}", d.error());
 }
+
+// ---------- injected faults (caudal-local up --chaos) ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_statements_fail_or_stop_and_never_commit_a_part() {
+    use caudal_local::chaos::{Chaos, ChaosConfig, Fault};
+    let chaos = Arc::new(Chaos::new(ChaosConfig {
+        dataapi: 1.0,
+        seed: 11,
+        ..ChaosConfig::default()
+    }));
+    let ep = endpoint_with(DataApiOptions {
+        min_latency: Duration::from_millis(30),
+        chaos: Some(chaos.clone()),
+        ..DataApiOptions::default()
+    })
+    .await;
+    let t = unique("chaos");
+    // Not armed yet: runs normally.
+    ep.run_ok(&format!("CREATE TABLE {t} (b int, v int)")).await;
+    chaos.arm();
+    let mut statuses = std::collections::BTreeMap::new();
+    for b in 0..30 {
+        let sqls: Vec<String> = (0..3)
+            .map(|v| format!("INSERT INTO {t} VALUES ({b}, {v})"))
+            .collect();
+        let id = ep.submit_batch(&sqls).await;
+        let d = ep.wait(&id).await;
+        let status = d.status().cloned().expect("status");
+        assert!(
+            matches!(status, StatusString::Failed | StatusString::Aborted),
+            "{status:?}"
+        );
+        assert!(d.error().is_some_and(|e| !e.is_empty()));
+        *statuses.entry(status.as_str().to_owned()).or_insert(0) += 1;
+        // A single statement is stopped inside its own transaction too.
+        let d = ep.run(&format!("INSERT INTO {t} VALUES ({b}, 9)")).await;
+        assert_ne!(d.status(), Some(&StatusString::Finished));
+    }
+    assert_eq!(
+        ep.count(&t).await,
+        0,
+        "a failed or stopped statement committed"
+    );
+    assert_eq!(statuses.len(), 2, "both FAILED and ABORTED: {statuses:?}");
+    assert!(chaos.stats.get(Fault::DataApiStopped) > 0);
+    assert!(chaos.stats.get(Fault::DataApiFailed) > 0);
+    chaos.disarm();
+    ep.run_ok(&format!("INSERT INTO {t} VALUES (0, 0)")).await;
+    assert_eq!(ep.count(&t).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_delays_keep_statements_submitted_and_started_longer() {
+    use caudal_local::chaos::{Chaos, ChaosConfig};
+    let chaos = Arc::new(Chaos::new(ChaosConfig {
+        delay: 1.0,
+        delay_ms: (600, 600),
+        ..ChaosConfig::default()
+    }));
+    chaos.arm();
+    let ep = endpoint_with(DataApiOptions {
+        min_latency: Duration::from_millis(30),
+        chaos: Some(chaos),
+        ..DataApiOptions::default()
+    })
+    .await;
+    let started = Instant::now();
+    let id = ep.submit("SELECT 1").await;
+    let mut seen = std::collections::BTreeSet::new();
+    let d = loop {
+        let d = ep
+            .api
+            .describe_statement()
+            .id(&id)
+            .send()
+            .await
+            .expect("describe");
+        let status = d.status().cloned().expect("status");
+        seen.insert(status.as_str().to_owned());
+        if status == StatusString::Finished {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(d.error().is_none());
+    assert!(
+        seen.contains("SUBMITTED") && seen.contains("STARTED"),
+        "{seen:?}"
+    );
+}

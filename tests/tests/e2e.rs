@@ -17,167 +17,24 @@
 //! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use caudal_local::report::{self, Counts};
 use caudal_local::stack::{Stack, StackOptions};
+use common::{
+    Expect, Item, Request, db, event_tables_union, item, rejects_by_id, repo, request,
+    rows_by_id_and_table,
+};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+mod common;
 
 const EVENTS_PER_REQUEST: usize = 150;
 const RESENT: usize = 500;
 const LOAD_TIMEOUT: Duration = Duration::from_secs(150);
-
-/// What the pipeline must do with an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Expect {
-    /// A row in this table.
-    Row(&'static str),
-    /// Dropped by a filter.
-    Filtered,
-    /// Refused by the rules (a row in caudal_rejects).
-    Rejected,
-    /// Refused by the API (never reaches Kinesis).
-    ApiRejected,
-}
-
-#[derive(Debug, Clone)]
-struct Item {
-    id: String,
-    line: String,
-    expect: Expect,
-}
-
-fn ts(i: usize) -> String {
-    format!(
-        "2026-11-25T{:02}:{:02}:{:02}.{:03}Z",
-        10 + (i / 3600) % 10,
-        (i / 60) % 60,
-        i % 60,
-        i % 1000
-    )
-}
-
-/// The generated event `i` (deterministic).
-fn item(run: &str, i: usize) -> Item {
-    let id = format!("{run}-{i:05}");
-    let t = ts(i);
-    let (line, expect) = match i % 20 {
-        0..=5 => (
-            json!({"type": "page_view", "id": id, "ts": t, "user_id": format!("u-{}", i % 97),
-                   "session_id": format!("s-{}", i % 31),
-                   "page": {"url": format!("https://shop.example.com/p/{i}"), "title": " Product ",
-                            "referrer": "https://www.google.com/"},
-                   "device": {"mobile": i.is_multiple_of(2)}}),
-            Expect::Row("page_views"),
-        ),
-        6..=8 => (
-            json!({"type": "purchase", "id": id, "ts": t, "order_id": format!("A-{i}"), "user_id": "u-42",
-                   "email": " Ann.Example@Example.COM ", "currency": "eur", "amount": 129.9,
-                   "coupon": " bf24 ", "items": [{"sku": "shoe-red-42", "qty": 1, "price": 129.9}]}),
-            Expect::Row("purchases"),
-        ),
-        9..=10 => (
-            json!({"type": "signup", "id": id, "ts": t, "user_id": format!("u-{i}"),
-                   "email": "bob@mail.example.org", "country": "de", "referral_code": "friend-1"}),
-            Expect::Row("signups"),
-        ),
-        11..=12 => (
-            json!({"type": "search", "id": id, "ts": t, "session_id": "s-9", "query": "  Red Running SHOES ",
-                   "result_count": i % 13}),
-            Expect::Row("searches"),
-        ),
-        13 => (
-            json!({"type": "newsletter_open", "id": id, "campaign": "november", "opened_at": t}),
-            Expect::Row("unknown_events"),
-        ),
-        14 => (
-            json!({"type": "page_view", "id": id, "test": true, "ts": t, "page": {"url": "https://shop.example.com/"}}),
-            Expect::Filtered,
-        ),
-        15 => (
-            json!({"type": "page_view", "id": id, "ts": t, "page": {"url": "https://shop.example.com/healthz"}}),
-            Expect::Filtered,
-        ),
-        16 => (
-            json!({"type": "purchase", "id": id, "ts": t, "order_id": format!("A-{i}"), "currency": "EURO", "amount": -5}),
-            Expect::Rejected,
-        ),
-        17 => (
-            json!({"type": "purchase", "id": id, "ts": t, "order_id": format!("A-{i}"), "currency": "usd", "amount": 10.005}),
-            Expect::Rejected,
-        ),
-        18 => (
-            json!({"id": id, "ts": t, "no_type": true}),
-            Expect::ApiRejected,
-        ),
-        _ => (
-            json!({"type": "search", "id": id, "ts": "25/11/2026 19:56", "query": "boots"}),
-            Expect::ApiRejected,
-        ),
-    };
-    Item {
-        id,
-        line: line.to_string(),
-        expect,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Request {
-    body: Vec<u8>,
-    content_type: &'static str,
-    gzip: bool,
-    user_agent: &'static str,
-    /// Ids of the items, in order.
-    ids: Vec<String>,
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn request(items: &[Item], n: usize, user_agent: &'static str) -> Request {
-    let ndjson = n.is_multiple_of(2);
-    let text = if ndjson {
-        items
-            .iter()
-            .map(|i| i.line.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        format!(
-            "[{}]",
-            items
-                .iter()
-                .map(|i| i.line.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-    };
-    let gz = (n / 2) % 2 == 1;
-    Request {
-        body: if gz {
-            gzip(text.as_bytes())
-        } else {
-            text.into_bytes()
-        },
-        content_type: if ndjson {
-            "application/x-ndjson"
-        } else {
-            "application/json"
-        },
-        gzip: gz,
-        user_agent,
-        ids: items.iter().map(|i| i.id.clone()).collect(),
-    }
-}
 
 /// Receipt summary: accepted ids and counts.
 #[derive(Debug, Default)]
@@ -243,45 +100,13 @@ async fn send_all(
     Arc::try_unwrap(sent).expect("senders done").into_inner()
 }
 
-async fn db(stack: &Stack) -> tokio_postgres::Client {
-    let (client, conn) =
-        tokio_postgres::connect(&stack.pg_connection_string(), tokio_postgres::NoTls)
-            .await
-            .expect("warehouse");
-    tokio::spawn(conn);
-    client
-}
-
-/// `event_id -> rows` over every event table, and the tables' union SQL.
-async fn rows_by_id(pg: &tokio_postgres::Client) -> (HashMap<String, i64>, String) {
-    let tables = report::event_tables(pg, "public").await.unwrap();
-    let union = tables
-        .iter()
-        .map(|t| format!("SELECT event_id FROM public.\"{t}\""))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let rows = pg
-        .query(
-            &format!("SELECT event_id, COUNT(*) FROM ({union}) u GROUP BY event_id"),
-            &[],
-        )
-        .await
-        .unwrap();
-    (
-        rows.iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-            .collect(),
-        union,
-    )
-}
-
 /// Polls the warehouse for the sampled ids arriving on `rx` (while the requests are still
 /// being sent) and records how long after the API's answer each became queryable.
 async fn measure_latency(
     pg: tokio_postgres::Client,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
 ) -> Vec<Duration> {
-    let (_, union) = rows_by_id(&pg).await;
+    let union = event_tables_union(&pg).await;
     let mut pending: HashMap<String, Instant> = HashMap::new();
     let mut open = true;
     let mut out = Vec::new();
@@ -332,10 +157,6 @@ async fn measure_latency(
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 async fn table_fingerprint(pg: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
@@ -471,20 +292,12 @@ async fn the_pipeline_loads_everything_exactly_once() {
 
     // Per event: exactly one final row, or one reject, or (filtered) neither.
     let pg = db(&stack).await;
-    let (rows, _) = rows_by_id(&pg).await;
-    let rejects: HashMap<String, i64> = pg
-        .query(
-            "SELECT event_id, COUNT(*) FROM public.caudal_rejects GROUP BY event_id",
-            &[],
-        )
+    let rows: HashMap<String, i64> = rows_by_id_and_table(&pg)
         .await
-        .unwrap()
-        .iter()
-        .filter_map(|r| {
-            r.get::<_, Option<String>>(0)
-                .map(|id| (id, r.get::<_, i64>(1)))
-        })
+        .into_iter()
+        .map(|(id, tables)| (id, tables.iter().map(|(_, n)| n).sum()))
         .collect();
+    let rejects = rejects_by_id(&pg).await;
     let mut per_table: BTreeMap<&str, usize> = BTreeMap::new();
     for id in sent.accepted.iter().collect::<HashSet<_>>() {
         let expect = expectations

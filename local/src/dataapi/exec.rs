@@ -4,7 +4,9 @@
 //! Each submission runs on one pooled connection, like a fresh Redshift session: afterwards the
 //! connection is reset (rollback, settings, temp tables) before it serves the next statement.
 //! A batch, or a multi-statement text without its own transaction control, runs inside one
-//! transaction, so it is all or nothing.
+//! transaction, so it is all or nothing. Injected faults ([`crate::chaos::StatementFault`])
+//! fail a statement before it runs, stop it part way inside its transaction (rolled back by the
+//! session reset, never half committed) or delay it in SUBMITTED and before its commit.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +23,7 @@ use super::server::{Shared, Work};
 use super::store::ResultSet;
 use super::translate::Planned;
 use super::wire::{ColumnMetadata, Field, Status};
+use crate::chaos::StatementFault;
 
 /// Why a statement did not finish. The statement is FAILED (or ABORTED); none of these are
 /// retried by the endpoint — the caller resubmits if it wants to.
@@ -35,6 +38,9 @@ pub enum ExecError {
     /// Cancelled by CancelStatement.
     #[error("Query cancelled by CancelStatement")]
     Aborted,
+    /// Stopped part way by an injected fault ([`crate::chaos`]): rolled back, ABORTED.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 fn format_pg_error(e: &tokio_postgres::Error) -> String {
@@ -195,11 +201,19 @@ pub struct SubOutcome {
     pub duration_ns: i64,
 }
 
-/// Runs the record `id` through its lifecycle. Spawned once per new submission.
-pub async fn drive(shared: Arc<Shared>, id: String) {
+/// The error of a statement whose session an injected fault cut off part way.
+const LOST_SESSION: &str = "FATAL: terminating connection due to administrator command";
+
+/// Runs the record `id` through its lifecycle, with the injected `fault` ([`crate::chaos`];
+/// [`StatementFault::None`] normally). Spawned once per new submission.
+pub async fn drive(shared: Arc<Shared>, id: String, fault: StatementFault) {
     let began = Instant::now();
     let step = shared.opts.min_latency / 3;
     tokio::time::sleep(step).await;
+    if let StatementFault::Delay { submitted, .. } = &fault {
+        // Still SUBMITTED: a busy cluster's queue.
+        tokio::time::sleep(*submitted).await;
+    }
     if !shared.transition(&id, Status::Picked) {
         return;
     }
@@ -215,10 +229,22 @@ pub async fn drive(shared: Arc<Shared>, id: String) {
         Some(c) => (c.pid, c.client.cancel_token()),
         None => return,
     };
-    let Some(work) = shared.start(&id, pid, cancel) else {
+    let Some(work) = shared.start(&id, pid, cancel, fault) else {
         lease.give_back().await;
         return;
     };
+    if let StatementFault::Fail(message) = &work.fault {
+        lease.give_back().await;
+        if let Some(rest) = shared.opts.min_latency.checked_sub(began.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        shared.finish(
+            &id,
+            Vec::new(),
+            Err((0, ExecError::Failed(message.clone()))),
+        );
+        return;
+    }
     let (outcomes, end) = match lease.client() {
         Some(client) => run_subs(&shared, &id, client, &work).await,
         None => (Vec::new(), Ok(())),
@@ -238,8 +264,28 @@ async fn run_subs(
 ) -> (Vec<SubOutcome>, Result<(), (usize, ExecError)>) {
     let (plans, is_batch, abort) = (&work.plans, work.is_batch, &work.abort);
     let control = |p: &Vec<Planned>| p.iter().any(Planned::is_transaction_control);
-    let wrap =
-        is_batch || (plans.iter().map(Vec::len).sum::<usize>() > 1 && !plans.iter().any(control));
+    // An injected stop needs a transaction to roll back, even around a single statement (the
+    // chaos decision never stops a statement with transaction control of its own).
+    let stop = match &work.fault {
+        StatementFault::Stop { after, aborted } => Some((*after, *aborted)),
+        _ => None,
+    };
+    let stopped = |index: usize, aborted: bool| {
+        if aborted {
+            (
+                index,
+                ExecError::Interrupted(format!(
+                    "Query ({}) cancelled on user's request",
+                    4000 + index
+                )),
+            )
+        } else {
+            (index, ExecError::Failed(LOST_SESSION.into()))
+        }
+    };
+    let wrap = is_batch
+        || stop.is_some()
+        || (plans.iter().map(Vec::len).sum::<usize>() > 1 && !plans.iter().any(control));
     let mut outcomes = Vec::new();
     let classify = |e: ExecError| -> ExecError {
         // After CancelStatement, whatever PostgreSQL reports for the interrupted step
@@ -256,6 +302,12 @@ async fn run_subs(
     for (index, statements) in plans.iter().enumerate() {
         if abort.load(Ordering::SeqCst) {
             return (outcomes, Err((index, ExecError::Aborted)));
+        }
+        if let Some((after, aborted)) = stop
+            && index == after
+        {
+            // The caller's session reset rolls the open transaction back.
+            return (outcomes, Err(stopped(index, aborted)));
         }
         if is_batch && control(statements) {
             return (
@@ -298,6 +350,14 @@ async fn run_subs(
         outcomes.push(outcome);
     }
     let last = plans.len().saturating_sub(1);
+    if let StatementFault::Delay { started, .. } = &work.fault {
+        // Still STARTED, and still holding whatever it locked: a slow commit.
+        tokio::time::sleep(*started).await;
+    }
+    if let Some((_, aborted)) = stop {
+        // Stopped after its last statement, before the commit.
+        return (outcomes, Err(stopped(last, aborted)));
+    }
     if wrap {
         if abort.load(Ordering::SeqCst) {
             return (outcomes, Err((last, ExecError::Aborted)));

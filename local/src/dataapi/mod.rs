@@ -49,6 +49,9 @@ pub struct DataApiOptions {
     pub result_page_rows: usize,
     /// The database's isolation level (Redshift's `ALTER DATABASE … ISOLATION LEVEL`).
     pub isolation: Isolation,
+    /// Statement faults to inject (`caudal-local up --chaos`): FAILED, stopped part way and
+    /// rolled back, delayed ([`crate::chaos::Chaos::statement_fault`]).
+    pub chaos: Option<Arc<crate::chaos::Chaos>>,
 }
 
 /// Redshift's two isolation levels, as PostgreSQL runs them.
@@ -104,6 +107,7 @@ impl Default for DataApiOptions {
             max_active_statements: 200,
             result_page_rows: 1000,
             isolation: Isolation::Snapshot,
+            chaos: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::wire::{
     GetStatementResultInput, IdInput, ListStatementsInput, SqlParameter, Status, SubmitCommon,
     Target, json_response,
 };
+use crate::chaos::StatementFault;
 
 /// Largest SQL text the service accepts.
 pub const MAX_SQL_BYTES: usize = 100 * 1024;
@@ -35,6 +36,8 @@ pub struct Work {
     pub is_batch: bool,
     /// The record's abort flag.
     pub abort: Arc<std::sync::atomic::AtomicBool>,
+    /// The injected fault ([`crate::chaos`]), [`StatementFault::None`] normally.
+    pub fault: StatementFault,
 }
 
 /// A validated submission, before it gets an id.
@@ -104,8 +107,15 @@ impl Shared {
         true
     }
 
-    /// Marks the record STARTED on backend `pid` and returns what to run; `None` if aborted.
-    pub fn start(&self, id: &str, pid: i64, cancel: tokio_postgres::CancelToken) -> Option<Work> {
+    /// Marks the record STARTED on backend `pid` and returns what to run (with `fault`);
+    /// `None` if aborted.
+    pub fn start(
+        &self,
+        id: &str,
+        pid: i64,
+        cancel: tokio_postgres::CancelToken,
+        fault: StatementFault,
+    ) -> Option<Work> {
         let now = OffsetDateTime::now_utc();
         let mut store = self.store();
         let rec = store.get_mut(id)?;
@@ -120,6 +130,7 @@ impl Shared {
             plans: rec.subs.iter().map(|s| s.plan.clone()).collect(),
             is_batch: rec.is_batch,
             abort: rec.abort.clone(),
+            fault,
         })
     }
 
@@ -161,7 +172,10 @@ impl Shared {
                 tracing::info!(id, "dataapi_statement_finished");
             }
             Err((index, error)) => {
-                let aborted = matches!(error, super::exec::ExecError::Aborted);
+                let aborted = matches!(
+                    error,
+                    super::exec::ExecError::Aborted | super::exec::ExecError::Interrupted(_)
+                );
                 let message = error.to_string();
                 rec.status = if aborted {
                     Status::Aborted
@@ -432,6 +446,17 @@ fn submit(shared: &Arc<Shared>, sub: Submission) -> Result<super::wire::SubmitOu
     } = sub;
     let now = OffsetDateTime::now_utc();
     let id = uuid::Uuid::new_v4().to_string();
+    // (sub-statements, any COPY, no transaction control of its own) for the chaos decision.
+    let shape = (
+        subs.len(),
+        subs.iter()
+            .flat_map(|(_, p)| p)
+            .any(|p| matches!(p, Planned::Copy(_))),
+        !subs
+            .iter()
+            .flat_map(|(_, p)| p)
+            .any(Planned::is_transaction_control),
+    );
     let mut store = shared.store();
     let subs = subs
         .into_iter()
@@ -463,7 +488,14 @@ fn submit(shared: &Arc<Shared>, sub: Submission) -> Result<super::wire::SubmitOu
                 tracing::debug!(id, "dataapi_with_event_ignored");
             }
             tracing::info!(id, batch = is_batch, "dataapi_statement_submitted");
-            tokio::spawn(drive(shared.clone(), id));
+            let fault = match &shared.opts.chaos {
+                Some(chaos) => chaos.statement_fault(shape.0, shape.1, shape.2),
+                None => StatementFault::None,
+            };
+            if fault != StatementFault::None {
+                tracing::info!(id, fault = ?fault, "dataapi_chaos_fault");
+            }
+            tokio::spawn(drive(shared.clone(), id, fault));
             Ok(out)
         }
         Submitted::Replay(out) => {
