@@ -86,7 +86,7 @@ fn sdk_message<E>(
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    shared::aws::call_error(e).to_string()
+    caudal_aws::call_error(e).to_string()
 }
 
 /// Counters of one mapping.
@@ -534,7 +534,7 @@ impl KinesisMapping {
             .send()
             .await
         {
-            tracing::error!(queue = %url, error = %shared::aws::call_error(&e), "on_failure_send_failed");
+            tracing::error!(queue = %url, error = %caudal_aws::call_error(&e), "on_failure_send_failed");
         }
     }
 }
@@ -683,7 +683,7 @@ impl SqsMapping {
                         return Err(EsmError::Sqs {
                             op: "ReceiveMessage",
                             queue: self.queue_url.clone(),
-                            message: shared::aws::call_error(&e).to_string(),
+                            message: caudal_aws::call_error(&e).to_string(),
                         });
                     }
                     break;
@@ -779,7 +779,7 @@ impl SqsMapping {
                 }
                 Err(e) => {
                     // The messages will be delivered again: at-least-once, as in AWS.
-                    tracing::warn!(queue = %self.queue_url, error = %shared::aws::call_error(&e), "sqs_delete_failed");
+                    tracing::warn!(queue = %self.queue_url, error = %caudal_aws::call_error(&e), "sqs_delete_failed");
                 }
             }
         }

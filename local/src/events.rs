@@ -100,7 +100,7 @@ impl FailureCondition {
 fn rfc3339_secs(epoch: f64) -> String {
     let nanos = (epoch * 1e9) as i128;
     OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .map(shared::envelope::format_timestamp)
+        .map(caudal_core::envelope::format_timestamp)
         .unwrap_or_default()
 }
 

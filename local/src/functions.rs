@@ -2,9 +2,9 @@
 //! in-process implementation: the package's `Config::from_env`, `State` and `invoke`.
 //!
 //! Each function gets exactly the environment variables the template gives it (references
-//! resolved to local names) through [`shared::config::Env::from_map`], so a variable added to
+//! resolved to local names) through [`caudal_core::config::Env::from_map`], so a variable added to
 //! the template reaches the function locally with no change here. AWS clients are built the way
-//! each function's `main` builds them — [`shared::aws::clients`], SDK retries off and the same
+//! each function's `main` builds them — [`caudal_aws::clients`], SDK retries off and the same
 //! per-attempt timeouts — from an `SdkConfig` that points at the emulators: moto for Kinesis, S3,
 //! Firehose and SQS, and this crate's Data API endpoint for Redshift. The only difference is
 //! [`ClientOptions::EMULATOR`]'s path-style S3 addressing.
@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::aws::clients::{self as factory, ClientOptions};
-use shared::config::Env;
+use caudal_aws::clients::{self as factory, ClientOptions};
+use caudal_core::config::Env;
 
 use crate::lambda::Handler;
 

@@ -87,7 +87,7 @@ impl Api {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Arc<Api>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().fallback(handle).with_state(api);
     axum::serve(

@@ -129,7 +129,7 @@ fn init_logging(run_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
         .with(stderr_layer)
         .try_init()?;
     // The handlers' CloudWatch metric lines belong in the log, not on the console.
-    shared::telemetry::set_emf_sink(|line| tracing::info!(target: "emf", "{line}"));
+    caudal_core::telemetry::set_emf_sink(|line| tracing::info!(target: "emf", "{line}"));
     Ok(path)
 }
 

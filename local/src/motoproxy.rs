@@ -64,7 +64,7 @@ impl Proxy {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     upstream: String,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_proxy(listener, Proxy::new(upstream)?, None, shutdown).await
 }
@@ -76,7 +76,7 @@ pub async fn serve_proxy(
     listener: tokio::net::TcpListener,
     proxy: Arc<Proxy>,
     chaos: Option<Arc<Chaos>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
         .fallback(forward)

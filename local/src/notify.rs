@@ -76,7 +76,7 @@ pub fn complete_notification(
                 .or_insert_with(|| json!(format!("{n:018X}")));
             if !o.contains_key("versionId") {
                 let key = o.get("key").and_then(Value::as_str).unwrap_or_default();
-                let key = shared::keys::decode_notification_key(key);
+                let key = caudal_core::keys::decode_notification_key(key);
                 if let Some(version) = version_of(&bucket_name, &key) {
                     o.insert("versionId".into(), json!(version));
                 }
@@ -198,7 +198,7 @@ impl Relay {
             .wait_time_seconds(1)
             .send()
             .await
-            .map_err(|e| shared::aws::call_error(&e).to_string())?;
+            .map_err(|e| caudal_aws::call_error(&e).to_string())?;
         if out.messages().is_empty() || shutdown.is_triggered() {
             return Ok(());
         }
@@ -222,7 +222,7 @@ impl Relay {
                     .flatten()
                 {
                     let bucket = r["s3"]["bucket"]["name"].as_str().unwrap_or_default();
-                    let key = shared::keys::decode_notification_key(
+                    let key = caudal_core::keys::decode_notification_key(
                         r["s3"]["object"]["key"].as_str().unwrap_or_default(),
                     );
                     if let Some(ver) = self.version_of(bucket, &key).await {
@@ -254,7 +254,7 @@ impl Relay {
             .set_entries(Some(entries.clone()))
             .send()
             .await
-            .map_err(|e| shared::aws::call_error(&e).to_string())?;
+            .map_err(|e| caudal_aws::call_error(&e).to_string())?;
         let failed: Vec<&str> = sent.failed().iter().map(|f| f.id()).collect();
         self.send_duplicates(
             entries
@@ -309,7 +309,7 @@ impl Relay {
                         n.saturating_sub(out.failed().len() as u64),
                     ),
                     Err(e) => {
-                        tracing::warn!(error = %shared::aws::call_error(&e), "chaos_duplicate_not_sent")
+                        tracing::warn!(error = %caudal_aws::call_error(&e), "chaos_duplicate_not_sent")
                     }
                 }
                 pending.fetch_sub(1, Ordering::AcqRel);

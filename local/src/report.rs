@@ -155,7 +155,7 @@ async fn list_keys(
         let page = page.map_err(|e| ReportError::S3 {
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
-            message: shared::aws::call_error(&e).to_string(),
+            message: caudal_aws::call_error(&e).to_string(),
         })?;
         keys.extend(
             page.contents()
@@ -208,8 +208,8 @@ pub async fn collect(stack: &Stack) -> Result<Counts, ReportError> {
         c.kinesis_failed += k.stats.sent_to_on_failure.load(Ordering::Relaxed);
     }
     if let Some(bucket) = template_env(stack, "RAW_BUCKET") {
-        c.raw_objects = list_keys(stack, &bucket, shared::keys::RAW_PREFIX).await?;
-        c.raw_invalid_objects = list_keys(stack, &bucket, shared::keys::RAW_INVALID_PREFIX)
+        c.raw_objects = list_keys(stack, &bucket, caudal_core::keys::RAW_PREFIX).await?;
+        c.raw_invalid_objects = list_keys(stack, &bucket, caudal_core::keys::RAW_INVALID_PREFIX)
             .await?
             .len() as u64;
         c.raw_bucket = bucket;

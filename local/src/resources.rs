@@ -52,7 +52,7 @@ fn err<E>(
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let c = shared::aws::call_error(e);
+    let c = caudal_aws::call_error(e);
     ResourceError {
         kind,
         name: name.to_owned(),

@@ -145,7 +145,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
 ///
 /// These stand in for AWS's side of the pipeline or for a user, not for caudal's functions, so
 /// they keep the SDK's default retries; the functions' clients come from
-/// [`shared::aws::clients`] through [`Clients`].
+/// [`caudal_aws::clients`] through [`Clients`].
 #[derive(Debug, Clone)]
 pub struct StackClients {
     /// The SDK configuration (moto endpoint, test credentials, us-east-1).
@@ -748,7 +748,7 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(u64, u
         .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| shared::aws::call_error(&e).to_string())?;
+        .map_err(|e| caudal_aws::call_error(&e).to_string())?;
     let attrs = out.attributes();
     let get = |a: A| {
         attrs

@@ -163,7 +163,7 @@ pub fn sample_requests(
             .split(|b| *b == b'\n')
             .find(|l| !l.is_empty())
             .unwrap_or_default();
-        if shared::rules::is_raw_line(first) {
+        if caudal_core::rules::is_raw_line(first) {
             continue;
         }
         let name = path

@@ -1027,7 +1027,7 @@ fn postgres_restarts_on_an_initialised_directory_and_stops() {
 /// `INSERT … SELECT`, and a ledger row built with JSON_PARSE — in one BatchExecuteStatement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loader_style_load_transaction() {
-    use shared::rules::{COPY_FORMAT_OPTIONS, NULL_MARKER};
+    use caudal_core::rules::{COPY_FORMAT_OPTIONS, NULL_MARKER};
     let ep = endpoint().await;
     let t = unique("events");
     let ledger = unique("ledger");

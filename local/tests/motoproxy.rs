@@ -71,8 +71,8 @@ async fn concurrent_kinesis_writes_through_the_proxy_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_faults_have_the_services_shapes_and_tell_the_truth() {
     use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
+    use caudal_aws::clients::{self, ClientOptions};
     use caudal_local::chaos::{Chaos, ChaosConfig, Fault};
-    use shared::aws::clients::{self, ClientOptions};
 
     let moto = testkit::Moto::start(None).expect("moto_server must be installed");
     let (trigger, shutdown) = caudal_local::shutdown::channel();
@@ -141,7 +141,7 @@ async fn injected_faults_have_the_services_shapes_and_tell_the_truth() {
                 for (d, r) in data.iter().zip(out.records()) {
                     match r.error_code() {
                         Some(code) => {
-                            assert!(shared::aws::is_retryable_code(code), "{code}");
+                            assert!(caudal_aws::is_retryable_code(code), "{code}");
                             assert!(r.sequence_number().is_none());
                             codes.insert(code.to_owned());
                         }
@@ -153,7 +153,7 @@ async fn injected_faults_have_the_services_shapes_and_tell_the_truth() {
                 }
             }
             Err(e) => {
-                let classified = shared::aws::call_error(&e);
+                let classified = caudal_aws::call_error(&e);
                 assert!(classified.retryable, "{classified}");
                 codes.insert(classified.code.clone());
                 match e.code() {
@@ -202,7 +202,7 @@ async fn injected_faults_have_the_services_shapes_and_tell_the_truth() {
         match put {
             Ok(_) => assert!(exists),
             Err(e) => {
-                let classified = shared::aws::call_error(&e);
+                let classified = caudal_aws::call_error(&e);
                 assert!(classified.retryable, "{classified}");
                 match classified.code.as_str() {
                     "SlowDown" | "ServiceUnavailable" => assert!(!exists, "refused, not written"),

@@ -379,9 +379,9 @@ fn check_faults(stack: &Stack) -> (BTreeMap<String, u64>, u64) {
 
 async fn run(isolation: Isolation) {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        shared::telemetry::init_tracing(false, Some(&filter));
+        caudal_core::telemetry::init_tracing(false, Some(&filter));
     }
-    shared::telemetry::set_emf_sink(|_| {});
+    caudal_core::telemetry::set_emf_sink(|_| {});
     let started = Instant::now();
     let level = isolation.as_str();
     let run = format!("chaos{}{}", &level[..4], std::process::id());

@@ -181,10 +181,10 @@ async fn table_fingerprint(pg: &tokio_postgres::Client) -> Vec<(String, i64, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_loads_everything_exactly_once() {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        shared::telemetry::init_tracing(false, Some(&filter));
+        caudal_core::telemetry::init_tracing(false, Some(&filter));
     }
     // The handlers' metric lines are noise in test output.
-    shared::telemetry::set_emf_sink(|_| {});
+    caudal_core::telemetry::set_emf_sink(|_| {});
     let started = Instant::now();
     let run = format!("e2e{}", std::process::id());
     let run_dir = std::env::temp_dir().join(format!("caudal-{run}"));
@@ -380,7 +380,7 @@ async fn the_pipeline_loads_everything_exactly_once() {
         "every re-sent valid event is a duplicate, and so is every re-sent invalid one (rejects \
          count events, not attempts)"
     );
-    let reject_rows = |c: &report::Counts| c.rejects_by_code.iter().map(|(_, n)| n).sum::<i64>();
+    let reject_rows = |c: &Counts| c.rejects_by_code.iter().map(|(_, n)| n).sum::<i64>();
     assert_eq!(
         reject_rows(&counts2),
         reject_rows(&counts),

@@ -10,11 +10,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use caudal_core::batching::chunk;
+use caudal_core::envelope::RequestMeta;
+use caudal_core::event::{MediaType, ParseOptions, parse_events};
+use caudal_core::stream::PUT_RECORDS_LIMITS;
 use ingest_api::core::prepare;
-use shared::aws::kinesis::PUT_RECORDS_LIMITS;
-use shared::batching::chunk;
-use shared::envelope::RequestMeta;
-use shared::event::{MediaType, ParseOptions, parse_events};
 
 /// One realistic ~500-byte event; `i` varies the content so every event differs.
 fn event(i: usize) -> String {
@@ -67,7 +67,7 @@ fn main() {
     );
     let meta = RequestMeta {
         request_id: "c0a8e7d2-5b1f-4b8e-9a51-3c2b1d7e9f00".into(),
-        received_at: Some(shared::envelope::format_timestamp(
+        received_at: Some(caudal_core::envelope::format_timestamp(
             time::OffsetDateTime::now_utc(),
         )),
         source_ip: Some("203.0.113.9".into()),

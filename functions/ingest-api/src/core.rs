@@ -6,12 +6,12 @@
 
 use std::borrow::Cow;
 
-use shared::aws::kinesis::Record;
-use shared::envelope::{self, RequestMeta};
-use shared::event::{
+use caudal_core::envelope::{self, RequestMeta};
+use caudal_core::event::{
     self, BodyError, Event, ItemResult, MediaType, ParseOptions, RejectCode, Rejection,
 };
-use shared::limits::KINESIS_RECORD_MAX_BYTES;
+use caudal_core::limits::KINESIS_RECORD_MAX_BYTES;
+use caudal_core::stream::Record;
 
 /// One request item on its way to the receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn prepare<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::envelope::Envelope;
+    use caudal_core::envelope::Envelope;
 
     fn meta() -> RequestMeta {
         RequestMeta {
@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn an_envelope_over_one_record_is_rejected() {
         let opts = ParseOptions {
-            limits: shared::limits::Limits {
+            limits: caudal_core::limits::Limits {
                 max_event_bytes: 1000 * 1024,
                 max_body_bytes: 2 << 20,
                 ..Default::default()

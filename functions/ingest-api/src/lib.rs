@@ -21,18 +21,19 @@ pub mod receipt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use caudal_aws::kinesis;
+use caudal_core::config::{ConfigError, Env};
+use caudal_core::event::{self, BodyError, Event, MediaType, ParseOptions, RejectCode};
+use caudal_core::limits::Limits;
+use caudal_core::retry::RetryPolicy;
+use caudal_core::rules::RuleSet;
+use caudal_core::stream::PutOutcome;
+use caudal_core::telemetry::{Emf, Unit};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Context, Request, RequestExt, Response, Service, service_fn};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
-use shared::aws::kinesis::{self, PutOutcome};
-use shared::config::{ConfigError, Env};
-use shared::event::{self, BodyError, Event, MediaType, ParseOptions, RejectCode};
-use shared::limits::Limits;
-use shared::retry::RetryPolicy;
-use shared::rules::RuleSet;
-use shared::telemetry::{Emf, Unit};
 use tokio::time::Instant;
 
 use crate::core::{EventCheck, prepare};
@@ -117,14 +118,14 @@ pub struct State {
 }
 
 impl State {
-    /// State from configuration and a Kinesis client — [`shared::aws::clients::kinesis`] in
-    /// Lambda and the local stack (SDK retries off: [`shared::retry::send_partial`] retries whole
+    /// State from configuration and a Kinesis client — [`caudal_aws::clients::kinesis`] in
+    /// Lambda and the local stack (SDK retries off: [`caudal_core::retry::send_partial`] retries whole
     /// calls and failed entries within the request's deadline, each attempt bounded), a mocked
     /// client in tests. Loads the rules file when schema validation is on.
     pub fn new(config: Config, kinesis: aws_sdk_kinesis::Client) -> Result<Self, StartError> {
         let rules = if config.schema_validation {
             let text = match &config.rules_file {
-                None => shared::rules::BUNDLED_RULES_YAML.to_owned(),
+                None => caudal_core::rules::BUNDLED_RULES_YAML.to_owned(),
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| StartError::Rules(format!("cannot read {path}: {e}")))?,
             };
@@ -181,9 +182,9 @@ fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> R
 }
 
 /// The absolute deadline for PutRecords: `PUT_DEADLINE_MS` from now, but never later than the
-/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`] (see [`shared::retry::invocation_deadline`]).
+/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`] (see [`caudal_core::retry::invocation_deadline`]).
 pub fn put_deadline(budget: Duration, lambda_deadline_ms: u64) -> Instant {
-    shared::retry::invocation_deadline(lambda_deadline_ms, DEADLINE_SAFETY_MARGIN, budget)
+    caudal_core::retry::invocation_deadline(lambda_deadline_ms, DEADLINE_SAFETY_MARGIN, budget)
         .min(Instant::now() + budget)
 }
 
@@ -202,7 +203,7 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
     let unrecordable = meta
         .principal
         .as_deref()
-        .is_some_and(|p| !shared::envelope::is_valid_principal(p));
+        .is_some_and(|p| !caudal_core::envelope::is_valid_principal(p));
     let resp = match (path.as_str(), &method) {
         // Events are de-duplicated per principal, so it is recorded whole or not at all.
         (EVENTS_PATH, &Method::POST) if unrecordable => error_response(
@@ -211,7 +212,7 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
             &format!(
                 "the authorizer's principal is longer than {} bytes or has control characters, \
                  so events cannot be attributed to it; fix the authorizer",
-                shared::envelope::MAX_PRINCIPAL_BYTES
+                caudal_core::envelope::MAX_PRINCIPAL_BYTES
             ),
             &meta.request_id,
         ),
@@ -247,7 +248,7 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
 async fn ingest(
     state: &State,
     req: &Request,
-    meta: shared::envelope::RequestMeta,
+    meta: caudal_core::envelope::RequestMeta,
     lambda_deadline_ms: u64,
     started: std::time::Instant,
 ) -> Response<Body> {

@@ -1,10 +1,10 @@
 //! Lambda entry point of ingest-api: wiring only (see the library for everything else).
 
+use caudal_aws::clients::{self, ClientOptions};
+use caudal_core::config::Env;
+use caudal_core::telemetry;
 use ingest_api::{Config, State, handler};
 use lambda_http::{Error, service_fn};
-use shared::aws::clients::{self, ClientOptions};
-use shared::config::Env;
-use shared::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -4,10 +4,10 @@
 //! The principal is what the authorizer established, never a header the client could forge:
 //! IAM user ARN, then JWT/Cognito `sub`, then a Lambda authorizer's `principalId`.
 
+use caudal_core::envelope::RequestMeta;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use serde_json::Value;
-use shared::envelope::RequestMeta;
 use time::OffsetDateTime;
 
 /// Metadata recorded in every envelope of this request. `fallback_request_id` is used when the
@@ -21,7 +21,9 @@ pub fn request_meta(req: &Request, fallback_request_id: &str) -> RequestMeta {
     };
     let mut meta = RequestMeta {
         request_id: String::new(),
-        received_at: Some(shared::envelope::format_timestamp(OffsetDateTime::now_utc())),
+        received_at: Some(caudal_core::envelope::format_timestamp(
+            OffsetDateTime::now_utc(),
+        )),
         ..RequestMeta::default()
     };
     match req.request_context_ref() {

@@ -7,8 +7,8 @@
 use serde::Serialize;
 
 use crate::core::Slot;
-use shared::aws::kinesis::Written;
-use shared::retry::EntryOutcome;
+use caudal_core::retry::EntryOutcome;
+use caudal_core::stream::Written;
 
 /// What happened to one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,8 +119,8 @@ impl Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::event::{RejectCode, Rejection};
-    use shared::retry::CallError;
+    use caudal_core::event::{RejectCode, Rejection};
+    use caudal_core::retry::CallError;
     use std::borrow::Cow;
 
     fn send(index: usize, record: usize) -> Slot<'static> {

@@ -11,12 +11,12 @@ use aws_sdk_kinesis::operation::put_records::{PutRecordsInput, PutRecordsOutput}
 use aws_sdk_kinesis::types::PutRecordsResultEntry;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use base64::Engine;
+use caudal_core::config::Env;
+use caudal_core::envelope::Envelope;
+use caudal_core::retry::RetryPolicy;
 use ingest_api::{Config, State, invoke};
 use lambda_http::Context;
 use serde_json::{Value, json};
-use shared::config::Env;
-use shared::envelope::Envelope;
-use shared::retry::RetryPolicy;
 
 const STREAM: &str = "caudal-events-test";
 

@@ -16,15 +16,15 @@ use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use base64::Engine as _;
 use bytes::Bytes;
+use caudal_core::codec::Codec;
+use caudal_core::envelope::{EventRef, RequestMeta, encode};
+use caudal_core::retry::CallError;
 use lambda_runtime::{Context, LambdaEvent};
 use raw_writer::encode::encode_batch;
 use raw_writer::event::RawWriterEvent;
 use raw_writer::forward::{BatchLines, PackLimits, Sink, forward, plan};
 use raw_writer::input::{KinesisBatchEvent, group};
 use raw_writer::{Config, State, handler};
-use shared::codec::Codec;
-use shared::envelope::{EventRef, RequestMeta, encode};
-use shared::retry::CallError;
 
 const RECORDS: usize = 10_000;
 
@@ -56,7 +56,7 @@ fn envelope(i: usize, rng: &mut u64, pad: usize) -> Vec<u8> {
     );
     let meta = RequestMeta {
         request_id: format!("K7x{:013x}=", next() % (1 << 52)),
-        received_at: Some(shared::envelope::format_timestamp(
+        received_at: Some(caudal_core::envelope::format_timestamp(
             time::macros::datetime!(2026-11-25 19:55:17.042 UTC),
         )),
         source_ip: Some(format!("203.0.113.{}", next() % 255)),

@@ -10,7 +10,7 @@
 
 use tokio::time::Instant;
 
-use shared::retry::CallError;
+use caudal_core::retry::CallError;
 
 use crate::encode::EncodedBatch;
 use crate::forward::ForwardOutcome;
@@ -56,7 +56,7 @@ pub async fn defer(
     );
     let sent = match &state.config.lake_retry_queue {
         Some(url) => {
-            shared::aws::sqs::send_message(
+            caudal_aws::sqs::send_message(
                 &state.sqs,
                 url,
                 &message.to_body(),

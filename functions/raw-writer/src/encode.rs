@@ -13,9 +13,9 @@ use std::io::{self, BufWriter, Write};
 
 use bytes::Bytes;
 
-use shared::codec::{Codec, Encoder};
-use shared::envelope::Envelope;
-use shared::raw;
+use caudal_core::codec::{Codec, Encoder};
+use caudal_core::envelope::Envelope;
+use caudal_core::raw;
 
 use crate::input::{InRecord, RecordData};
 
@@ -166,8 +166,8 @@ pub fn encode_batch(records: &[InRecord<'_>], codec: Codec) -> io::Result<Encode
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::envelope::{EventRef, RequestMeta, encode};
-    use shared::raw::{KinesisCoords, RawLine};
+    use caudal_core::envelope::{EventRef, RequestMeta, encode};
+    use caudal_core::raw::{KinesisCoords, RawLine};
 
     fn rec<'a>(seq: &'a str, data: RecordData<'a>) -> InRecord<'a> {
         InRecord {

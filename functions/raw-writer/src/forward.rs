@@ -6,15 +6,15 @@
 //! Firehose record of at most [`PackLimits::record_max_bytes`]. Every line ends in `\n`, so the
 //! concatenation Firehose writes to S3 stays valid NDJSON. Records are then grouped into
 //! PutRecordBatch calls of at most 500 records / 4 MiB. Both steps use
-//! [`shared::batching::chunk`]. Only valid envelopes are forwarded; `raw-invalid/` stays in S3.
+//! [`caudal_core::batching::chunk`]. Only valid envelopes are forwarded; `raw-invalid/` stays in S3.
 //!
 //! **Lines.** Where a line's bytes come from is the [`Lines`] trait: [`BatchLines`] rebuilds
 //! them from the borrowed Kinesis records (the raw object's lines, byte for byte), and the retry
 //! path ([`crate::reforward`]) slices them out of the decompressed raw object. Either way the
 //! forwarder sees positions `0..n` of one line list and answers in those positions.
 //!
-//! **Failures.** Each call resends only its failed records ([`shared::aws::firehose`] on
-//! [`shared::retry::send_partial`]). The outcome lists the positions of every line not known to
+//! **Failures.** Each call resends only its failed records ([`caudal_aws::firehose`] on
+//! [`caudal_core::retry::send_partial`]). The outcome lists the positions of every line not known to
 //! be in Firehose ([`ForwardOutcome::failed_lines`]); the caller decides what happens to them
 //! (the Kinesis path defers them to the lake retry queue, the retry path fails its message).
 //! Calls after the first failing one are not made — Firehose is evidently unwell, their lines
@@ -25,8 +25,8 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use shared::batching::{ChunkLimits, ItemTooLarge, chunk};
-use shared::retry::{CallError, RetryPolicy};
+use caudal_core::batching::{ChunkLimits, ItemTooLarge, chunk};
+use caudal_core::retry::{CallError, RetryPolicy};
 use tokio::time::Instant;
 
 use crate::encode::{EncodedBatch, write_raw_line};
@@ -46,9 +46,9 @@ pub struct PackLimits {
 impl Default for PackLimits {
     fn default() -> Self {
         Self {
-            record_max_bytes: shared::aws::firehose::MAX_RECORD_BYTES,
-            batch_max_records: shared::aws::firehose::MAX_BATCH_RECORDS,
-            batch_max_bytes: shared::aws::firehose::MAX_BATCH_BYTES,
+            record_max_bytes: caudal_core::limits::FIREHOSE_RECORD_MAX_BYTES,
+            batch_max_records: caudal_core::limits::FIREHOSE_BATCH_MAX_RECORDS,
+            batch_max_bytes: caudal_core::limits::FIREHOSE_BATCH_MAX_BYTES,
         }
     }
 }
@@ -165,7 +165,7 @@ pub trait Sink {
         &self,
         records: &[Bytes],
         deadline: Instant,
-    ) -> impl std::future::Future<Output = (Vec<Result<(), CallError>>, u32)>;
+    ) -> impl Future<Output = (Vec<Result<(), CallError>>, u32)>;
 }
 
 /// Firehose through the SDK, with the shared retry policy.
@@ -180,7 +180,7 @@ pub struct FirehoseSink<'a> {
 
 impl Sink for FirehoseSink<'_> {
     async fn put(&self, records: &[Bytes], deadline: Instant) -> (Vec<Result<(), CallError>>, u32) {
-        let out = shared::aws::firehose::put_record_batch(
+        let out = caudal_aws::firehose::put_record_batch(
             self.client,
             self.stream,
             records,
@@ -271,8 +271,12 @@ mod tests {
     use super::*;
     use crate::encode::encode_batch;
     use crate::input::{InRecord, RecordData};
-    use shared::aws::firehose::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES};
-    use shared::raw::KinesisCoords;
+    use caudal_core::limits::{
+        FIREHOSE_BATCH_MAX_BYTES as MAX_BATCH_BYTES,
+        FIREHOSE_BATCH_MAX_RECORDS as MAX_BATCH_RECORDS,
+        FIREHOSE_RECORD_MAX_BYTES as MAX_RECORD_BYTES,
+    };
+    use caudal_core::raw::KinesisCoords;
     use std::sync::Mutex;
 
     /// Fails every record whose body contains `poison`; remembers what it was sent.
@@ -308,8 +312,8 @@ mod tests {
     async fn reports_the_failed_lines_and_skips_later_calls() {
         let envs: Vec<Vec<u8>> = (0..10)
             .map(|i| {
-                shared::envelope::encode(
-                    &shared::envelope::EventRef {
+                caudal_core::envelope::encode(
+                    &caudal_core::envelope::EventRef {
                         id: &format!("id-{i}"),
                         id_generated: false,
                         event_type: "t",
@@ -340,7 +344,7 @@ mod tests {
             shard_id: "s",
             records,
         };
-        let enc = encode_batch(&batch.records, shared::codec::Codec::default()).unwrap();
+        let enc = encode_batch(&batch.records, caudal_core::codec::Codec::default()).unwrap();
         let line = enc.line_sizes[0];
         // Two lines per record, two records per call: calls of lines [0,1,2,4] [5,6,7,8] [9].
         let limits = PackLimits {

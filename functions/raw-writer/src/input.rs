@@ -19,8 +19,8 @@
 use std::cmp::Ordering;
 
 use base64::Engine as _;
+use caudal_core::raw::KinesisCoords;
 use serde::{Deserialize, Deserializer};
-use shared::raw::KinesisCoords;
 use time::OffsetDateTime;
 
 /// Why an event cannot be processed at all. Always permanent: the event is not what Lambda
@@ -315,7 +315,7 @@ pub fn group<'a>(records: &[RecordRef<'a>]) -> Result<Vec<ShardBatch<'a>>, Event
             coords: KinesisCoords {
                 shard_id: shard.into(),
                 sequence_number: r.sequence_number.into(),
-                arrival: shared::envelope::format_timestamp(arrival).into(),
+                arrival: caudal_core::envelope::format_timestamp(arrival).into(),
                 partition_key: r.partition_key.into(),
             },
             arrival,

@@ -25,8 +25,8 @@
 
 use std::ops::RangeInclusive;
 
+use caudal_core::codec::Codec;
 use serde::{Deserialize, Serialize};
-use shared::codec::Codec;
 
 /// Version of the message format.
 pub const LAKE_RETRY_VERSION: u32 = 1;
@@ -87,13 +87,13 @@ fn key_byte(b: u8) -> bool {
 }
 
 /// Whether `key` is one the writer could have written under `raw/`: the prefix, the key
-/// alphabet of [`shared::keys`], no `..`, and a codec suffix.
+/// alphabet of [`caudal_core::keys`], no `..`, and a codec suffix.
 pub fn check_raw_key(key: &str) -> Result<Codec, LakeRetryError> {
     let refuse = |reason| LakeRetryError::Key {
         key: key.to_owned(),
         reason,
     };
-    if !key.starts_with(shared::keys::RAW_PREFIX) {
+    if !key.starts_with(caudal_core::keys::RAW_PREFIX) {
         return Err(refuse("does not start with raw/"));
     }
     if key.len() > MAX_KEY_BYTES {

@@ -9,7 +9,7 @@
 //!    order, each line = the envelope verbatim + its Kinesis coordinates; records that are not
 //!    envelopes go to a sibling object under `raw-invalid/` with the reason (a batch with no valid
 //!    record writes only that one; one with no invalid record writes no `raw-invalid/` object).
-//!    Keys come from the batch alone ([`shared::keys::raw_key`]), so a re-delivered batch
+//!    Keys come from the batch alone ([`caudal_core::keys::raw_key`]), so a re-delivered batch
 //!    overwrites its object;
 //! 2. forwards the valid lines to Firehose, packed into ≤ 1,000 KiB records ([`forward`](mod@forward));
 //! 3. defers the lines Firehose did not take to the lake retry queue ([`lake`]): one small
@@ -63,7 +63,7 @@
 //!   succeed and the raw archive already holds it.
 //! * Retries are bounded by the Lambda deadline minus a margin, so the function always answers
 //!   with `batchItemFailures` instead of being killed by the timeout mid-write. They are caudal's
-//!   alone: the clients come from [`shared::aws::clients`] with the SDK's retries off and a
+//!   alone: the clients come from [`caudal_aws::clients`] with the SDK's retries off and a
 //!   timeout per attempt, so a hung call is one retryable attempt, not a lost budget.
 //!
 //! ## Why one function for both sources
@@ -72,7 +72,6 @@
 //! and the role for one SQS event source. Its pressure on Firehose is capped by the event
 //! source's `MaximumConcurrency`, not by the function's. The price is that the writer's role also
 //! reads `raw/` and consumes its own retry queue.
-#![forbid(unsafe_code)]
 
 pub mod defer;
 pub mod encode;
@@ -86,12 +85,12 @@ use std::time::Duration;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
+use caudal_core::codec::Codec;
+use caudal_core::config::{ConfigError, Env};
+use caudal_core::keys::{BatchId, KeyError, raw_invalid_key, raw_key};
+use caudal_core::retry::{CallError, RetryPolicy};
+use caudal_core::telemetry::{Emf, Unit};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
-use shared::codec::Codec;
-use shared::config::{ConfigError, Env};
-use shared::keys::{BatchId, KeyError, raw_invalid_key, raw_key};
-use shared::retry::{CallError, RetryPolicy};
-use shared::telemetry::{Emf, Unit};
 use tokio::time::Instant;
 
 use crate::defer::{LakeDeferral, defer, firehose_deadline};
@@ -179,8 +178,8 @@ pub struct State {
 }
 
 impl State {
-    /// Bundle configuration and clients: [`shared::aws::clients::s3`],
-    /// [`shared::aws::clients::firehose`] and [`shared::aws::clients::sqs`] in Lambda and the
+    /// Bundle configuration and clients: [`caudal_aws::clients::s3`],
+    /// [`caudal_aws::clients::firehose`] and [`caudal_aws::clients::sqs`] in Lambda and the
     /// local stack (SDK retries off, so [`Config::retry`] is the only retry loop and each attempt
     /// is bounded), mocked clients in tests.
     pub fn new(
@@ -267,9 +266,9 @@ pub async fn invoke(
 
 /// The absolute retry deadline: the invocation's deadline minus the margin (at least half of
 /// what remains), or the default budget when the context has none
-/// ([`shared::retry::invocation_deadline`]).
+/// ([`caudal_core::retry::invocation_deadline`]).
 pub fn retry_deadline(ctx_deadline_ms: u64, config: &Config) -> Instant {
-    shared::retry::invocation_deadline(
+    caudal_core::retry::invocation_deadline(
         ctx_deadline_ms,
         config.deadline_margin,
         config.default_budget,
@@ -378,7 +377,7 @@ async fn put(
             error: None,
         };
     };
-    let req = shared::aws::s3::PutRequest {
+    let req = caudal_aws::s3::PutRequest {
         bucket: &state.config.raw_bucket,
         key,
         body: body.clone(),
@@ -387,7 +386,7 @@ async fn put(
         // Deterministic keys: a retried batch rewrites the same bytes.
         if_absent: false,
     };
-    match shared::aws::s3::put_object(&state.s3, &req, &state.config.retry, deadline).await {
+    match caudal_aws::s3::put_object(&state.s3, &req, &state.config.retry, deadline).await {
         Ok(r) => S3Outcome {
             attempts: r.attempts,
             error: None,

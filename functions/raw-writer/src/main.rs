@@ -1,11 +1,11 @@
 //! raw-writer Lambda entry point: wiring only (see the library docs for what it does).
 
+use caudal_aws::clients::{self, ClientOptions};
+use caudal_core::config::Env;
+use caudal_core::telemetry;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use raw_writer::event::RawWriterEvent;
 use raw_writer::{Config, State, handler};
-use shared::aws::clients::{self, ClientOptions};
-use shared::config::Env;
-use shared::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -28,9 +28,9 @@ use std::ops::Range;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
+use caudal_core::retry::CallError;
+use caudal_core::telemetry::{Emf, Unit};
 use lambda_runtime::Context;
-use shared::retry::CallError;
-use shared::telemetry::{Emf, Unit};
 use tokio::time::Instant;
 
 use crate::event::SqsRecord;
@@ -189,7 +189,7 @@ async fn reforward_one(
         return Err(ReforwardError::Deadline);
     }
     let object =
-        shared::aws::s3::get_object(&state.s3, &cfg.raw_bucket, &retry.key, &cfg.retry, deadline)
+        caudal_aws::s3::get_object(&state.s3, &cfg.raw_bucket, &retry.key, &cfg.retry, deadline)
             .await
             .map_err(|error| ReforwardError::Read {
                 bucket: cfg.raw_bucket.clone(),

@@ -21,13 +21,13 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use base64::Engine as _;
+use caudal_core::codec::Codec;
+use caudal_core::raw::RawLine;
+use caudal_core::retry::RetryPolicy;
 use lambda_runtime::{Context, LambdaEvent};
 use raw_writer::event::{RawWriterEvent, RawWriterResponse};
 use raw_writer::lake::LakeRetry;
 use raw_writer::{Config, State, handler, invoke};
-use shared::codec::Codec;
-use shared::raw::RawLine;
-use shared::retry::RetryPolicy;
 
 // ---------------------------------------------------------------------------------------------
 // fixtures
@@ -549,7 +549,7 @@ async fn firehose_partial_failure_resends_only_the_failed_entries() {
 
 #[tokio::test]
 async fn firehose_failing_after_retries_defers_the_lines_instead_of_holding_the_shard() {
-    let _ = shared::telemetry::set_emf_sink(capture_emf);
+    let _ = caudal_core::telemetry::set_emf_sink(capture_emf);
     let (s3, s3_log) = s3_client(0, 200, "");
     // The purchase (3rd record) and the last page view never get in.
     let (fh, fh_log) = firehose_client(Arc::new(|_, data| {
@@ -594,7 +594,7 @@ async fn firehose_failing_after_retries_defers_the_lines_instead_of_holding_the_
 
 #[tokio::test]
 async fn sqs_failing_too_falls_back_to_reporting_the_lowest_missing_line() {
-    let _ = shared::telemetry::set_emf_sink(capture_emf);
+    let _ = caudal_core::telemetry::set_emf_sink(capture_emf);
     let (s3, s3_log) = s3_client(0, 200, "");
     let (fh, _) = firehose_client(Arc::new(|_, data| {
         (contains(data, "order-2026-000187") || contains(data, "1a05")).then_some("InternalFailure")
@@ -942,7 +942,7 @@ async fn retries_stop_before_the_lambda_deadline() {
 
 #[tokio::test]
 async fn the_retry_handler_reforwards_exactly_the_named_lines() {
-    let _ = shared::telemetry::set_emf_sink(capture_emf);
+    let _ = caudal_core::telemetry::set_emf_sink(capture_emf);
     let (key, body) = archive("raw-writer-batch.json").await;
     let plain = Codec::default().decompress_capped(&body, 1 << 20).unwrap();
     let raw_lines: Vec<&[u8]> = plain.split_inclusive(|b| *b == b'\n').collect();
@@ -1010,7 +1010,7 @@ async fn deferred_lines_reach_the_lake_through_the_retry_queue() {
 
 #[tokio::test]
 async fn the_retry_handler_reports_a_message_firehose_still_refuses() {
-    let _ = shared::telemetry::set_emf_sink(capture_emf);
+    let _ = caudal_core::telemetry::set_emf_sink(capture_emf);
     let (key, body) = archive("raw-writer-batch.json").await;
     let (s3, gets) = s3_objects(HashMap::from([(key, body)]));
     let (fh, fh_log) = firehose_client(Arc::new(|_, _| Some("ServiceUnavailableException")));

@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_firehose::types::{DeliveryStreamType, ExtendedS3DestinationConfiguration};
 use base64::Engine as _;
+use caudal_aws::clients::{self, ClientOptions};
+use caudal_core::codec::Codec;
+use caudal_core::envelope::{EventRef, RequestMeta, encode};
+use caudal_core::raw::RawLine;
 use lambda_runtime::Context;
 use raw_writer::{Config, State, invoke};
-use shared::aws::clients::{self, ClientOptions};
-use shared::codec::Codec;
-use shared::envelope::{EventRef, RequestMeta, encode};
-use shared::raw::RawLine;
 use time::macros::datetime;
 
 const RECORDS: usize = 10_000;
@@ -53,7 +53,7 @@ fn envelope(i: usize, rng: &mut u64) -> Vec<u8> {
     );
     let meta = RequestMeta {
         request_id: format!("K7x{:013x}=", next() % (1 << 52)),
-        received_at: Some(shared::envelope::format_timestamp(
+        received_at: Some(caudal_core::envelope::format_timestamp(
             datetime!(2026-11-25 19:55:17.042 UTC),
         )),
         source_ip: Some(format!("203.0.113.{}", next() % 255)),

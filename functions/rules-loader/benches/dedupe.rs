@@ -15,10 +15,10 @@ mod engine;
 
 use std::time::{Duration, Instant};
 
+use caudal_core::rules::Ident;
 use caudal_local::dataapi::Isolation;
 use engine::{Harness, RAW_BUCKET, key, sqs_event};
 use rules_loader::{State, invoke};
-use shared::rules::Ident;
 
 /// Events in the object loaded at each size.
 const EVENTS: usize = 10_000;
@@ -108,7 +108,7 @@ async fn timed_loads(h: &Harness, schema: &str, window_hours: i64, rows: u64) ->
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // The loader's CloudWatch metric lines are not the bench's output.
-    shared::telemetry::set_emf_sink(|_| {});
+    caudal_core::telemetry::set_emf_sink(|_| {});
     let h = Harness::start("dedupe-bench", Isolation::Snapshot).await;
     let sizes = [0u64, 1_000_000, 5_000_000];
     for (label, window_hours, prefix) in [

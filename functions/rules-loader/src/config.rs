@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use shared::aws::redshift::{Connection, Target};
-use shared::config::{ConfigError as EnvError, Env};
-use shared::rules::{BUNDLED_RULES_YAML, Ident, RuleSet, RulesError};
+use caudal_core::config::{ConfigError as EnvError, Env};
+use caudal_core::rules::{BUNDLED_RULES_YAML, Ident, RuleSet, RulesError};
+use caudal_core::warehouse::{Connection, Target};
 
 use crate::sql::{
     LEADING_STATEMENTS, LEDGER_TABLE, MAX_BATCH_STATEMENTS, REJECTS_TABLE, STATEMENTS_PER_TABLE,

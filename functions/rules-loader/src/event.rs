@@ -9,7 +9,7 @@
 //! * `s3:TestEvent` messages (sent when a notification is configured) — acknowledged;
 //! * keys outside `raw/` and non-`ObjectCreated` events — acknowledged and ignored (the loader
 //!   never reads or writes anything else, so a misconfigured prefix cannot make it recurse);
-//! * keys are URL-decoded ([`shared::keys::decode_notification_key`]); a `raw/` key outside the
+//! * keys are URL-decoded ([`caudal_core::keys::decode_notification_key`]); a `raw/` key outside the
 //!   strict key alphabet, an undecodable body or a bucket name that is not one — a permanent
 //!   failure of that message (it reaches the DLQ after the queue's bounded receives).
 
@@ -159,9 +159,9 @@ fn from_s3(event: &S3Event, message: usize, out: &mut Notices) {
             .object
             .key
             .as_deref()
-            .map(shared::keys::decode_notification_key)
+            .map(caudal_core::keys::decode_notification_key)
             .unwrap_or_default();
-        if !key.starts_with(shared::keys::RAW_PREFIX) {
+        if !key.starts_with(caudal_core::keys::RAW_PREFIX) {
             out.ignored += 1;
             continue;
         }

@@ -16,7 +16,7 @@
 //! ## Exactly once
 //! Every AWS trigger is at least once, so the load is made idempotent three ways:
 //! 1. **Ledger first.** Raw keys already in `caudal_ledger` are acknowledged without reading.
-//! 2. **Deterministic load id.** [`shared::keys::load_id`] over the load scope (workgroup or
+//! 2. **Deterministic load id.** [`caudal_core::keys::load_id`] over the load scope (workgroup or
 //!    cluster, database, schema) and the (key, ETag) set names the
 //!    staging files, the load descriptor and the Data API `ClientToken`; the descriptor keeps the
 //!    exact SQL, so a retry after a Lambda timeout re-submits byte-identical SQL with the same
@@ -37,7 +37,6 @@
 //! tried (migration failing, warehouse unavailable at the ledger look-up, too little time left
 //! to start a load) is never failed towards the DLQ: it is sent to the queue again, delayed
 //! ([`postpone`]), and the original acknowledged.
-#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod event;
@@ -50,9 +49,9 @@ pub mod stage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use caudal_core::retry::RetryPolicy;
+use caudal_core::warehouse::PollPolicy;
 use lambda_runtime::{Context, LambdaEvent};
-use shared::aws::redshift::PollPolicy;
-use shared::retry::RetryPolicy;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -69,7 +68,7 @@ pub type AttemptIds = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// A fresh attempt id: the 32 hex digits of a UUIDv7 (time-ordered, random per process).
 pub fn new_attempt_id() -> String {
-    shared::event::new_event_id().replace('-', "")
+    caudal_core::event::new_event_id().replace('-', "")
 }
 
 /// Everything a handler needs, built once per cold start.
@@ -101,7 +100,7 @@ pub struct State {
 
 impl State {
     /// State with the default policies and the system clock. The clients come from
-    /// [`shared::aws::clients`] in Lambda and the local stack (SDK retries off, so [`State::retry`]
+    /// [`caudal_aws::clients`] in Lambda and the local stack (SDK retries off, so [`State::retry`]
     /// and [`State::poll`] are the only retry loops and each attempt is bounded); tests pass
     /// mocked ones.
     pub fn new(
@@ -150,11 +149,11 @@ impl State {
 }
 
 /// The invocation's deadline as a tokio instant, minus `margin`
-/// ([`shared::retry::invocation_deadline`]). A context without a real deadline (`0` in
+/// ([`caudal_core::retry::invocation_deadline`]). A context without a real deadline (`0` in
 /// `Context::default()`, a relative timeout from `cargo lambda watch`) gets 5 minutes, the
 /// function's configured timeout.
 pub fn deadline_of(ctx: &Context, margin: Duration) -> Instant {
-    shared::retry::invocation_deadline(ctx.deadline, margin, Duration::from_secs(300))
+    caudal_core::retry::invocation_deadline(ctx.deadline, margin, Duration::from_secs(300))
 }
 
 /// The Lambda handler: SQS → partial batch response; direct S3 → summary, or an error when an

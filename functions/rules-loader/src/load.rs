@@ -19,13 +19,14 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use bytes::Bytes;
+use caudal_aws::redshift;
+use caudal_aws::s3::{self, PutRequest, lost_conditional_write};
+use caudal_core::retry::{CallError, Retryable};
+use caudal_core::rules::{COPY_FORMAT_OPTIONS, RulesError};
+use caudal_core::telemetry::{Emf, Unit};
+use caudal_core::warehouse::{Described, QueryError, WaitError};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use shared::aws::redshift::{self, Described, QueryError, WaitError};
-use shared::aws::s3::{self, PutRequest, lost_conditional_write};
-use shared::retry::{CallError, Retryable};
-use shared::rules::{COPY_FORMAT_OPTIONS, RulesError};
-use shared::telemetry::{Emf, Unit};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -384,7 +385,7 @@ async fn load_chunk(
     }
 
     // 3. Stage (or find the earlier attempt's staging).
-    let load_id = shared::keys::load_id(
+    let load_id = caudal_core::keys::load_id(
         &cfg.load_scope(),
         set.iter().map(|(_, f)| (f.key.as_str(), f.etag.as_str())),
     );
@@ -459,10 +460,11 @@ async fn descriptor_for(
 ) -> Result<Descriptor, LoadError> {
     let cfg = &state.config;
     let bucket = cfg.staging_bucket.as_str();
-    let key = shared::keys::load_descriptor_key(load_id).map_err(|e| LoadError::Descriptor {
-        key: load_id.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let key =
+        caudal_core::keys::load_descriptor_key(load_id).map_err(|e| LoadError::Descriptor {
+            key: load_id.to_owned(),
+            reason: e.to_string(),
+        })?;
     match s3::get_object(&state.s3, bucket, &key, &state.retry, deadline).await {
         Ok(obj) => {
             let d = parse_descriptor(&key, load_id, &obj.body)?;
@@ -621,7 +623,7 @@ async fn stage_load(
     let mut rejects_manifest = None;
     for (table, entries) in &uploaded {
         let name = staging_name(state, *table);
-        let key = shared::keys::staging_manifest_key(&name, staging_id).map_err(|e| {
+        let key = caudal_core::keys::staging_manifest_key(&name, staging_id).map_err(|e| {
             LoadError::Descriptor {
                 key: name.clone(),
                 reason: e.to_string(),
@@ -642,11 +644,12 @@ async fn stage_load(
         }
     }
     if let Some(gz) = staged.rejects_ndjson_gz {
-        let key =
-            shared::keys::rejected_key(staging_id, ".gz").map_err(|e| LoadError::Descriptor {
+        let key = caudal_core::keys::rejected_key(staging_id, ".gz").map_err(|e| {
+            LoadError::Descriptor {
                 key: staging_id.to_owned(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         put(state, &key, Bytes::from(gz), "application/gzip", deadline).await?;
     }
 
@@ -721,13 +724,12 @@ async fn upload_part(
     deadline: Instant,
 ) -> Result<(), LoadError> {
     let name = staging_name(state, part.table);
-    let key =
-        shared::keys::staging_part_key(&name, staging_id, part.number, ".gz").map_err(|e| {
-            LoadError::Descriptor {
-                key: name.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    let key = caudal_core::keys::staging_part_key(&name, staging_id, part.number, ".gz").map_err(
+        |e| LoadError::Descriptor {
+            key: name.clone(),
+            reason: e.to_string(),
+        },
+    )?;
     let len = part.bytes.len();
     put(
         state,

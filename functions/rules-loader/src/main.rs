@@ -1,10 +1,10 @@
 //! rules-loader Lambda entry point: wiring only (see the library for the handler).
 
+use caudal_aws::clients::{self, ClientOptions};
+use caudal_core::config::Env;
+use caudal_core::telemetry;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rules_loader::{Config, LoaderEvent, State, handler};
-use shared::aws::clients::{self, ClientOptions};
-use shared::config::Env;
-use shared::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

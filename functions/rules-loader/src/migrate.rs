@@ -8,15 +8,16 @@
 //!
 //! Steps: read the schema's columns from `information_schema.columns` (Redshift and PostgreSQL
 //! both have it), let the rules compute `CREATE TABLE IF NOT EXISTS` / `ADD COLUMN` statements
-//! ([`shared::rules::RuleSet::ddl_migrate`] — a non-additive difference is an error naming the
+//! ([`caudal_core::rules::RuleSet::ddl_migrate`] — a non-additive difference is an error naming the
 //! table and column), create the schema when it has no table yet, add the ledger and rejects
 //! tables when missing and the views when a table changed or a view is missing, and run everything in Data API batches (≤ 40 statements each).
 //! Every statement is idempotent, so concurrent cold starts are harmless.
 
 use std::collections::BTreeMap;
 
-use shared::aws::redshift::{self, QueryError, Value};
-use shared::rules::{ExistingColumn, MigrationPlan, RulesError};
+use caudal_aws::redshift;
+use caudal_core::rules::{ExistingColumn, MigrationPlan, RulesError};
+use caudal_core::warehouse::{QueryError, Value};
 use tokio::time::Instant;
 
 use crate::load::LoadError;
@@ -225,7 +226,7 @@ pub async fn migrate(state: &State, deadline: Instant) -> Result<Migrated, LoadE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::config::Env;
+    use caudal_core::config::Env;
 
     fn config() -> Config {
         let env = Env::from_map(
@@ -403,7 +404,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&table) && text.contains(&name), "{text}");
         assert!(text.contains("to fix:"), "{text}");
-        assert!(!shared::retry::Retryable::is_retryable(&err));
+        assert!(!caudal_core::retry::Retryable::is_retryable(&err));
         // Only that table is held: another table's missing column is still added.
         existing.get_mut(&other).unwrap().remove(0);
         let planned = plan(&cfg, &existing);

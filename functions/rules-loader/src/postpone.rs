@@ -22,13 +22,13 @@
 
 use std::collections::BTreeSet;
 
+use caudal_aws::sqs::{self, Outgoing};
 use futures_util::StreamExt;
-use shared::aws::sqs::{self, Outgoing};
 use tokio::time::Instant;
 
 use crate::State;
 use crate::event::{FIRST_SENT_ATTRIBUTE, Notices, POSTPONED_ATTRIBUTE};
-use shared::telemetry::{Emf, Unit};
+use caudal_core::telemetry::{Emf, Unit};
 
 /// How many copies are sent at once.
 const SEND_CONCURRENCY: usize = 8;

@@ -52,8 +52,8 @@
 
 use std::collections::BTreeMap;
 
-use shared::aws::redshift::Param;
-use shared::rules::{Ident, REJECT_COLUMNS, Table};
+use caudal_core::rules::{Ident, REJECT_COLUMNS, Table};
+use caudal_core::warehouse::Param;
 use time::OffsetDateTime;
 
 /// Name of the ledger table (`warehouse/ledger.sql`).
@@ -174,7 +174,7 @@ fn key_byte(b: u8) -> bool {
 /// Whether `key` is a raw key the loader can load (`raw/` + `[A-Za-z0-9/=._-]`, ≤ 1024 bytes).
 /// Other keys under `raw/` are a permanent failure for their object.
 pub fn check_raw_key(key: &str) -> Result<(), SqlError> {
-    if !key.starts_with(shared::keys::RAW_PREFIX) {
+    if !key.starts_with(caudal_core::keys::RAW_PREFIX) {
         return Err(refused("raw key", key, "does not start with raw/"));
     }
     if key.len() > MAX_RAW_KEY_BYTES {
@@ -432,11 +432,11 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
     let ledger = format!("{schema}.{}", ident(LEDGER_TABLE)?.quoted());
     // First, before anything that takes the snapshot (see the module docs).
     let mut sqls = vec![format!("LOCK {ledger}")];
-    let event_id = ident(shared::rules::EVENT_ID_COLUMN)?;
-    let raw_key = ident(shared::rules::RAW_KEY_COLUMN)?;
+    let event_id = ident(caudal_core::rules::EVENT_ID_COLUMN)?;
+    let raw_key = ident(caudal_core::rules::RAW_KEY_COLUMN)?;
     let raw_line = ident("raw_line")?;
-    let received_at = ident(shared::rules::RECEIVED_AT_COLUMN)?;
-    let principal = ident(shared::rules::PRINCIPAL_COLUMN)?;
+    let received_at = ident(caudal_core::rules::RECEIVED_AT_COLUMN)?;
+    let principal = ident(caudal_core::rules::PRINCIPAL_COLUMN)?;
     // Event ids are unique per principal (one client's ids never suppress another's events);
     // NULL (an unauthenticated API) is one scope of its own. No `IS NOT DISTINCT FROM`: Redshift
     // lacks it.

@@ -2,7 +2,7 @@
 //!
 //! [`Stager`] runs every line of each raw object through the rules and writes
 //!
-//! * per table, gzip CSV parts in the encoding of [`shared::rules::write_csv_row`] (a new part
+//! * per table, gzip CSV parts in the encoding of [`caudal_core::rules::write_csv_row`] (a new part
 //!   when the compressed part reaches [`PART_TARGET_BYTES`], so memory stays bounded and COPY
 //!   gets several files to spread over slices);
 //! * the rejects twice: as CSV rows of `caudal_rejects` (COPYed, so dashboards show reasons) and
@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
+use caudal_core::codec::{Codec, DecodeError, Encoder};
+use caudal_core::rules::{Cell, Lineage, Outcome, Reject, RuleSet};
 use serde::Serialize;
-use shared::codec::{Codec, DecodeError, Encoder};
-use shared::rules::{Cell, Lineage, Outcome, Reject, RuleSet};
 use time::OffsetDateTime;
 
 use crate::sql::ObjectStats;
@@ -169,7 +169,7 @@ impl<'r> Stager<'r> {
                 .map(|t| {
                     t.columns
                         .iter()
-                        .position(|c| c.name.as_str() == shared::rules::RECEIVED_AT_COLUMN)
+                        .position(|c| c.name.as_str() == caudal_core::rules::RECEIVED_AT_COLUMN)
                 })
                 .collect(),
             min_received_at: BTreeMap::new(),
@@ -232,7 +232,7 @@ impl<'r> Stager<'r> {
                         let Some(sink) = self.tables.get_mut(row.table) else {
                             continue;
                         };
-                        shared::rules::write_csv_row(sink.writer()?, &row)?;
+                        caudal_core::rules::write_csv_row(sink.writer()?, &row)?;
                         if let Some(Cell::Timestamp(t)) = self
                             .received_at
                             .get(row.table)
@@ -277,7 +277,7 @@ impl<'r> Stager<'r> {
         lineage: &Lineage<'_>,
     ) -> Result<(), StageError> {
         let cells = self.rules.reject_cells(reject, line, lineage);
-        shared::rules::write_csv_cells(self.rejects.writer()?, &cells)?;
+        caudal_core::rules::write_csv_cells(self.rejects.writer()?, &cells)?;
         self.rejects.rows_in_part += 1;
         self.rejects.rows_total += 1;
         serde_json::to_writer(

@@ -136,7 +136,7 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
     );
     assert_eq!(executes[0].1, vec![("k0".to_owned(), key1())]);
 
-    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
+    let load_id = caudal_core::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let version = st.config.rules.version().to_owned();
     let batches = api.batches();
     assert_eq!(batches.len(), 1);
@@ -216,7 +216,7 @@ async fn a_concurrent_attempt_that_staged_first_wins_and_its_sql_is_submitted() 
     // Another invocation of the same load finished staging between our descriptor look-up and
     // our descriptor write: the conditional write fails, we adopt its descriptor (its staging
     // prefix, its loaded_at) and submit its SQL under the shared token.
-    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
+    let load_id = caudal_core::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let descriptor_key = format!("staging/load-descriptors/{load_id}.json");
     let winner = {
         let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
@@ -410,7 +410,7 @@ async fn deadline_while_running_fails_then_the_retry_reattaches_with_the_same_to
     );
     let first = api.batches();
     assert_eq!(first.len(), 1);
-    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
+    let load_id = caudal_core::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let descriptor_key = format!("staging/load-descriptors/{load_id}.json");
     let descriptor = s3.put_body(&descriptor_key).unwrap();
 
@@ -469,7 +469,7 @@ async fn a_token_that_failed_in_an_earlier_invocation_moves_to_the_next_generati
         .unwrap();
     assert_eq!(failures(&resp), Vec::<String>::new());
     let batches = api.batches();
-    let load_id = shared::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
+    let load_id = caudal_core::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
     let tokens: Vec<_> = batches
         .iter()
         .map(|b| b.client_token.clone().unwrap())

@@ -10,10 +10,10 @@ mod common;
 #[path = "common/engine.rs"]
 mod engine;
 
+use caudal_core::warehouse::Target;
 use caudal_local::dataapi::Isolation;
 use engine::*;
 use rules_loader::{State, invoke};
-use shared::aws::redshift::Target;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_sql_loads_exactly_once_and_reconciles() {
@@ -226,7 +226,7 @@ async fn concurrent_overlapping_loads(isolation: Isolation) {
     };
     // The same content loaded alone, serially, into another schema is the reference.
     let mut cfg = h.config.clone();
-    cfg.schema = shared::rules::Ident::parse("reference").unwrap();
+    cfg.schema = caudal_core::rules::Ident::parse("reference").unwrap();
     let reference = State::new(cfg, h.s3.clone(), h.api.clone());
     let ev = sqs_event(&[(RAW_BUCKET, &keys[0])]);
     assert_eq!(
@@ -425,28 +425,28 @@ async fn ledger_rows_of_a_full_load_of_long_keys_fit_the_statement_limit() {
 
 /// A raw line for `event` sent by `principal` (as ingest records it), received at a fixed time.
 fn line_from(principal: Option<&str>, id: &str, event: &str, seq: u64) -> Vec<u8> {
-    let env = shared::envelope::encode(
-        &shared::envelope::EventRef {
+    let env = caudal_core::envelope::encode(
+        &caudal_core::envelope::EventRef {
             id,
             id_generated: false,
             event_type: "page_view",
             raw: event.as_bytes(),
         },
-        &shared::envelope::RequestMeta {
+        &caudal_core::envelope::RequestMeta {
             request_id: format!("req-{seq}"),
             received_at: Some("2026-11-25T19:55:17.500Z".into()),
             principal: principal.map(str::to_owned),
-            ..shared::envelope::RequestMeta::default()
+            ..caudal_core::envelope::RequestMeta::default()
         },
     );
-    let coords = shared::raw::KinesisCoords {
+    let coords = caudal_core::raw::KinesisCoords {
         shard_id: "shardId-000000000000".into(),
         sequence_number: seq.to_string().into(),
         arrival: "2026-11-25T19:55:18.000Z".into(),
         partition_key: "pk".into(),
     };
     let mut out = Vec::new();
-    shared::raw::write_line(&mut out, &coords, &env).unwrap();
+    caudal_core::raw::write_line(&mut out, &coords, &env).unwrap();
     out.pop();
     out
 }

@@ -455,15 +455,13 @@ mod tests {
         );
         let v: Value = serde_json::from_slice(&canned.body).unwrap();
         assert_eq!(v["__type"], "ProvisionedThroughputExceededException");
-        assert!(shared::aws::is_retryable_code(
-            v["__type"].as_str().unwrap()
-        ));
+        assert!(caudal_aws::is_retryable_code(v["__type"].as_str().unwrap()));
         // S3: the XML error with code, message and request ids.
         let e = s3_error(503, "SlowDown", "Please reduce your request rate.", false);
         let text = String::from_utf8(e.body).unwrap();
         assert!(text.contains("<Code>SlowDown</Code>"));
         assert!(text.contains("<RequestId>"));
-        assert!(shared::aws::is_retryable_code("SlowDown"));
+        assert!(caudal_aws::is_retryable_code("SlowDown"));
         assert!(s3_error(503, "SlowDown", "x", true).body.is_empty());
         // Firehose: every record failed → HTTP 200 with FailedPutCount = n.
         let c = chaos(ChaosConfig {

@@ -21,7 +21,7 @@
 //!
 //! Exit codes: 0 success (rejected lines are a normal outcome of `test`); 1 the rules file,
 //! the input or a migration is invalid; 2 bad command line; 3 `test --strict` saw a rejected
-//! line. All logic lives in `shared::rules`; this binary only reads files and prints.
+//! line. All logic lives in `caudal_core::rules`; this binary only reads files and prints.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -29,11 +29,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use serde_json::json;
-use shared::rules::{
+use caudal_core::rules::{
     ExistingColumn, Ident, Lineage, Outcome, RuleSet, is_raw_line, wrap_client_event,
 };
+use clap::{Parser, Subcommand};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -65,7 +65,7 @@ enum Command {
         #[arg(long)]
         strict: bool,
         /// Also write the CSV the loader would COPY: `<table>.csv` per table and
-        /// `caudal_rejects.csv` (uncompressed; see `shared::rules::COPY_FORMAT_OPTIONS`).
+        /// `caudal_rejects.csv` (uncompressed; see `caudal_core::rules::COPY_FORMAT_OPTIONS`).
         #[arg(long)]
         csv_dir: Option<PathBuf>,
     },
@@ -194,7 +194,7 @@ fn test(
         } else {
             match wrap_client_event(&line, n, loaded_at) {
                 Ok(wrapped) => rs.apply_line(&wrapped, &lineage),
-                Err(e) => Outcome::Rejected(shared::rules::Reject {
+                Err(e) => Outcome::Rejected(caudal_core::rules::Reject {
                     code: "parse".into(),
                     rule: None,
                     path: None,
@@ -209,7 +209,7 @@ fn test(
             Outcome::Rows(rs_rows) => {
                 for row in &rs_rows {
                     if let (Some(csv), Some(t)) = (csv.as_mut(), rs.tables().get(row.table)) {
-                        shared::rules::write_csv_row(csv.writer(t.name.as_str())?, row)?;
+                        caudal_core::rules::write_csv_row(csv.writer(t.name.as_str())?, row)?;
                     }
                     let mut v = rs.row_json(row);
                     *rows
@@ -233,7 +233,7 @@ fn test(
                         wrap_client_event(&line, n, loaded_at).unwrap_or_else(|_| line.clone())
                     };
                     let cells = rs.reject_cells(&r, &raw_line, &lineage);
-                    shared::rules::write_csv_cells(csv.writer("caudal_rejects")?, &cells)?;
+                    caudal_core::rules::write_csv_cells(csv.writer("caudal_rejects")?, &cells)?;
                 }
                 *rejected.entry(r.code.clone()).or_default() += 1;
                 json!({"line": n, "outcome": "rejected", "code": r.code, "rule": r.rule, "path": r.path,

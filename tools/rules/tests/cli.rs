@@ -218,20 +218,20 @@ fn csv_of_sample_rows_round_trips() {
     // The rows `rules test` prints are the ones the loader encodes; spot-check the encoder on a
     // full sample through the library (the CLI prints JSON).
     let text = std::fs::read_to_string(root().join("rules/rules.yaml")).unwrap();
-    let rs = shared::rules::RuleSet::from_yaml(&text).unwrap();
+    let rs = caudal_core::rules::RuleSet::from_yaml(&text).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let samples = std::fs::read_to_string(root().join("rules/samples/events.ndjson")).unwrap();
     let mut n = 0;
     for (i, l) in samples.lines().enumerate() {
-        let line = shared::rules::wrap_client_event(l.as_bytes(), i as u64, now).unwrap();
-        let lin = shared::rules::Lineage {
+        let line = caudal_core::rules::wrap_client_event(l.as_bytes(), i as u64, now).unwrap();
+        let lin = caudal_core::rules::Lineage {
             raw_key: "k",
             line: i as u64 + 1,
             loaded_at: now,
         };
-        if let shared::rules::Outcome::Rows(rows) = rs.apply_line(&line, &lin) {
+        if let caudal_core::rules::Outcome::Rows(rows) = rs.apply_line(&line, &lin) {
             let mut buf = Vec::new();
-            shared::rules::write_csv_row(&mut buf, &rows[0]).unwrap();
+            caudal_core::rules::write_csv_row(&mut buf, &rows[0]).unwrap();
             let mut rdr = csv::ReaderBuilder::new()
                 .has_headers(false)
                 .from_reader(&buf[..]);
@@ -268,12 +268,12 @@ fn test_writes_copy_ready_csv_per_table_and_for_rejects() {
     assert!(
         rejects
             .iter()
-            .all(|r| r.len() == shared::rules::REJECT_COLUMNS.len())
+            .all(|r| r.len() == caudal_core::rules::REJECT_COLUMNS.len())
     );
     assert_eq!(&rejects[0][4], "schema");
     let pv = read("page_views.csv");
     assert_eq!(pv.len(), 1);
-    assert!(pv[0].iter().any(|f| f == shared::rules::NULL_MARKER));
+    assert!(pv[0].iter().any(|f| f == caudal_core::rules::NULL_MARKER));
     for t in ["purchases", "signups", "searches", "unknown_events"] {
         assert_eq!(read(&format!("{t}.csv")).len(), 1, "{t}");
     }

@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
+use caudal_aws::redshift;
+use caudal_core::config::Env;
+use caudal_core::keys::{BatchId, raw_key};
+use caudal_core::warehouse::{Connection, PollPolicy, Value};
 use caudal_local::dataapi::{DataApiOptions, Isolation, serve};
 use caudal_local::postgres::Postgres;
 use rules_loader::{Config, State};
-use shared::aws::redshift::{self, Connection, PollPolicy, Value};
-use shared::config::Env;
-use shared::keys::{BatchId, raw_key};
 use tokio::time::Instant;
 
 use crate::common;

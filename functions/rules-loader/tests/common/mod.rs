@@ -15,10 +15,10 @@ use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_mocks::{Rule, mock};
+use caudal_core::rules::{Ident, RuleSet};
+use caudal_core::warehouse::{Connection, Target};
 use lambda_runtime::Context;
 use rules_loader::{Config, State};
-use shared::aws::redshift::{Connection, Target};
-use shared::rules::{Ident, RuleSet};
 use time::OffsetDateTime;
 
 /// A rules file small enough to spell out the SQL it produces.
@@ -96,7 +96,7 @@ pub fn event_file(name: &str) -> serde_json::Value {
 
 /// A raw-archive line for a client event, as the raw writer would have written it.
 pub fn raw_line(event: &str, n: u64) -> Vec<u8> {
-    shared::rules::wrap_client_event(
+    caudal_core::rules::wrap_client_event(
         event.as_bytes(),
         n,
         time::macros::datetime!(2026-11-25 19:55:17.5 UTC),

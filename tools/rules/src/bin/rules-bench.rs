@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use shared::rules::{Lineage, Outcome, RuleSet, write_csv_row};
+use caudal_core::rules::{Lineage, Outcome, RuleSet, write_csv_row};
 
 fn event(i: u64) -> String {
     let ts = format!(
@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc();
     let lines: Vec<Vec<u8>> = (0..n)
         .map(|i| {
-            shared::rules::wrap_client_event(event(i).as_bytes(), i, now)
+            caudal_core::rules::wrap_client_event(event(i).as_bytes(), i, now)
                 .map_err(anyhow::Error::msg)
         })
         .collect::<anyhow::Result<_>>()?;

@@ -1030,7 +1030,7 @@ mod tests {
         assert_eq!(u.get_version(), Some(uuid::Version::SortRand));
         assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
         let (secs, _) = u.get_timestamp().unwrap().to_unix();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+        let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
         assert!(secs.abs_diff(now) < 5, "timestamp is now");
     }
 

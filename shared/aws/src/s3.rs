@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::retry::{CallError, RetryPolicy, retry_call};
+use caudal_core::retry::{CallError, RetryPolicy, retry_call};
 
 /// An object to write.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub async fn put_object(
         if req.if_absent {
             call = call.if_none_match("*");
         }
-        call.send().await.map_err(|e| super::call_error(&e))
+        call.send().await.map_err(|e| crate::call_error(&e))
     })
     .await;
     let out = result?;
@@ -100,7 +100,7 @@ pub async fn get_object(
             .key(key)
             .send()
             .await
-            .map_err(|e| super::call_error(&e))?;
+            .map_err(|e| crate::call_error(&e))?;
         let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_owned();
         let body = out.body.collect().await.map_err(|e| CallError {
             retryable: true,

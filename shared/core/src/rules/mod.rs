@@ -62,7 +62,7 @@ pub use self::types::{Cell, ColumnType};
 
 /// The example rules file shipped in the repository (`rules/rules.yaml`), compiled in so a
 /// function can run without a `RULES_FILE`.
-pub const BUNDLED_RULES_YAML: &str = include_str!("../../../rules/rules.yaml");
+pub const BUNDLED_RULES_YAML: &str = include_str!("../../../../rules/rules.yaml");
 
 /// Name of the event-id column every table has (the de-duplication key of the loader).
 pub const EVENT_ID_COLUMN: &str = "event_id";

@@ -1,8 +1,8 @@
 //! Kinesis adapter: PutRecords with per-record outcomes.
 //!
 //! [`put_records`] chunks records by the PutRecords limits measured on what is sent (data +
-//! partition key bytes, [`crate::batching::chunk`]), sends the chunks concurrently, and lets
-//! [`crate::retry::send_partial`] resend only the failed entries of each chunk. A PutRecords call
+//! partition key bytes, [`caudal_core::batching::chunk`]), sends the chunks concurrently, and lets
+//! [`caudal_core::retry::send_partial`] resend only the failed entries of each chunk. A PutRecords call
 //! "succeeds" with HTTP 200 even when some records failed: each result entry, in request order,
 //! has either a shard id + sequence number or an `ErrorCode`
 //! (`ProvisionedThroughputExceededException`, `InternalFailure`, KMS errors), which
@@ -15,50 +15,10 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use crate::batching::{ChunkLimits, chunk};
-use crate::limits::{KINESIS_RECORD_MAX_BYTES, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS};
-use crate::retry::{CallError, EntryOutcome, EntryResult, RetryPolicy, send_partial};
-
-/// One record to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// The record data (an envelope).
-    pub data: Vec<u8>,
-    /// The partition key (1–256 characters).
-    pub partition_key: String,
-}
-
-impl Record {
-    /// What the record counts against the PutRecords size limits: data plus partition key bytes.
-    pub fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
-    }
-}
-
-/// Where Kinesis stored a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    /// The shard.
-    pub shard_id: String,
-    /// The record's sequence number.
-    pub sequence_number: String,
-}
-
-/// Per-record outcomes of [`put_records`], in input order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutOutcome {
-    /// One outcome per input record. An error is final for this request: retryable errors ran
-    /// out of attempts or time, the others were permanent.
-    pub results: Vec<EntryOutcome<Written>>,
-    /// PutRecords calls made, over all chunks.
-    pub calls: u32,
-}
-
-/// The PutRecords request limits (500 records, 5 MiB including partition keys).
-pub const PUT_RECORDS_LIMITS: ChunkLimits = ChunkLimits {
-    max_items: PUT_RECORDS_MAX_RECORDS,
-    max_bytes: PUT_RECORDS_MAX_BYTES,
-};
+use caudal_core::batching::chunk;
+use caudal_core::limits::KINESIS_RECORD_MAX_BYTES;
+use caudal_core::retry::{CallError, EntryOutcome, EntryResult, RetryPolicy, send_partial};
+use caudal_core::stream::{PUT_RECORDS_LIMITS, PutOutcome, Record, Written};
 
 /// Convert a PutRecords response into one [`EntryResult`] per sent entry, in request order.
 pub fn entry_results(out: &PutRecordsOutput) -> Vec<EntryResult<Written>> {
@@ -67,7 +27,7 @@ pub fn entry_results(out: &PutRecordsOutput) -> Vec<EntryResult<Written>> {
         .map(
             |r| match (r.error_code(), r.shard_id(), r.sequence_number()) {
                 (Some(code), _, _) => EntryResult::Failed(CallError {
-                    retryable: super::is_retryable_code(code),
+                    retryable: crate::is_retryable_code(code),
                     code: code.to_owned(),
                     message: r.error_message().unwrap_or_default().to_owned(),
                 }),
@@ -142,7 +102,7 @@ pub async fn put_records(
                     } else {
                         call.stream_name(stream)
                     };
-                    let out = call.send().await.map_err(|e| super::call_error(&e))?;
+                    let out = call.send().await.map_err(|e| crate::call_error(&e))?;
                     Ok(entry_results(&out))
                 }
             })

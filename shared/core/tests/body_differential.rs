@@ -1,9 +1,9 @@
-//! Differential tests of the parsers of untrusted request bytes in `shared::event`: the body
+//! Differential tests of the parsers of untrusted request bytes in `caudal_core::event`: the body
 //! splitter ([`parse_events`]), the hand-written walk over each event ([`scan`]) and the content
 //! decoding ([`decode_body`]), each against an oracle built on the libraries the rest of the
 //! pipeline reads events with (serde_json, flate2).
 //!
-//! * The oracle restates the contract (module docs of `shared::event`) on top of serde_json:
+//! * The oracle restates the contract (module docs of `caudal_core::event`) on top of serde_json:
 //!   the body's syntax and item boundaries come from serde_json, each item is read into a
 //!   [`Value`] by a visitor that also counts depth and finds duplicate keys in document order,
 //!   and the per-item rules (type, id, ts, partition key) are checked on that `Value`. The
@@ -24,17 +24,17 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::sync::LazyLock;
 
+use caudal_core::event::{
+    BodyError, ItemResult, MediaType, ParseOptions, RejectCode, Scalar, ScanError, Scanned,
+    Scratch, decode_body, parse_events, scan,
+};
+use caudal_core::limits::Limits;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::Config;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use shared::event::{
-    BodyError, ItemResult, MediaType, ParseOptions, RejectCode, Scalar, ScanError, Scanned,
-    Scratch, decode_body, parse_events, scan,
-};
-use shared::limits::Limits;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

@@ -1,11 +1,21 @@
-//! Thin AWS adapters: the only place in `shared` that imports the SDK.
+//! # caudal-aws: the thin AWS adapters
 //!
-//! Each adapter converts between domain types and SDK types and classifies SDK errors into
-//! [`crate::retry::CallError`] (keeping the service's error code and message) so the retry code
-//! in [`crate::retry`] decides what to resend.
+//! The only crate of caudal's core that imports the AWS SDK. Each adapter converts between
+//! [`caudal_core`]'s plain types and the SDK's, and classifies SDK errors into
+//! [`caudal_core::retry::CallError`] (keeping the service's error code and message), so the
+//! retry code in [`caudal_core::retry`] decides what to resend.
+//!
+//! | module | service | speaks in |
+//! |---|---|---|
+//! | [`clients`] | all: the one client factory | `SdkConfig` |
+//! | [`kinesis`] | Kinesis PutRecords | [`caudal_core::stream`] |
+//! | [`firehose`] | Firehose PutRecordBatch | [`caudal_core::limits`] |
+//! | [`s3`] | S3 get/put (conditional writes) | bytes |
+//! | [`sqs`] | SQS send | message bodies |
+//! | [`redshift`] | Redshift Data API | [`caudal_core::warehouse`] |
 //!
 //! [`clients`] is the one place the functions' clients are built (in each `main` and in the local
-//! stack): the SDK's own retries off, so [`crate::retry`] is the only retry loop, and every
+//! stack): the SDK's own retries off, so [`caudal_core::retry`] is the only retry loop, and every
 //! attempt bounded by a per-service timeout that [`call_error`] reports as a retryable `Timeout`.
 
 pub mod clients;
@@ -19,7 +29,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::retry::CallError;
+use caudal_core::retry::CallError;
 
 /// Error codes that mean "slow down / try again" across the services we call.
 const RETRYABLE_CODES: &[&str] = &[

@@ -11,7 +11,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use tokio::time::Instant;
 
-use crate::retry::{CallError, RetryPolicy, retry_call};
+use caudal_core::retry::{CallError, RetryPolicy, retry_call};
 
 /// Largest message body SQS accepts: 256 KiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -93,7 +93,7 @@ pub async fn send(
             .set_message_attributes((!attributes.is_empty()).then(|| attributes.clone()))
             .send()
             .await
-            .map_err(|e| super::call_error(&e))
+            .map_err(|e| crate::call_error(&e))
     })
     .await;
     let out = result?;

@@ -1,6 +1,8 @@
-//! # caudal shared core
+//! # caudal-core: the pure core
 //!
-//! Everything the three Lambda functions have in common. Read it top-down to follow one event
+//! Everything the three Lambda functions have in common that does not talk to AWS (the
+//! adapters are the `caudal-aws` crate, beside this one in `shared/`; this crate depends on no
+//! `aws-*` or `lambda*` crate, and `cargo tree -p caudal-core` shows it). Read it top-down to follow one event
 //! from HTTP body to Redshift row:
 //!
 //! | module | role | pure? |
@@ -16,12 +18,9 @@
 //! | [`codec`] | gzip/zstd encoders and capped decoders | yes |
 //! | [`rules`] | the business-rules engine (schemas, filters, mappings, routes, DDL) | yes |
 //! | [`telemetry`] | tracing set-up and CloudWatch EMF metric lines | yes |
-//! | [`aws`] | thin SDK adapters: SDK ↔ domain conversions, error classification, the client factory ([`aws::clients`]: SDK retries off, per-attempt timeouts) | no |
-//!
-//! Domain modules never import `aws_*` or `lambda_*`; only [`aws`] does.
-#![forbid(unsafe_code)]
+//! | [`stream`] | Kinesis records, where they landed, PutRecords outcomes and limits | yes |
+//! | [`warehouse`] | Data API connection, parameters, statement outcomes, poll policy | yes |
 
-pub mod aws;
 pub mod batching;
 pub mod codec;
 pub mod config;
@@ -32,4 +31,6 @@ pub mod limits;
 pub mod raw;
 pub mod retry;
 pub mod rules;
+pub mod stream;
 pub mod telemetry;
+pub mod warehouse;

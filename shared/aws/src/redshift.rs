@@ -22,7 +22,10 @@ use aws_sdk_redshiftdata::Client;
 use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
 use tokio::time::Instant;
 
-use crate::retry::{CallError, RetryPolicy, Retryable, retry_call};
+use caudal_core::retry::{CallError, RetryPolicy, retry_call};
+use caudal_core::warehouse::{
+    Connection, Described, Param, PollPolicy, QueryError, Status, SubStatement, Value, WaitError,
+};
 
 /// Redshift Data API error codes that mean "busy, try again" in addition to the shared list.
 const REDSHIFT_RETRYABLE_CODES: &[&str] = &[
@@ -31,38 +34,6 @@ const REDSHIFT_RETRYABLE_CODES: &[&str] = &[
     "DatabaseConnectionException",
 ];
 
-/// Where statements run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A Redshift Serverless workgroup (name or ARN).
-    Workgroup(String),
-    /// A provisioned cluster identifier.
-    Cluster(String),
-}
-
-/// Everything the Data API needs to know to run a statement: target, database and identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Connection {
-    /// Workgroup or cluster.
-    pub target: Target,
-    /// Database name.
-    pub database: String,
-    /// Secrets Manager secret with the credentials (optional).
-    pub secret_arn: Option<String>,
-    /// Database user for temporary credentials (optional; provisioned clusters).
-    pub db_user: Option<String>,
-}
-
-impl Connection {
-    /// The request's `WorkgroupName` and `ClusterIdentifier`: exactly one is set.
-    fn target_names(&self) -> (Option<String>, Option<String>) {
-        match &self.target {
-            Target::Workgroup(w) => (Some(w.clone()), None),
-            Target::Cluster(c) => (None, Some(c.clone())),
-        }
-    }
-}
-
 /// The statement id a submission must return; its absence is a malformed (permanent) answer.
 fn statement_id(id: Option<&str>, operation: &str) -> Result<String, CallError> {
     id.map(str::to_owned).ok_or_else(|| CallError {
@@ -70,221 +41,6 @@ fn statement_id(id: Option<&str>, operation: &str) -> Result<String, CallError> 
         code: "MalformedResponse".into(),
         message: format!("{operation} returned no statement id"),
     })
-}
-
-/// A named Data API parameter (`:name` in the SQL). Values travel as text and are cast by the
-/// engine; the Data API has no NULL parameter, so callers never pass optional values this way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Param {
-    /// Name without the colon.
-    pub name: String,
-    /// Value as text.
-    pub value: String,
-}
-
-impl Param {
-    /// A parameter `name` = `value`.
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            value: value.into(),
-        }
-    }
-}
-
-/// A statement's lifecycle status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// Accepted, not yet picked up.
-    Submitted,
-    /// Picked up by the service.
-    Picked,
-    /// Running.
-    Started,
-    /// Done and committed.
-    Finished,
-    /// Failed; the transaction was rolled back.
-    Failed,
-    /// Cancelled.
-    Aborted,
-    /// A status this code does not know (treated as still running).
-    Other(String),
-}
-
-impl Status {
-    /// Whether the statement has reached a final status.
-    pub fn is_final(&self) -> bool {
-        matches!(self, Status::Finished | Status::Failed | Status::Aborted)
-    }
-
-    fn from_sdk(s: Option<&StatusString>) -> Status {
-        match s {
-            Some(StatusString::Submitted) => Status::Submitted,
-            Some(StatusString::Picked) => Status::Picked,
-            Some(StatusString::Started) => Status::Started,
-            Some(StatusString::Finished) => Status::Finished,
-            Some(StatusString::Failed) => Status::Failed,
-            Some(StatusString::Aborted) => Status::Aborted,
-            Some(other) => Status::Other(other.as_str().to_owned()),
-            None => Status::Other("missing".to_owned()),
-        }
-    }
-}
-
-/// One sub-statement of a batch, as `DescribeStatement` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubStatement {
-    /// Sub-statement id (`<batch-id>:<n>`).
-    pub id: String,
-    /// Its status (text as the service sent it, e.g. `FINISHED`).
-    pub status: String,
-    /// Its error, when it failed.
-    pub error: Option<String>,
-    /// Rows affected or returned.
-    pub result_rows: i64,
-    /// Whether it has a result set to fetch.
-    pub has_result_set: bool,
-}
-
-/// What `DescribeStatement` says about a statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Described {
-    /// Statement id.
-    pub id: String,
-    /// Current status.
-    pub status: Status,
-    /// The engine's error message when FAILED.
-    pub error: Option<String>,
-    /// Time the statement ran, as reported by the service.
-    pub duration: Duration,
-    /// Rows affected or returned.
-    pub result_rows: i64,
-    /// Whether there is a result set to fetch.
-    pub has_result_set: bool,
-    /// Sub-statements of a batch (empty for a single statement).
-    pub sub_statements: Vec<SubStatement>,
-    /// When the statement was created (tells a statement re-found through its `ClientToken`
-    /// from one submitted just now).
-    pub created_at: Option<std::time::SystemTime>,
-}
-
-/// One cell of a result set.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// SQL NULL.
-    Null,
-    /// BOOLEAN.
-    Bool(bool),
-    /// Integer types.
-    Long(i64),
-    /// Floating point types.
-    Double(f64),
-    /// Text (also DECIMAL, timestamps and SUPER, which the Data API returns as text).
-    String(String),
-    /// Binary.
-    Blob(Vec<u8>),
-}
-
-impl Value {
-    /// The cell as text (`None` for NULL and blobs).
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The cell as an integer: a long, or text holding one (DECIMAL/BIGINT sums come as text on
-    /// some engines).
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            Value::Long(v) => Some(*v),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    fn from_sdk(f: &Field) -> Value {
-        match f {
-            Field::IsNull(true) => Value::Null,
-            Field::BooleanValue(b) => Value::Bool(*b),
-            Field::LongValue(v) => Value::Long(*v),
-            Field::DoubleValue(v) => Value::Double(*v),
-            Field::StringValue(s) => Value::String(s.clone()),
-            Field::BlobValue(b) => Value::Blob(b.as_ref().to_vec()),
-            _ => Value::Null,
-        }
-    }
-}
-
-/// Why waiting for a statement did not end in FINISHED.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WaitError {
-    /// The statement FAILED (transaction rolled back). Retryable: the whole load can be tried
-    /// again (serialization conflicts and transient COPY errors are common); a statement that
-    /// fails every time ends in the queue's DLQ after the bounded receives.
-    #[error("statement {id} failed: {error}")]
-    Failed {
-        /// Statement id.
-        id: String,
-        /// The engine's error text.
-        error: String,
-    },
-    /// The statement was ABORTED (cancelled by an operator or the service). Retryable.
-    #[error("statement {id} was aborted")]
-    Aborted {
-        /// Statement id.
-        id: String,
-    },
-    /// The deadline came while the statement was still running. Its outcome is **unknown** —
-    /// it may still commit. Retryable: the caller must re-attach (same `ClientToken`) or check
-    /// its ledger, never assume it did not happen.
-    #[error("statement {id} still {status:?} at the deadline")]
-    StillRunning {
-        /// Statement id.
-        id: String,
-        /// Last status seen.
-        status: Status,
-    },
-    /// `DescribeStatement` itself failed.
-    #[error("describing statement {id} failed: {source}")]
-    Call {
-        /// Statement id.
-        id: String,
-        /// The classified SDK error.
-        source: CallError,
-    },
-}
-
-impl Retryable for WaitError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            WaitError::Failed { .. }
-            | WaitError::Aborted { .. }
-            | WaitError::StillRunning { .. } => true,
-            WaitError::Call { source, .. } => source.retryable,
-        }
-    }
-}
-
-/// Why a query (submit + wait + fetch) failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    /// Submitting or fetching failed.
-    #[error(transparent)]
-    Call(#[from] CallError),
-    /// The statement did not finish.
-    #[error(transparent)]
-    Wait(#[from] WaitError),
-}
-
-impl Retryable for QueryError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            QueryError::Call(e) => e.retryable,
-            QueryError::Wait(e) => e.is_retryable(),
-        }
-    }
 }
 
 /// Classify a Data API SDK error: the shared classification plus the Data API's own "busy"
@@ -298,7 +54,7 @@ fn classify<E>(
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let mut e = super::call_error(err);
+    let mut e = crate::call_error(err);
     if REDSHIFT_RETRYABLE_CODES.contains(&e.code.as_str()) {
         e.retryable = true;
     }
@@ -409,7 +165,7 @@ pub async fn describe(
             .map_err(|e| classify(&e))?;
         Ok::<_, CallError>(Described {
             id: out.id().to_owned(),
-            status: Status::from_sdk(out.status()),
+            status: status_from_sdk(out.status()),
             error: out.error().map(str::to_owned),
             duration: Duration::from_nanos(u64::try_from(out.duration()).unwrap_or(0)),
             result_rows: out.result_rows(),
@@ -435,34 +191,6 @@ pub async fn describe(
     })
     .await;
     result
-}
-
-/// How statements are polled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PollPolicy {
-    /// Backoff between polls: `base_delay` plus the shared full-jitter backoff, capped by
-    /// `max_delay`. `max_attempts` bounds retries of one failing `DescribeStatement` call.
-    pub retry: RetryPolicy,
-}
-
-impl Default for PollPolicy {
-    fn default() -> Self {
-        Self {
-            retry: RetryPolicy {
-                max_attempts: 5,
-                base_delay: Duration::from_millis(250),
-                max_delay: Duration::from_secs(5),
-            },
-        }
-    }
-}
-
-impl PollPolicy {
-    /// Delay before poll number `n + 1` (1-based `n`): never shorter than `base_delay` so a busy
-    /// statement is not hammered, growing towards `max_delay`.
-    pub fn delay(&self, n: u32) -> Duration {
-        (self.retry.base_delay + self.retry.backoff(n)).min(self.retry.max_delay)
-    }
 }
 
 /// Poll `id` until it reaches a final status or `deadline` is near.
@@ -541,7 +269,7 @@ pub async fn fetch_result(
         rows.extend(
             out.records()
                 .iter()
-                .map(|r| r.iter().map(Value::from_sdk).collect::<Vec<_>>()),
+                .map(|r| r.iter().map(value_from_sdk).collect::<Vec<_>>()),
         );
         match out.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_owned()),
@@ -568,6 +296,31 @@ pub async fn query(
     Ok(fetch_result(client, &id, &policy.retry, deadline).await?)
 }
 
+fn status_from_sdk(s: Option<&StatusString>) -> Status {
+    match s {
+        Some(StatusString::Submitted) => Status::Submitted,
+        Some(StatusString::Picked) => Status::Picked,
+        Some(StatusString::Started) => Status::Started,
+        Some(StatusString::Finished) => Status::Finished,
+        Some(StatusString::Failed) => Status::Failed,
+        Some(StatusString::Aborted) => Status::Aborted,
+        Some(other) => Status::Other(other.as_str().to_owned()),
+        None => Status::Other("missing".to_owned()),
+    }
+}
+
+fn value_from_sdk(f: &Field) -> Value {
+    match f {
+        Field::IsNull(true) => Value::Null,
+        Field::BooleanValue(b) => Value::Bool(*b),
+        Field::LongValue(v) => Value::Long(*v),
+        Field::DoubleValue(v) => Value::Double(*v),
+        Field::StringValue(s) => Value::String(s.clone()),
+        Field::BlobValue(b) => Value::Blob(b.as_ref().to_vec()),
+        _ => Value::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,6 +329,8 @@ mod tests {
     use aws_sdk_redshiftdata::operation::execute_statement::ExecuteStatementOutput;
     use aws_sdk_redshiftdata::operation::get_statement_result::GetStatementResultOutput;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use caudal_core::retry::Retryable;
+    use caudal_core::warehouse::Target;
     use std::sync::{Arc, Mutex};
 
     fn conn() -> Connection {

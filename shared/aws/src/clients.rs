@@ -1,8 +1,8 @@
 //! The one way to build the AWS clients caudal's functions use.
 //!
 //! Every call the functions make already runs inside caudal's own retry loop
-//! ([`crate::retry::send_partial`] for Kinesis PutRecords and Firehose PutRecordBatch,
-//! [`crate::retry::retry_call`] for S3, SQS and the Data API), which backs off with jitter, resends
+//! ([`caudal_core::retry::send_partial`] for Kinesis PutRecords and Firehose PutRecordBatch,
+//! [`caudal_core::retry::retry_call`] for S3, SQS and the Data API), which backs off with jitter, resends
 //! only failed entries and stops at the invocation's deadline. So the clients built here have the
 //! SDK's own retries **off** (`RetryConfig::disabled()`, one attempt per operation): with the
 //! SDK's standard mode on as well, one caudal attempt would be up to three SDK attempts with a
@@ -10,7 +10,7 @@
 //! `SdkConfig` (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, profile) are overridden for the same reason.
 //!
 //! Instead each attempt is bounded by [`AttemptTimeouts`], so one slow or hung call becomes a
-//! retryable `Timeout` [`CallError`](crate::retry::CallError) (see [`super::call_error`]) after a
+//! retryable `Timeout` [`CallError`](caudal_core::retry::CallError) (see [`crate::call_error`]) after a
 //! few seconds instead of eating the whole budget. The values are per service and sized from the
 //! request limits in `AWS-LIMITS.md`; see each constant.
 //!
@@ -216,7 +216,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::retry::RetryPolicy;
+    use caudal_core::retry::RetryPolicy;
 
     /// An SDK configuration that asks for SDK retries (as `AWS_MAX_ATTEMPTS=5` would) and
     /// long timeouts, so the tests see the factory override both.
@@ -352,7 +352,7 @@ mod tests {
         };
         let client = s3(&sdk, &opts);
         let started = Instant::now();
-        let err = crate::aws::s3::get_object(
+        let err = crate::s3::get_object(
             &client,
             "bucket",
             "key",
@@ -384,11 +384,11 @@ mod tests {
             ..ClientOptions::LAMBDA
         };
         let client = kinesis(&sdk, &opts);
-        let records = vec![crate::aws::kinesis::Record {
+        let records = vec![caudal_core::stream::Record {
             data: b"{}".to_vec(),
             partition_key: "k".into(),
         }];
-        let out = crate::aws::kinesis::put_records(
+        let out = crate::kinesis::put_records(
             &client,
             "stream",
             &records,

@@ -3,10 +3,9 @@
 //! PutRecordBatch answers HTTP 200 even when some entries were not accepted: `FailedPutCount` says
 //! how many, and each response entry (in request order) carries either a `RecordId` or an
 //! `ErrorCode`/`ErrorMessage`. This adapter maps every entry to an [`EntryResult`] and lets
-//! [`crate::retry::send_partial`] resend only the failed entries, with backoff and jitter, within
-//! the caller's deadline. Callers keep each request within [`MAX_BATCH_RECORDS`] /
-//! [`MAX_BATCH_BYTES`] and each record within [`MAX_RECORD_BYTES`] (see
-//! [`crate::batching::chunk`]).
+//! [`caudal_core::retry::send_partial`] resend only the failed entries, with backoff and jitter, within
+//! the caller's deadline. Callers keep each request and record within the Firehose limits of
+//! [`caudal_core::limits`] (see [`caudal_core::batching::chunk`]).
 
 use aws_sdk_firehose::Client;
 use aws_sdk_firehose::primitives::Blob;
@@ -14,19 +13,12 @@ use aws_sdk_firehose::types::{PutRecordBatchResponseEntry, Record};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::retry::{CallError, EntryResult, PartialOutcome, RetryPolicy, send_partial};
-
-/// Largest record Firehose accepts: 1,000 KiB before base64 encoding.
-pub const MAX_RECORD_BYTES: usize = 1_000 * 1024;
-/// Most records one PutRecordBatch call may carry.
-pub const MAX_BATCH_RECORDS: usize = 500;
-/// Most bytes (sum of record data) one PutRecordBatch call may carry: 4 MiB.
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+use caudal_core::retry::{CallError, EntryResult, PartialOutcome, RetryPolicy, send_partial};
 
 /// Whether a per-entry error code is transient. Firehose reports `ServiceUnavailableException`
 /// and `InternalFailure` per entry; KMS-backed streams add `KMS.ThrottlingException`-style codes.
 pub fn is_retryable_entry_code(code: &str) -> bool {
-    super::is_retryable_code(code) || code.contains("Throttl") || code.contains("Unavailable")
+    crate::is_retryable_code(code) || code.contains("Throttl") || code.contains("Unavailable")
 }
 
 /// Map one response entry to its result; the record id is what Firehose returns on success.
@@ -69,7 +61,7 @@ pub async fn put_record_batch(
                 })?;
             call = call.records(record);
         }
-        let out = call.send().await.map_err(|e| super::call_error(&e))?;
+        let out = call.send().await.map_err(|e| crate::call_error(&e))?;
         if out.failed_put_count() > 0 {
             tracing::debug!(
                 failed = out.failed_put_count(),
@@ -120,8 +112,11 @@ mod tests {
 
     #[test]
     fn limits_match_the_service() {
-        assert_eq!(MAX_RECORD_BYTES, 1_024_000);
-        assert_eq!(MAX_BATCH_BYTES, 4_194_304);
-        assert_eq!(MAX_BATCH_RECORDS, 500);
+        use caudal_core::limits::{
+            FIREHOSE_BATCH_MAX_BYTES, FIREHOSE_BATCH_MAX_RECORDS, FIREHOSE_RECORD_MAX_BYTES,
+        };
+        assert_eq!(FIREHOSE_RECORD_MAX_BYTES, 1_024_000);
+        assert_eq!(FIREHOSE_BATCH_MAX_BYTES, 4_194_304);
+        assert_eq!(FIREHOSE_BATCH_MAX_RECORDS, 500);
     }
 }

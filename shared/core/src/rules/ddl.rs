@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 use super::{Ident, RuleSet, RulesError, Table};
 
 /// `warehouse/ledger.sql`: the `caudal_ledger` table.
-pub const SQL_LEDGER: &str = include_str!("../../../warehouse/ledger.sql");
+pub const SQL_LEDGER: &str = include_str!("../../../../warehouse/ledger.sql");
 /// `warehouse/rejects.sql`: the `caudal_rejects` table.
-pub const SQL_REJECTS: &str = include_str!("../../../warehouse/rejects.sql");
+pub const SQL_REJECTS: &str = include_str!("../../../../warehouse/rejects.sql");
 /// `warehouse/views.sql`: dashboard and reconciliation views.
-pub const SQL_VIEWS: &str = include_str!("../../../warehouse/views.sql");
+pub const SQL_VIEWS: &str = include_str!("../../../../warehouse/views.sql");
 
 fn nullable_default() -> bool {
     true

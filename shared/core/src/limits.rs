@@ -22,6 +22,12 @@ pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
 pub const KINESIS_RECORD_MAX_BYTES: usize = 1024 * 1024;
 /// Kinesis: maximum partition key length in Unicode characters.
 pub const PARTITION_KEY_MAX_CHARS: usize = 256;
+/// Largest record Firehose accepts: 1,000 KiB before base64 encoding.
+pub const FIREHOSE_RECORD_MAX_BYTES: usize = 1_000 * 1024;
+/// Most records one PutRecordBatch call may carry.
+pub const FIREHOSE_BATCH_MAX_RECORDS: usize = 500;
+/// Most bytes (sum of record data) one PutRecordBatch call may carry: 4 MiB.
+pub const FIREHOSE_BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Default body cap after decompression (5 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;

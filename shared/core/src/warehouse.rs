@@ -1,0 +1,260 @@
+//! The warehouse's plain data, as the Redshift Data API adapter (`caudal-aws`'s `redshift`)
+//! speaks it: where statements run ([`Connection`], [`Target`]), named parameters, a
+//! statement's description and final outcome ([`Described`], [`Status`], [`WaitError`]), result
+//! values, and how statements are polled ([`PollPolicy`]). Pure: the loader's SQL planning and
+//! its tests use these without the SDK.
+
+use std::time::Duration;
+
+use crate::retry::{CallError, RetryPolicy, Retryable};
+
+/// Where statements run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A Redshift Serverless workgroup (name or ARN).
+    Workgroup(String),
+    /// A provisioned cluster identifier.
+    Cluster(String),
+}
+
+/// Everything the Data API needs to know to run a statement: target, database and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// Workgroup or cluster.
+    pub target: Target,
+    /// Database name.
+    pub database: String,
+    /// Secrets Manager secret with the credentials (optional).
+    pub secret_arn: Option<String>,
+    /// Database user for temporary credentials (optional; provisioned clusters).
+    pub db_user: Option<String>,
+}
+
+impl Connection {
+    /// The request's `WorkgroupName` and `ClusterIdentifier`: exactly one is set.
+    /// The Data API's `(WorkgroupName, ClusterIdentifier)` pair for this target.
+    pub fn target_names(&self) -> (Option<String>, Option<String>) {
+        match &self.target {
+            Target::Workgroup(w) => (Some(w.clone()), None),
+            Target::Cluster(c) => (None, Some(c.clone())),
+        }
+    }
+}
+
+/// A named Data API parameter (`:name` in the SQL). Values travel as text and are cast by the
+/// engine; the Data API has no NULL parameter, so callers never pass optional values this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    /// Name without the colon.
+    pub name: String,
+    /// Value as text.
+    pub value: String,
+}
+
+impl Param {
+    /// A parameter `name` = `value`.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A statement's lifecycle status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Accepted, not yet picked up.
+    Submitted,
+    /// Picked up by the service.
+    Picked,
+    /// Running.
+    Started,
+    /// Done and committed.
+    Finished,
+    /// Failed; the transaction was rolled back.
+    Failed,
+    /// Cancelled.
+    Aborted,
+    /// A status this code does not know (treated as still running).
+    Other(String),
+}
+
+impl Status {
+    /// Whether the statement has reached a final status.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Status::Finished | Status::Failed | Status::Aborted)
+    }
+}
+
+/// One sub-statement of a batch, as `DescribeStatement` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubStatement {
+    /// Sub-statement id (`<batch-id>:<n>`).
+    pub id: String,
+    /// Its status (text as the service sent it, e.g. `FINISHED`).
+    pub status: String,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+    /// Rows affected or returned.
+    pub result_rows: i64,
+    /// Whether it has a result set to fetch.
+    pub has_result_set: bool,
+}
+
+/// What `DescribeStatement` says about a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// Statement id.
+    pub id: String,
+    /// Current status.
+    pub status: Status,
+    /// The engine's error message when FAILED.
+    pub error: Option<String>,
+    /// Time the statement ran, as reported by the service.
+    pub duration: Duration,
+    /// Rows affected or returned.
+    pub result_rows: i64,
+    /// Whether there is a result set to fetch.
+    pub has_result_set: bool,
+    /// Sub-statements of a batch (empty for a single statement).
+    pub sub_statements: Vec<SubStatement>,
+    /// When the statement was created (tells a statement re-found through its `ClientToken`
+    /// from one submitted just now).
+    pub created_at: Option<std::time::SystemTime>,
+}
+
+/// One cell of a result set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// BOOLEAN.
+    Bool(bool),
+    /// Integer types.
+    Long(i64),
+    /// Floating point types.
+    Double(f64),
+    /// Text (also DECIMAL, timestamps and SUPER, which the Data API returns as text).
+    String(String),
+    /// Binary.
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    /// The cell as text (`None` for NULL and blobs).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The cell as an integer: a long, or text holding one (DECIMAL/BIGINT sums come as text on
+    /// some engines).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Long(v) => Some(*v),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Why waiting for a statement did not end in FINISHED.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The statement FAILED (transaction rolled back). Retryable: the whole load can be tried
+    /// again (serialization conflicts and transient COPY errors are common); a statement that
+    /// fails every time ends in the queue's DLQ after the bounded receives.
+    #[error("statement {id} failed: {error}")]
+    Failed {
+        /// Statement id.
+        id: String,
+        /// The engine's error text.
+        error: String,
+    },
+    /// The statement was ABORTED (cancelled by an operator or the service). Retryable.
+    #[error("statement {id} was aborted")]
+    Aborted {
+        /// Statement id.
+        id: String,
+    },
+    /// The deadline came while the statement was still running. Its outcome is **unknown** —
+    /// it may still commit. Retryable: the caller must re-attach (same `ClientToken`) or check
+    /// its ledger, never assume it did not happen.
+    #[error("statement {id} still {status:?} at the deadline")]
+    StillRunning {
+        /// Statement id.
+        id: String,
+        /// Last status seen.
+        status: Status,
+    },
+    /// `DescribeStatement` itself failed.
+    #[error("describing statement {id} failed: {source}")]
+    Call {
+        /// Statement id.
+        id: String,
+        /// The classified SDK error.
+        source: CallError,
+    },
+}
+
+impl Retryable for WaitError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            WaitError::Failed { .. }
+            | WaitError::Aborted { .. }
+            | WaitError::StillRunning { .. } => true,
+            WaitError::Call { source, .. } => source.retryable,
+        }
+    }
+}
+
+/// Why a query (submit + wait + fetch) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Submitting or fetching failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The statement did not finish.
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+}
+
+impl Retryable for QueryError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            QueryError::Call(e) => e.retryable,
+            QueryError::Wait(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// How statements are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollPolicy {
+    /// Backoff between polls: `base_delay` plus the shared full-jitter backoff, capped by
+    /// `max_delay`. `max_attempts` bounds retries of one failing `DescribeStatement` call.
+    pub retry: RetryPolicy,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy {
+                max_attempts: 5,
+                base_delay: Duration::from_millis(250),
+                max_delay: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+impl PollPolicy {
+    /// Delay before poll number `n + 1` (1-based `n`): never shorter than `base_delay` so a busy
+    /// statement is not hammered, growing towards `max_delay`.
+    pub fn delay(&self, n: u32) -> Duration {
+        (self.retry.base_delay + self.retry.backoff(n)).min(self.retry.max_delay)
+    }
+}
