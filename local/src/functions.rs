@@ -1,19 +1,19 @@
 //! The one place that maps a template function's `Metadata.BuildProperties.Binary` to the
-//! in-process implementation: the package's `Config::from_env`, `State` and `invoke`.
+//! in-process implementation: the package's `start` and `invoke`.
 //!
 //! Each function gets exactly the environment variables the template gives it (references
 //! resolved to local names) through [`caudal_core::config::Env::from_map`], so a variable added to
-//! the template reaches the function locally with no change here. AWS clients are built the way
-//! each function's `main` builds them — [`caudal_aws::clients`], SDK retries off and the same
-//! per-attempt timeouts — from an `SdkConfig` that points at the emulators: moto for Kinesis, S3,
-//! Firehose and SQS, and this crate's Data API endpoint for Redshift. The only difference is
-//! [`ClientOptions::EMULATOR`]'s path-style S3 addressing.
+//! the template reaches the function locally with no change here. Each function is built by the
+//! same `start(env, factory)` its Lambda `main` calls, with a [`ClientFactory`] (SDK retries
+//! off, the same per-attempt timeouts) whose `SdkConfig` points at the emulators: moto for
+//! Kinesis, S3, Firehose and SQS, and this crate's Data API endpoint for Redshift. The only
+//! difference is [`ClientOptions::EMULATOR`]'s path-style S3 addressing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caudal_aws::clients::{self as factory, ClientOptions};
+use caudal_aws::clients::{ClientFactory, ClientOptions};
 use caudal_core::config::Env;
 
 use crate::lambda::Handler;
@@ -62,28 +62,12 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Options of every function client: Lambda's timeouts, path-style S3 (`127.0.0.1` has no
-    /// bucket subdomains).
-    const OPTIONS: ClientOptions = ClientOptions::EMULATOR;
-
-    /// ingest-api's Kinesis client for moto.
-    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
-        factory::kinesis(&self.aws, &Self::OPTIONS)
-    }
-
-    /// The functions' S3 client for moto.
-    pub fn s3(&self) -> aws_sdk_s3::Client {
-        factory::s3(&self.aws, &Self::OPTIONS)
-    }
-
-    /// raw-writer's Firehose client for moto.
-    pub fn firehose(&self) -> aws_sdk_firehose::Client {
-        factory::firehose(&self.aws, &Self::OPTIONS)
-    }
-
-    /// raw-writer's SQS client (the lake retry queue) for moto.
-    pub fn sqs(&self) -> aws_sdk_sqs::Client {
-        factory::sqs(&self.aws, &Self::OPTIONS)
+    /// The factory every function's `start` takes: the one a Lambda cold start builds, but
+    /// with [`ClientOptions::EMULATOR`] (path-style S3: `127.0.0.1` has no bucket subdomains)
+    /// and the Data API at the local endpoint (what `AWS_ENDPOINT_URL_REDSHIFT_DATA` would do).
+    pub fn factory(&self) -> ClientFactory {
+        ClientFactory::new(self.aws.clone(), ClientOptions::EMULATOR)
+            .with_redshift_data_endpoint(&self.redshift_data_url)
     }
 
     /// The SDK configuration for the local Data API: moto's, with the endpoint the loader
@@ -93,11 +77,6 @@ impl Clients {
             .to_builder()
             .endpoint_url(&self.redshift_data_url)
             .build()
-    }
-
-    /// rules-loader's Data API client for the local endpoint.
-    pub fn redshift_data(&self) -> aws_sdk_redshiftdata::Client {
-        factory::redshift_data(&self.redshift_data_sdk(), &Self::OPTIONS)
     }
 }
 
@@ -134,11 +113,10 @@ pub async fn build(
                 .collect(),
         )
     };
+    let clients = clients.factory();
     match binary {
         "ingest-api" => {
-            let config = ingest_api::Config::from_env(&env()).map_err(|e| config_err(binary, e))?;
-            let state = ingest_api::State::new(config, clients.kinesis())
-                .map_err(|e| start_err(binary, e))?;
+            let state = ingest_api::start(&env(), &clients).map_err(|e| config_err(binary, e))?;
             let state = Arc::new(state);
             Ok(Arc::new(move |payload, ctx| {
                 let state = state.clone();
@@ -146,23 +124,15 @@ pub async fn build(
             }))
         }
         "raw-writer" => {
-            let config = raw_writer::Config::from_env(&env()).map_err(|e| config_err(binary, e))?;
-            let state = Arc::new(raw_writer::State::new(
-                config,
-                clients.s3(),
-                clients.firehose(),
-                clients.sqs(),
-            ));
+            let state = raw_writer::start(&env(), &clients).map_err(|e| config_err(binary, e))?;
+            let state = Arc::new(state);
             Ok(Arc::new(move |payload, ctx| {
                 let state = state.clone();
                 async move { Box::pin(raw_writer::invoke(&state, payload, ctx)).await }
             }))
         }
         "rules-loader" => {
-            let config =
-                rules_loader::Config::from_env(&env()).map_err(|e| config_err(binary, e))?;
-            let state = rules_loader::State::new(config, clients.s3(), clients.redshift_data())
-                .with_sqs(clients.sqs());
+            let state = rules_loader::start(&env(), &clients).map_err(|e| config_err(binary, e))?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             // Migrated before the first event (the warehouse is new every run); recorded on the
             // state, so the first invocation does not migrate again.

@@ -21,11 +21,12 @@ pub mod receipt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use caudal_aws::clients::ClientFactory;
 use caudal_aws::kinesis;
-use caudal_core::config::{ConfigError, Env};
+use caudal_core::config::{ConfigError, Env, RulesFileError};
 use caudal_core::event::{self, BodyError, Event, MediaType, ParseOptions, RejectCode};
 use caudal_core::limits::Limits;
-use caudal_core::retry::RetryPolicy;
+use caudal_core::retry::{DeadlinePolicy, RetryPolicy};
 use caudal_core::rules::RuleSet;
 use caudal_core::stream::PutOutcome;
 use caudal_core::telemetry::{Emf, Unit};
@@ -34,7 +35,6 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Context, Request, RequestExt, Response, Service, service_fn};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use crate::core::{EventCheck, prepare};
 use crate::receipt::Receipt;
@@ -49,7 +49,7 @@ pub const EVENTS_PATH: &str = "/v1/events";
 pub const HEALTH_PATH: &str = "/v1/health";
 
 /// Configuration, read once per cold start (docs/CONTRACTS.md §5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// `STREAM_NAME`: the Kinesis stream (name or ARN).
     pub stream_name: String,
@@ -59,29 +59,19 @@ pub struct Config {
     pub limits: Limits,
     /// `PUT_DEADLINE_MS`: budget for PutRecords including retries.
     pub put_deadline: Duration,
-    /// `SCHEMA_VALIDATION=on`: validate events against the rules file's JSON Schemas.
-    pub schema_validation: bool,
-    /// `RULES_FILE`: rules file for schema validation; `None` = the one compiled in.
-    pub rules_file: Option<String>,
+    /// `SCHEMA_VALIDATION=on`: the rules whose JSON Schemas events are validated against
+    /// (`RULES_FILE`, or the bundled file; [`Env::rules`]); `None` = no validation.
+    pub schema_rules: Option<Arc<RuleSet>>,
 }
 
 impl Config {
-    /// Read and check the configuration; any problem names the variable.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let schema_validation = match env
-            .optional("SCHEMA_VALIDATION")
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("off") => false,
-            Some("on") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "SCHEMA_VALIDATION".into(),
-                    value: other.into(),
-                    reason: "expected \"on\" or \"off\"".into(),
-                });
-            }
+    /// Read and check the configuration (and the rules file, when schema validation is on);
+    /// any problem names the variable.
+    pub fn from_env(env: &Env) -> Result<Self, StartError> {
+        let schema_rules = if env.flag("SCHEMA_VALIDATION", false)? {
+            Some(Arc::new(env.rules()?.rules))
+        } else {
+            None
         };
         Ok(Self {
             stream_name: env.required("STREAM_NAME")?,
@@ -91,8 +81,7 @@ impl Config {
             limits: Limits::from_env(env)?,
             // API Gateway gives up after 29 s; the budget must stay well under it.
             put_deadline: Duration::from_millis(env.bounded_or("PUT_DEADLINE_MS", 8000, 25_000)?),
-            schema_validation,
-            rules_file: env.optional("RULES_FILE"),
+            schema_rules,
         })
     }
 }
@@ -105,7 +94,13 @@ pub enum StartError {
     Config(#[from] ConfigError),
     /// The rules file for schema validation cannot be read or is invalid.
     #[error("schema validation: {0}")]
-    Rules(String),
+    Rules(#[from] RulesFileError),
+}
+
+/// Everything a cold start builds, from the environment and the client factory: what `main`
+/// runs in Lambda and the local stack runs in process.
+pub fn start(env: &Env, clients: &ClientFactory) -> Result<State, StartError> {
+    Ok(State::new(Config::from_env(env)?, clients.kinesis()))
 }
 
 /// Everything a request needs, built once per cold start.
@@ -113,7 +108,6 @@ pub struct State {
     config: Config,
     kinesis: aws_sdk_kinesis::Client,
     retry: RetryPolicy,
-    rules: Option<Arc<RuleSet>>,
     metrics: bool,
 }
 
@@ -121,26 +115,14 @@ impl State {
     /// State from configuration and a Kinesis client — [`caudal_aws::clients::kinesis`] in
     /// Lambda and the local stack (SDK retries off: [`caudal_core::retry::send_partial`] retries whole
     /// calls and failed entries within the request's deadline, each attempt bounded), a mocked
-    /// client in tests. Loads the rules file when schema validation is on.
-    pub fn new(config: Config, kinesis: aws_sdk_kinesis::Client) -> Result<Self, StartError> {
-        let rules = if config.schema_validation {
-            let text = match &config.rules_file {
-                None => caudal_core::rules::BUNDLED_RULES_YAML.to_owned(),
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| StartError::Rules(format!("cannot read {path}: {e}")))?,
-            };
-            let rules = RuleSet::from_yaml(&text).map_err(|e| StartError::Rules(e.to_string()))?;
-            Some(Arc::new(rules))
-        } else {
-            None
-        };
-        Ok(Self {
+    /// client in tests.
+    pub fn new(config: Config, kinesis: aws_sdk_kinesis::Client) -> Self {
+        Self {
             config,
             kinesis,
             retry: RetryPolicy::default(),
-            rules,
             metrics: true,
-        })
+        }
     }
 
     /// Replace the retry policy (tests use short backoffs).
@@ -181,11 +163,14 @@ fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> R
     )
 }
 
-/// The absolute deadline for PutRecords: `PUT_DEADLINE_MS` from now, but never later than the
-/// Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`] (see [`caudal_core::retry::invocation_deadline`]).
-pub fn put_deadline(budget: Duration, lambda_deadline_ms: u64) -> Instant {
-    caudal_core::retry::invocation_deadline(lambda_deadline_ms, DEADLINE_SAFETY_MARGIN, budget)
-        .min(Instant::now() + budget)
+/// The deadline policy of PutRecords: `budget` (`PUT_DEADLINE_MS`) from now, but never later
+/// than the Lambda deadline minus [`DEADLINE_SAFETY_MARGIN`].
+pub fn put_deadline_policy(budget: Duration) -> DeadlinePolicy {
+    DeadlinePolicy {
+        margin: DEADLINE_SAFETY_MARGIN,
+        fallback: budget,
+        budget: Some(budget),
+    }
 }
 
 /// Handle one HTTP request (the function `lambda_http::run` serves).
@@ -267,8 +252,8 @@ async fn ingest(
         .map(|b| (media, b))
     });
     let schema_check = |ev: &Event<'_>| schema_check(state, ev);
-    let check: Option<EventCheck<'_>> = state
-        .rules
+    let check: Option<EventCheck<'_>> = cfg
+        .schema_rules
         .as_ref()
         .map(|_| &schema_check as EventCheck<'_>);
     let prepared = decoded.and_then(|(media, body)| {
@@ -305,7 +290,7 @@ async fn ingest(
             calls: 0,
         }
     } else {
-        let deadline = put_deadline(cfg.put_deadline, lambda_deadline_ms);
+        let deadline = put_deadline_policy(cfg.put_deadline).deadline(lambda_deadline_ms);
         kinesis::put_records(
             &state.kinesis,
             &cfg.stream_name,
@@ -338,7 +323,7 @@ async fn ingest(
 
 /// Optional ingest-time schema validation with the rules engine.
 fn schema_check(state: &State, ev: &Event<'_>) -> Option<(RejectCode, String)> {
-    let rules = state.rules.as_ref()?;
+    let rules = state.config.schema_rules.as_ref()?;
     let value: Value = match serde_json::from_str(ev.raw) {
         Ok(v) => v,
         // Already validated as JSON; a failure here would be serde_json's recursion limit.
@@ -427,7 +412,7 @@ fn emit_metrics(
     calls: u32,
     started: std::time::Instant,
 ) {
-    Emf::new("caudal", "ingest-api")
+    Emf::new("ingest-api")
         .metric("EventsAccepted", accepted as f64, Unit::Count)
         .metric("EventsRejected", rejected as f64, Unit::Count)
         .metric("EventsRetry", retry as f64, Unit::Count)

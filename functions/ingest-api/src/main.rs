@@ -1,9 +1,10 @@
-//! Lambda entry point of ingest-api: wiring only (see the library for everything else).
+//! ingest-api Lambda entry point: wiring only (see the library for everything else). Every
+//! function's `main` is the same four steps; the local stack runs the same `start`.
 
-use caudal_aws::clients::{self, ClientOptions};
+use caudal_aws::clients::ClientFactory;
 use caudal_core::config::Env;
 use caudal_core::telemetry;
-use ingest_api::{Config, State, handler};
+use ingest_api::handler;
 use lambda_http::{Error, service_fn};
 
 #[tokio::main]
@@ -11,8 +12,6 @@ async fn main() -> Result<(), Error> {
     let env = Env::process();
     telemetry::init_tracing(true, env.optional("RUST_LOG").as_deref());
     // A bad configuration fails the cold start loudly, naming the variable.
-    let config = Config::from_env(&env)?;
-    let sdk = clients::load_sdk_config().await;
-    let state = State::new(config, clients::kinesis(&sdk, &ClientOptions::LAMBDA))?;
+    let state = ingest_api::start(&env, &ClientFactory::lambda().await)?;
     lambda_http::run(service_fn(|req| handler(&state, req))).await
 }

@@ -64,7 +64,6 @@ fn state(config: Config, mode: RuleMode, rules: &[&Rule]) -> State {
     let client = mock_client!(aws_sdk_kinesis, mode, rules, |c| c
         .retry_config(RetryConfig::disabled()));
     State::new(config, client)
-        .unwrap()
         .with_retry_policy(fast_policy())
         .with_metrics(std::env::var_os("TEST_LOG").is_some())
 }
@@ -609,7 +608,7 @@ fn config_from_env() {
     assert_eq!(c.stream_name, STREAM);
     assert_eq!(c.partition_key_field, None);
     assert_eq!(c.put_deadline, Duration::from_millis(8000));
-    assert!(!c.schema_validation);
+    assert!(c.schema_rules.is_none());
     let env = |pairs: &[(&str, &str)]| {
         Env::from_map(
             pairs
@@ -629,6 +628,24 @@ fn config_from_env() {
         let err = Config::from_env(&env(&[("STREAM_NAME", "s"), (k, v)])).unwrap_err();
         assert!(err.to_string().contains(k), "{err}");
     }
+    // The rules file is read at cold start, only when validation is on.
+    let missing = [
+        ("STREAM_NAME", "s"),
+        ("SCHEMA_VALIDATION", "on"),
+        ("RULES_FILE", "/nonexistent/rules.yaml"),
+    ];
+    let err = Config::from_env(&env(&missing)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("RULES_FILE /nonexistent/rules.yaml"),
+        "{err}"
+    );
+    let off = Config::from_env(&env(&[
+        missing[0],
+        ("SCHEMA_VALIDATION", "off"),
+        missing[2],
+    ]));
+    assert!(off.unwrap().schema_rules.is_none());
 }
 
 #[test]
@@ -638,7 +655,7 @@ fn put_deadline_respects_the_lambda_deadline() {
     // Unknown Lambda deadline (0 in Context::default(), a relative 600000 from cargo lambda
     // watch): the budget.
     for unknown in [0, 600_000] {
-        let d = ingest_api::put_deadline(budget, unknown);
+        let d = ingest_api::put_deadline_policy(budget).deadline(unknown);
         assert!(d >= now + budget && d <= now + budget + Duration::from_millis(100));
     }
     // Lambda deadline in 3 s: 3 s minus the safety margin.
@@ -646,12 +663,13 @@ fn put_deadline_respects_the_lambda_deadline() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let d = ingest_api::put_deadline(budget, now_ms + 3000);
+    let d = ingest_api::put_deadline_policy(budget).deadline(now_ms + 3000);
     assert!(d <= now + Duration::from_millis(2100), "{:?}", d - now);
     assert!(d >= now + Duration::from_millis(1800), "{:?}", d - now);
     // Already past: no time at all.
     assert!(
-        ingest_api::put_deadline(budget, now_ms.saturating_sub(10)) <= tokio::time::Instant::now()
+        ingest_api::put_deadline_policy(budget).deadline(now_ms.saturating_sub(10))
+            <= tokio::time::Instant::now()
     );
 }
 

@@ -85,10 +85,11 @@ use std::time::Duration;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
+use caudal_aws::clients::ClientFactory;
 use caudal_core::codec::Codec;
 use caudal_core::config::{ConfigError, Env};
 use caudal_core::keys::{BatchId, KeyError, raw_invalid_key, raw_key};
-use caudal_core::retry::{CallError, RetryPolicy};
+use caudal_core::retry::{CallError, DeadlinePolicy, RetryPolicy};
 use caudal_core::telemetry::{Emf, Unit};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use tokio::time::Instant;
@@ -101,8 +102,6 @@ use crate::input::{EventError, RecordRef, ShardBatch, group};
 
 /// Version of the raw-archive line format (docs/CONTRACTS.md §2), written to object metadata.
 pub const RAW_FORMAT_VERSION: u32 = 1;
-/// CloudWatch namespace of the EMF metrics.
-pub const METRICS_NAMESPACE: &str = "caudal";
 /// Function name used as the metrics dimension.
 pub const FUNCTION_NAME: &str = "raw-writer";
 
@@ -127,10 +126,10 @@ pub struct Config {
     pub pack: PackLimits,
     /// Retry policy for S3 and Firehose.
     pub retry: RetryPolicy,
-    /// Time kept free before the Lambda deadline to build and return the response.
-    pub deadline_margin: Duration,
-    /// Retry budget when the invocation has no deadline (local runs, tests).
-    pub default_budget: Duration,
+    /// The retry deadline of each invocation: 5 s kept free before the Lambda deadline to
+    /// build and return the response; 60 s when the invocation has no deadline (local runs,
+    /// tests).
+    pub deadline: DeadlinePolicy,
 }
 
 impl Config {
@@ -144,8 +143,11 @@ impl Config {
             lake_defer_reserve: Duration::from_secs(10),
             pack: PackLimits::default(),
             retry: RetryPolicy::default(),
-            deadline_margin: Duration::from_secs(5),
-            default_budget: Duration::from_secs(60),
+            deadline: DeadlinePolicy {
+                margin: Duration::from_secs(5),
+                fallback: Duration::from_secs(60),
+                budget: None,
+            },
         }
     }
 
@@ -178,9 +180,8 @@ pub struct State {
 }
 
 impl State {
-    /// Bundle configuration and clients: [`caudal_aws::clients::s3`],
-    /// [`caudal_aws::clients::firehose`] and [`caudal_aws::clients::sqs`] in Lambda and the
-    /// local stack (SDK retries off, so [`Config::retry`] is the only retry loop and each attempt
+    /// Bundle configuration and clients: the [`ClientFactory`]'s in Lambda and the local stack
+    /// ([`start`]; SDK retries off, so [`Config::retry`] is the only retry loop and each attempt
     /// is bounded), mocked clients in tests.
     pub fn new(
         config: Config,
@@ -195,6 +196,17 @@ impl State {
             sqs,
         }
     }
+}
+
+/// Everything a cold start builds, from the environment and the client factory: what `main`
+/// runs in Lambda and the local stack runs in process.
+pub fn start(env: &Env, clients: &ClientFactory) -> Result<State, ConfigError> {
+    Ok(State::new(
+        Config::from_env(env)?,
+        clients.s3(),
+        clients.firehose(),
+        clients.sqs(),
+    ))
 }
 
 /// Why an invocation failed as a whole (S3, Firehose and SQS failures are not errors: they
@@ -264,23 +276,12 @@ pub async fn invoke(
     Ok(serde_json::to_value(response)?)
 }
 
-/// The absolute retry deadline: the invocation's deadline minus the margin (at least half of
-/// what remains), or the default budget when the context has none
-/// ([`caudal_core::retry::invocation_deadline`]).
-pub fn retry_deadline(ctx_deadline_ms: u64, config: &Config) -> Instant {
-    caudal_core::retry::invocation_deadline(
-        ctx_deadline_ms,
-        config.deadline_margin,
-        config.default_budget,
-    )
-}
-
 async fn process(
     state: &State,
     records: &[RecordRef<'_>],
     ctx: &Context,
 ) -> Result<KinesisEventResponse, RawWriterError> {
-    let deadline = retry_deadline(ctx.deadline, &state.config);
+    let deadline = state.config.deadline.deadline(ctx.deadline);
     let batches = group(records)?;
     // Name every object before writing any, so a bad key cannot leave a half-written invocation.
     let mut keyed = Vec::with_capacity(batches.len());
@@ -571,7 +572,7 @@ fn emit_summary(sum: &Summary<'_, '_>, ctx: &Context) {
         elapsed_ms = elapsed.as_millis() as u64,
         "raw batch"
     );
-    Emf::new(METRICS_NAMESPACE, FUNCTION_NAME)
+    Emf::new(FUNCTION_NAME)
         .metric("Records", records as f64, Unit::Count)
         .metric("BytesIn", enc.bytes_in as f64, Unit::Bytes)
         .metric("BytesWritten", written as f64, Unit::Bytes)
@@ -650,17 +651,17 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        let d = retry_deadline(now_ms + 60_000, &cfg);
+        let d = cfg.deadline.deadline(now_ms + 60_000);
         let left = d - Instant::now();
         assert!(
             left <= Duration::from_secs(55) && left > Duration::from_secs(53),
             "{left:?}"
         );
         // Less than the margin left: half of it is used, never more than remains.
-        let d = retry_deadline(now_ms + 2_000, &cfg);
+        let d = cfg.deadline.deadline(now_ms + 2_000);
         assert!(d - Instant::now() <= Duration::from_secs(1));
         // No deadline: the default budget.
-        let d = retry_deadline(0, &cfg);
+        let d = cfg.deadline.deadline(0);
         assert!(d - Instant::now() > Duration::from_secs(59));
     }
 

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use crate::event::SqsRecord;
 use crate::forward::{FirehoseSink, Lines, forward, plan};
 use crate::lake::{LakeRetry, LakeRetryError, check_raw_key};
-use crate::{FUNCTION_NAME, METRICS_NAMESPACE, State, retry_deadline};
+use crate::{FUNCTION_NAME, State};
 
 /// Largest raw object read back, decompressed. The writer's objects hold one invocation's
 /// batch (≤ 6 MB of payload plus the coordinates of ≤ 10,000 lines); anything far bigger is not
@@ -261,7 +261,7 @@ async fn reforward_one(
 /// Handle the lake retry queue's messages; the response names the ones to redeliver.
 pub async fn reforward(state: &State, messages: &[SqsRecord], ctx: &Context) -> SqsBatchResponse {
     let started = std::time::Instant::now();
-    let deadline = retry_deadline(ctx.deadline, &state.config);
+    let deadline = state.config.deadline.deadline(ctx.deadline);
     let mut response = SqsBatchResponse::default();
     let mut totals = Totals::default();
     let mut firehose_down = false;
@@ -310,7 +310,7 @@ fn emit_summary(t: &Totals, ctx: &Context, elapsed: Duration) {
         elapsed_ms = elapsed.as_millis() as u64,
         "lake retry batch"
     );
-    Emf::new(METRICS_NAMESPACE, FUNCTION_NAME)
+    Emf::new(FUNCTION_NAME)
         .metric("LakeRetryMessages", t.messages as f64, Unit::Count)
         .metric("LakeRetryFailedMessages", t.failed as f64, Unit::Count)
         .metric("LakeReforwardedLines", t.done.lines as f64, Unit::Count)

@@ -88,7 +88,7 @@ fn config(firehose: bool) -> Config {
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
     };
-    c.deadline_margin = Duration::from_secs(1);
+    c.deadline.margin = Duration::from_secs(1);
     c
 }
 
@@ -913,7 +913,7 @@ async fn retries_stop_before_the_lambda_deadline() {
         base_delay: Duration::from_millis(100),
         max_delay: Duration::from_millis(400),
     };
-    cfg.deadline_margin = Duration::from_secs(1);
+    cfg.deadline.margin = Duration::from_secs(1);
     let state = State::new(cfg, s3, fh, sqs_ok());
     let started = std::time::Instant::now();
     let resp = handler(

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use caudal_core::config::{ConfigError as EnvError, Env};
-use caudal_core::rules::{BUNDLED_RULES_YAML, Ident, RuleSet, RulesError};
+use caudal_core::config::{ConfigError as EnvError, Env, LoadedRules, RulesFileError};
+use caudal_core::rules::{Ident, RuleSet, RulesError};
 use caudal_core::warehouse::{Connection, Target};
 
 use crate::sql::{
@@ -21,15 +21,10 @@ pub enum ConfigError {
     /// A variable is missing or malformed.
     #[error(transparent)]
     Env(#[from] EnvError),
-    /// The rules file cannot be read.
-    #[error("RULES_FILE {path}: {reason}")]
-    RulesFile {
-        /// The configured path.
-        path: String,
-        /// The I/O error.
-        reason: String,
-    },
-    /// The rules file is invalid.
+    /// The rules file cannot be read or is invalid.
+    #[error(transparent)]
+    RulesFile(#[from] RulesFileError),
+    /// The rules do not fit the loader ([`check_rules_fit`]).
     #[error("{origin}: {source}")]
     Rules {
         /// `RULES_FILE <path>` or `the bundled rules/rules.yaml`.
@@ -144,14 +139,7 @@ impl Config {
             )
         })?;
 
-        let migrate_text = env
-            .optional("MIGRATE_ON_START")
-            .unwrap_or_else(|| "on".to_owned());
-        let migrate_on_start = match migrate_text.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "1" | "yes" => true,
-            "off" | "false" | "0" | "no" => false,
-            _ => return Err(invalid("MIGRATE_ON_START", &migrate_text, "use on or off")),
-        };
+        let migrate_on_start = env.flag("MIGRATE_ON_START", true)?;
 
         let hours = env.bounded_or(
             "DEDUPE_WINDOW_HOURS",
@@ -160,23 +148,7 @@ impl Config {
         )?;
         let dedupe_window = time::Duration::hours(i64::try_from(hours).unwrap_or(i64::MAX));
 
-        let (text, origin) = match env.optional("RULES_FILE") {
-            None => (
-                BUNDLED_RULES_YAML.to_owned(),
-                "the bundled rules/rules.yaml".to_owned(),
-            ),
-            Some(path) => (
-                std::fs::read_to_string(&path).map_err(|e| ConfigError::RulesFile {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?,
-                format!("RULES_FILE {path}"),
-            ),
-        };
-        let rules = RuleSet::from_yaml(&text).map_err(|source| ConfigError::Rules {
-            origin: origin.clone(),
-            source,
-        })?;
+        let LoadedRules { rules, origin } = env.rules()?;
         check_rules_fit(&rules).map_err(|source| ConfigError::Rules { origin, source })?;
 
         Ok(Config {

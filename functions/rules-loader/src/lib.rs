@@ -49,15 +49,27 @@ pub mod stage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caudal_core::retry::RetryPolicy;
+use caudal_aws::clients::ClientFactory;
+use caudal_core::config::Env;
+use caudal_core::retry::{DeadlinePolicy, RetryPolicy};
 use caudal_core::warehouse::PollPolicy;
 use lambda_runtime::{Context, LambdaEvent};
 use time::OffsetDateTime;
-use tokio::time::Instant;
 
 pub use config::{Config, ConfigError};
 pub use event::{LoaderEvent, LoaderResponse, Summary};
 pub use load::LoadError;
+
+/// Everything a cold start builds, from the environment and the client factory: what `main`
+/// runs in Lambda and the local stack runs in process.
+pub fn start(env: &Env, clients: &ClientFactory) -> Result<State, ConfigError> {
+    Ok(State::new(
+        Config::from_env(env)?,
+        clients.s3(),
+        clients.redshift_data(),
+    )
+    .with_sqs(clients.sqs()))
+}
 
 /// The clock used for `loaded_at` (injectable so tests can assert exact SQL).
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
@@ -83,8 +95,10 @@ pub struct State {
     pub retry: RetryPolicy,
     /// How statements are polled.
     pub poll: PollPolicy,
-    /// Time kept free before the Lambda deadline to answer.
-    pub deadline_margin: Duration,
+    /// The retry deadline of each invocation: 3 s kept free before the Lambda deadline to
+    /// answer; 5 minutes (the function's timeout) when the context has no real deadline (`0`
+    /// in `Context::default()`, a relative timeout from `cargo lambda watch`).
+    pub deadline: DeadlinePolicy,
     /// Objects read concurrently.
     pub fetch_concurrency: usize,
     /// A load is not started with less time than this before the deadline: its messages are
@@ -114,7 +128,11 @@ impl State {
             redshift,
             retry: RetryPolicy::default(),
             poll: PollPolicy::default(),
-            deadline_margin: Duration::from_secs(3),
+            deadline: DeadlinePolicy {
+                margin: Duration::from_secs(3),
+                fallback: Duration::from_secs(300),
+                budget: None,
+            },
             fetch_concurrency: 8,
             min_load_time: Duration::from_secs(20),
             sqs: None,
@@ -148,21 +166,13 @@ impl State {
     }
 }
 
-/// The invocation's deadline as a tokio instant, minus `margin`
-/// ([`caudal_core::retry::invocation_deadline`]). A context without a real deadline (`0` in
-/// `Context::default()`, a relative timeout from `cargo lambda watch`) gets 5 minutes, the
-/// function's configured timeout.
-pub fn deadline_of(ctx: &Context, margin: Duration) -> Instant {
-    caudal_core::retry::invocation_deadline(ctx.deadline, margin, Duration::from_secs(300))
-}
-
 /// The Lambda handler: SQS → partial batch response; direct S3 → summary, or an error when an
 /// object failed (so the asynchronous invocation is retried).
 pub async fn handler(
     state: &State,
     event: LambdaEvent<LoaderEvent>,
 ) -> Result<LoaderResponse, lambda_runtime::Error> {
-    let deadline = deadline_of(&event.context, state.deadline_margin);
+    let deadline = state.deadline.deadline(event.context.deadline);
     let is_sqs = matches!(event.payload, LoaderEvent::Sqs(_));
     let notices = event::notices(&event.payload);
     // Boxed: the load future is deep, and a boxed one keeps the runtime's future small.

@@ -694,7 +694,7 @@ async fn stage_load(
         .collect();
     Ok(Descriptor {
         load_id: load_id.to_owned(),
-        loaded_at: sql::format_timestamp(loaded_at),
+        loaded_at: caudal_core::warehouse::format_timestamp(loaded_at),
         rule_version: rules.version().to_owned(),
         sqls,
         objects,
@@ -813,7 +813,7 @@ fn emit_metrics(d: &Descriptor, desc: &Described, elapsed: Duration, id: &str) {
                 .map(|s| s.result_rows)
         })
         .sum();
-    let mut emf = Emf::new("caudal", "rules-loader")
+    let mut emf = Emf::new("rules-loader")
         .metric("Objects", d.objects.len() as f64, Unit::Count)
         .metric("Records", records as f64, Unit::Count)
         .metric("Rows", rows as f64, Unit::Count)

@@ -72,8 +72,7 @@ pub async fn postpone(
         .min();
     let done = sent.iter().filter(|(_, ok)| *ok).count();
     if done > 0 {
-        let mut emf =
-            Emf::new("caudal", "rules-loader").metric("Postponed", done as f64, Unit::Count);
+        let mut emf = Emf::new("rules-loader").metric("Postponed", done as f64, Unit::Count);
         if let Some(first) = oldest_ms {
             let age = now_ms.saturating_sub(first) as f64 / 1000.0;
             emf = emf.metric("PostponedAgeSeconds", age, Unit::Seconds);

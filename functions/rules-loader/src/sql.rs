@@ -136,21 +136,6 @@ pub enum Literal<'a> {
     LoadId(&'a str),
 }
 
-/// ISO 8601 UTC with microseconds — the same text the CSV writer uses for `TIMESTAMPTZ` cells.
-pub fn format_timestamp(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
-}
-
 fn refused(what: &'static str, value: &str, reason: &'static str) -> SqlError {
     let mut value = value.to_owned();
     if value.len() > 200 {
@@ -283,7 +268,10 @@ pub fn sql_literal(lit: Literal<'_>) -> Result<String, SqlError> {
                 Err(refused("rule version", v, "not 64 lower-case hex digits"))
             }
         }
-        Literal::Timestamp(t) => Ok(format!("CAST('{}' AS TIMESTAMPTZ)", format_timestamp(t))),
+        Literal::Timestamp(t) => Ok(format!(
+            "CAST('{}' AS TIMESTAMPTZ)",
+            caudal_core::warehouse::format_timestamp(t)
+        )),
         Literal::Counts(map) => {
             let mut out = String::from("'{");
             for (i, (name, n)) in map.iter().enumerate() {

@@ -206,6 +206,66 @@ pub fn sqs(sdk: &SdkConfig, opts: &ClientOptions) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(conf)
 }
 
+/// Every client a function builds at cold start, from one SDK configuration and one set of
+/// [`ClientOptions`]: what each function's `start` takes, in Lambda ([`Self::lambda`]) and in
+/// the local stack ([`Self::new`] with [`ClientOptions::EMULATOR`] and the emulators'
+/// endpoints). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ClientFactory {
+    sdk: SdkConfig,
+    redshift_data_sdk: SdkConfig,
+    opts: ClientOptions,
+}
+
+impl ClientFactory {
+    /// The factory of a Lambda cold start: the environment's SDK configuration
+    /// ([`load_sdk_config`]) and [`ClientOptions::LAMBDA`].
+    pub async fn lambda() -> Self {
+        Self::new(load_sdk_config().await, ClientOptions::LAMBDA)
+    }
+
+    /// A factory over `sdk` with `opts`.
+    pub fn new(sdk: SdkConfig, opts: ClientOptions) -> Self {
+        Self {
+            redshift_data_sdk: sdk.clone(),
+            sdk,
+            opts,
+        }
+    }
+
+    /// The same, with the Data API at `url` (what `AWS_ENDPOINT_URL_REDSHIFT_DATA` does in a
+    /// deployed function; the local stack's Data API endpoint is not moto's).
+    pub fn with_redshift_data_endpoint(mut self, url: &str) -> Self {
+        self.redshift_data_sdk = self.sdk.to_builder().endpoint_url(url).build();
+        self
+    }
+
+    /// A Kinesis client ([`kinesis`]).
+    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
+        kinesis(&self.sdk, &self.opts)
+    }
+
+    /// An S3 client ([`s3`]).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        s3(&self.sdk, &self.opts)
+    }
+
+    /// A Firehose client ([`firehose`]).
+    pub fn firehose(&self) -> aws_sdk_firehose::Client {
+        firehose(&self.sdk, &self.opts)
+    }
+
+    /// An SQS client ([`sqs`]).
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        sqs(&self.sdk, &self.opts)
+    }
+
+    /// A Redshift Data API client ([`redshift_data`]).
+    pub fn redshift_data(&self) -> aws_sdk_redshiftdata::Client {
+        redshift_data(&self.redshift_data_sdk, &self.opts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -267,6 +327,48 @@ mod tests {
         let c = sqs(&sdk, &opts);
         let c = c.config();
         assert_one_bounded_attempt(c.retry_config(), c.timeout_config(), opts.sqs);
+    }
+
+    #[test]
+    fn the_factory_builds_the_same_clients_and_moves_only_the_data_api() {
+        let f = ClientFactory::new(sdk(), ClientOptions::EMULATOR)
+            .with_redshift_data_endpoint("http://127.0.0.1:9");
+        let opts = ClientOptions::EMULATOR;
+        let c = f.kinesis();
+        assert_one_bounded_attempt(
+            c.config().retry_config(),
+            c.config().timeout_config(),
+            opts.kinesis,
+        );
+        let c = f.s3();
+        assert_one_bounded_attempt(
+            c.config().retry_config(),
+            c.config().timeout_config(),
+            opts.s3,
+        );
+        let c = f.firehose();
+        assert_one_bounded_attempt(
+            c.config().retry_config(),
+            c.config().timeout_config(),
+            opts.firehose,
+        );
+        let c = f.sqs();
+        assert_one_bounded_attempt(
+            c.config().retry_config(),
+            c.config().timeout_config(),
+            opts.sqs,
+        );
+        let c = f.redshift_data();
+        assert_one_bounded_attempt(
+            c.config().retry_config(),
+            c.config().timeout_config(),
+            opts.redshift_data,
+        );
+        assert_eq!(
+            f.redshift_data_sdk.endpoint_url(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(f.sdk.endpoint_url(), None, "the other services keep theirs");
     }
 
     #[test]

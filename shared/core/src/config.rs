@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use crate::rules::{BUNDLED_RULES_YAML, RuleSet, RulesError};
+
 /// A configuration problem found at cold start. Always permanent: fix the deployment.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -23,6 +25,39 @@ pub enum ConfigError {
         value: String,
         /// Why it was refused.
         reason: String,
+    },
+}
+
+/// The variable naming the rules file ([`Env::rules`]).
+pub const RULES_FILE: &str = "RULES_FILE";
+
+/// Rules read by [`Env::rules`] and where they came from.
+#[derive(Debug)]
+pub struct LoadedRules {
+    /// The compiled rules.
+    pub rules: RuleSet,
+    /// `RULES_FILE <path>` or `the bundled rules/rules.yaml`, for error messages.
+    pub origin: String,
+}
+
+/// Why [`Env::rules`] failed. Always permanent: fix the deployment or the rules file.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesFileError {
+    /// The rules file cannot be read.
+    #[error("RULES_FILE {path}: {reason}")]
+    Read {
+        /// The configured path.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The rules are invalid.
+    #[error("{origin}: {source}")]
+    Invalid {
+        /// `RULES_FILE <path>` or `the bundled rules/rules.yaml`.
+        origin: String,
+        /// What is wrong.
+        source: RulesError,
     },
 }
 
@@ -89,6 +124,45 @@ impl Env {
         }
     }
 
+    /// An on/off switch: `on`/`true`/`yes`/`1` or `off`/`false`/`no`/`0` (any case), or
+    /// `default` when unset. Every function's switches read this way.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        let Some(value) = self.optional(name) else {
+            return Ok(default);
+        };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => Ok(true),
+            "off" | "false" | "no" | "0" => Ok(false),
+            _ => Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                value,
+                reason: "use on or off".to_owned(),
+            }),
+        }
+    }
+
+    /// The rules of `RULES_FILE`, or the bundled `rules/rules.yaml` when unset: read and
+    /// compiled once per cold start by every function that applies or checks rules.
+    pub fn rules(&self) -> Result<LoadedRules, RulesFileError> {
+        let (text, origin) = match self.optional(RULES_FILE) {
+            None => (
+                BUNDLED_RULES_YAML.to_owned(),
+                "the bundled rules/rules.yaml".to_owned(),
+            ),
+            Some(path) => (
+                std::fs::read_to_string(&path).map_err(|e| RulesFileError::Read {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+                format!("{RULES_FILE} {path}"),
+            ),
+        };
+        match RuleSet::from_yaml(&text) {
+            Ok(rules) => Ok(LoadedRules { rules, origin }),
+            Err(source) => Err(RulesFileError::Invalid { origin, source }),
+        }
+    }
+
     /// `name` parsed as a positive integer within `1..=max`, or `default` when unset.
     pub fn bounded_or(&self, name: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
         let v: u64 = self.parse_or(name, default)?;
@@ -128,6 +202,76 @@ mod tests {
         assert_eq!(e.parse_or("UNSET", 7u32), Ok(7));
         let err = e.parse_or("BAD", 1u32).unwrap_err();
         assert!(err.to_string().contains("BAD"), "{err}");
+    }
+
+    #[test]
+    fn flags_read_one_way_with_a_default() {
+        let e = env(&[
+            ("A", "on"),
+            ("B", " OFF "),
+            ("C", "true"),
+            ("D", "0"),
+            ("E", "maybe"),
+            ("F", "yes"),
+            ("G", "No"),
+            ("H", "1"),
+            ("I", "False"),
+        ]);
+        assert_eq!(e.flag("A", false), Ok(true));
+        assert_eq!(e.flag("B", true), Ok(false));
+        assert_eq!(e.flag("C", false), Ok(true));
+        assert_eq!(e.flag("D", true), Ok(false));
+        assert_eq!(e.flag("F", false), Ok(true));
+        assert_eq!(e.flag("G", true), Ok(false));
+        assert_eq!(e.flag("H", false), Ok(true));
+        assert_eq!(e.flag("I", true), Ok(false));
+        assert_eq!(e.flag("UNSET", true), Ok(true));
+        assert_eq!(e.flag("UNSET", false), Ok(false));
+        let err = e.flag("E", false).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Invalid {
+                name: "E".into(),
+                value: "maybe".into(),
+                reason: "use on or off".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rules_come_from_the_file_or_the_bundle_and_name_their_origin() {
+        let bundled = env(&[]).rules().unwrap();
+        assert_eq!(bundled.origin, "the bundled rules/rules.yaml");
+        assert!(!bundled.rules.tables().is_empty());
+
+        let missing = env(&[("RULES_FILE", "/nonexistent/rules.yaml")]).rules();
+        let err = missing.unwrap_err();
+        assert!(matches!(err, RulesFileError::Read { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("RULES_FILE /nonexistent/rules.yaml: "),
+            "{err}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("caudal-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "version: 1\ntables: nope\n").unwrap();
+        let path = bad.display().to_string();
+        let err = env(&[("RULES_FILE", &path)]).rules().unwrap_err();
+        assert!(matches!(err, RulesFileError::Invalid { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("RULES_FILE {path}: ")),
+            "{err}"
+        );
+
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, BUNDLED_RULES_YAML).unwrap();
+        let path = good.display().to_string();
+        let loaded = env(&[("RULES_FILE", &path)]).rules().unwrap();
+        assert_eq!(loaded.origin, format!("RULES_FILE {path}"));
+        assert_eq!(loaded.rules.tables().len(), bundled.rules.tables().len());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -36,6 +36,32 @@ pub fn invocation_deadline(
     Instant::now() + usable_time(lambda_deadline_ms, now_ms, margin, fallback)
 }
 
+/// How much of an invocation's time a function's retries may use: one policy per function,
+/// in its `Config`, turned into the absolute deadline of each invocation by [`Self::deadline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadlinePolicy {
+    /// Time kept free before the Lambda deadline to build and return the answer.
+    pub margin: Duration,
+    /// The budget when the context carries no real deadline (tests, `cargo lambda watch`):
+    /// the function's configured timeout.
+    pub fallback: Duration,
+    /// A cap from the invocation's start, whatever the Lambda deadline (ingest-api's
+    /// `PUT_DEADLINE_MS`, under API Gateway's 29 s); `None` = the Lambda deadline alone.
+    pub budget: Option<Duration>,
+}
+
+impl DeadlinePolicy {
+    /// The retry deadline of an invocation whose context deadline is `lambda_deadline_ms`
+    /// ([`invocation_deadline`], capped by [`Self::budget`]).
+    pub fn deadline(&self, lambda_deadline_ms: u64) -> Instant {
+        let d = invocation_deadline(lambda_deadline_ms, self.margin, self.fallback);
+        match self.budget {
+            Some(b) => d.min(Instant::now() + b),
+            None => d,
+        }
+    }
+}
+
 fn usable_time(
     lambda_deadline_ms: u64,
     now_ms: u64,
@@ -288,6 +314,38 @@ mod tests {
             code: "ProvisionedThroughputExceededException".into(),
             message: "slow down".into(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_policy_caps_by_the_budget_only_when_it_has_one() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let start = Instant::now();
+        let open = DeadlinePolicy {
+            margin: Duration::from_secs(1),
+            fallback: Duration::from_secs(7),
+            budget: None,
+        };
+        let left = open.deadline(now_ms + 20_000) - start;
+        assert!(
+            left > Duration::from_secs(18) && left <= Duration::from_secs(19),
+            "{left:?}"
+        );
+        assert_eq!(open.deadline(0) - start, Duration::from_secs(7));
+        let capped = DeadlinePolicy {
+            budget: Some(Duration::from_secs(3)),
+            ..open
+        };
+        assert_eq!(
+            capped.deadline(now_ms + 20_000) - start,
+            Duration::from_secs(3)
+        );
+        assert_eq!(capped.deadline(0) - start, Duration::from_secs(3));
+        // A Lambda deadline sooner than the budget wins.
+        let left = capped.deadline(now_ms + 2_000) - start;
+        assert!(left <= Duration::from_secs(1), "{left:?}");
     }
 
     #[test]

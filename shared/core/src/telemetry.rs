@@ -68,20 +68,22 @@ impl Unit {
     }
 }
 
-/// One EMF line: a set of metrics under one namespace and dimension set.
+/// The CloudWatch namespace of every caudal metric (dashboards and alarms in template.yaml
+/// name it too).
+pub const METRICS_NAMESPACE: &str = "caudal";
+
+/// One EMF line: a set of metrics in [`METRICS_NAMESPACE`] under one dimension set.
 #[derive(Debug, Clone)]
 pub struct Emf {
-    namespace: String,
     dimensions: Vec<(String, String)>,
     metrics: Vec<(String, f64, Unit)>,
     properties: Map<String, Value>,
 }
 
 impl Emf {
-    /// A metrics line for `function` in `namespace` (dimension `Function`).
-    pub fn new(namespace: &str, function: &str) -> Self {
+    /// A metrics line for `function` (dimension `Function`).
+    pub fn new(function: &str) -> Self {
         Self {
-            namespace: namespace.to_owned(),
             dimensions: vec![("Function".to_owned(), function.to_owned())],
             metrics: Vec::new(),
             properties: Map::new(),
@@ -119,7 +121,7 @@ impl Emf {
             "_aws".to_owned(),
             json!({
                 "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": [dims], "Metrics": defs}]
+                "CloudWatchMetrics": [{"Namespace": METRICS_NAMESPACE, "Dimensions": [dims], "Metrics": defs}]
             }),
         );
         Value::Object(root)
@@ -146,7 +148,7 @@ mod tests {
 
     #[test]
     fn emf_document_declares_every_metric() {
-        let doc = Emf::new("caudal", "ingest-api")
+        let doc = Emf::new("ingest-api")
             .metric("EventsAccepted", 3.0, Unit::Count)
             .metric("LatencyMs", 12.5, Unit::Milliseconds)
             .property("RequestId", "r1")

@@ -258,3 +258,34 @@ impl PollPolicy {
         (self.retry.base_delay + self.retry.backoff(n)).min(self.retry.max_delay)
     }
 }
+
+/// ISO 8601 UTC with microseconds, `2026-11-25T19:55:17.123456Z`: the one text of a
+/// `TIMESTAMPTZ` the loader writes (CSV cells, SQL literals, `loaded_at`) — read by Redshift
+/// COPY with `TIMEFORMAT 'auto'` and by PostgreSQL as is. (The envelope's own fields use
+/// [`crate::envelope::format_timestamp`], milliseconds.)
+pub fn format_timestamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_with_microseconds() {
+        let t = time::macros::datetime!(2026-11-25 20:55:17.123456789 +01:00);
+        assert_eq!(format_timestamp(t), "2026-11-25T19:55:17.123456Z");
+        let t = time::macros::datetime!(0999-01-02 03:04:05 UTC);
+        assert_eq!(format_timestamp(t), "0999-01-02T03:04:05.000000Z");
+    }
+}

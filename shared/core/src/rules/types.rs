@@ -230,19 +230,7 @@ pub(crate) fn format_date(d: Date) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// ISO 8601 UTC with microseconds, `2026-11-25T19:55:17.123456Z` — read by Redshift COPY with
-/// `TIMEFORMAT 'auto'` and by PostgreSQL as is.
-pub(crate) fn format_timestamp(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    format!(
-        "{}T{:02}:{:02}:{:02}.{:06}Z",
-        format_date(t.date()),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
-}
+pub(crate) use crate::warehouse::format_timestamp;
 
 /// Parse an RFC 3339 timestamp (with an offset; no offset is ambiguous and refused).
 pub(crate) fn parse_timestamp(s: &str) -> Result<OffsetDateTime, String> {
