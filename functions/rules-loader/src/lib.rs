@@ -10,6 +10,7 @@
 //! | [`event`] | SQS / S3 event shapes → one [`event::Notice`] per raw object |
 //! | [`stage`] | rules applied to raw lines → gzip CSV parts, rejects, per-object counts (pure) |
 //! | [`sql`] | every SQL text: the load transaction, ledger look-up, migrations; `sql_literal` |
+//! | [`error`] | [`LoadError`]: why an object or a load did not load (retryable or permanent) |
 //! | [`load`] | the orchestration: ledger, S3, Data API submit/poll, outcome per message |
 //! | [`migrate`] | additive migrations before the first load of a cold start |
 //!
@@ -39,6 +40,7 @@
 //! ([`postpone`]), and the original acknowledged.
 
 pub mod config;
+pub mod error;
 pub mod event;
 pub mod load;
 pub mod migrate;
@@ -56,8 +58,8 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 pub use config::{Config, ConfigError};
+pub use error::LoadError;
 pub use event::{LoaderEvent, LoaderResponse, Summary};
-pub use load::LoadError;
 
 /// The clock used for `loaded_at` (injectable so tests can assert exact SQL).
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
