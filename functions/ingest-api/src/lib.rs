@@ -238,42 +238,7 @@ async fn ingest(
     started: std::time::Instant,
 ) -> Response<Body> {
     let cfg = &state.config;
-    let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let opts = ParseOptions {
-        limits: cfg.limits,
-        partition_key_field: cfg.partition_key_field.as_deref(),
-    };
-    let decoded = MediaType::from_content_type(header(header::CONTENT_TYPE)).and_then(|media| {
-        event::decode_body(
-            req.body().as_ref(),
-            header(header::CONTENT_ENCODING),
-            &cfg.limits,
-        )
-        .map(|b| (media, b))
-    });
-    let schema_check = |ev: &Event<'_>| schema_check(state, ev);
-    let check: Option<EventCheck<'_>> = cfg
-        .schema_rules
-        .as_ref()
-        .map(|_| &schema_check as EventCheck<'_>);
-    let prepared = decoded.and_then(|(media, body)| {
-        // `prepare` borrows the body; move both into one owner for the rest of the request.
-        prepare(&body, media, &opts, &meta, check).map(|p| {
-            let slots: Vec<core::Slot<'static>> = p
-                .slots
-                .into_iter()
-                .map(|s| match s {
-                    core::Slot::Send { index, id, record } => core::Slot::Send {
-                        index,
-                        id: std::borrow::Cow::Owned(id.into_owned()),
-                        record,
-                    },
-                    core::Slot::Rejected(r) => core::Slot::Rejected(r),
-                })
-                .collect();
-            (slots, p.records)
-        })
-    });
+    let prepared = prepare_request(state, req, &meta);
     let (slots, records) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -319,6 +284,52 @@ async fn ingest(
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     resp
+}
+
+/// Decode and split the request body into per-item slots and the Kinesis records to send,
+/// owning everything (`prepare` borrows the decoded body, which ends here).
+fn prepare_request(
+    state: &State,
+    req: &Request,
+    meta: &caudal_core::envelope::RequestMeta,
+) -> Result<(Vec<core::Slot<'static>>, Vec<caudal_core::stream::Record>), BodyError> {
+    let cfg = &state.config;
+    let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let opts = ParseOptions {
+        limits: cfg.limits,
+        partition_key_field: cfg.partition_key_field.as_deref(),
+    };
+    let decoded = MediaType::from_content_type(header(header::CONTENT_TYPE)).and_then(|media| {
+        event::decode_body(
+            req.body().as_ref(),
+            header(header::CONTENT_ENCODING),
+            &cfg.limits,
+        )
+        .map(|b| (media, b))
+    });
+    let schema_check = |ev: &Event<'_>| schema_check(state, ev);
+    let check: Option<EventCheck<'_>> = cfg
+        .schema_rules
+        .as_ref()
+        .map(|_| &schema_check as EventCheck<'_>);
+    decoded.and_then(|(media, body)| {
+        // `prepare` borrows the body; move both into one owner for the rest of the request.
+        prepare(&body, media, &opts, meta, check).map(|p| {
+            let slots: Vec<core::Slot<'static>> = p
+                .slots
+                .into_iter()
+                .map(|s| match s {
+                    core::Slot::Send { index, id, record } => core::Slot::Send {
+                        index,
+                        id: std::borrow::Cow::Owned(id.into_owned()),
+                        record,
+                    },
+                    core::Slot::Rejected(r) => core::Slot::Rejected(r),
+                })
+                .collect();
+            (slots, p.records)
+        })
+    })
 }
 
 /// Optional ingest-time schema validation with the rules engine.

@@ -11,6 +11,7 @@ use aws_sdk_kinesis::operation::put_records::{PutRecordsInput, PutRecordsOutput}
 use aws_sdk_kinesis::types::PutRecordsResultEntry;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use base64::Engine;
+use caudal_core::codec::Codec;
 use caudal_core::config::Env;
 use caudal_core::envelope::Envelope;
 use caudal_core::retry::RetryPolicy;
@@ -256,8 +257,10 @@ async fn envelope_ndjson_and_gzip_forms() {
     let seen = seen.lock().unwrap();
     let last = seen.last().unwrap();
     let packed = event_body(&gz);
-    let inflated = flate2::read::GzDecoder::new(packed.as_slice());
-    let text = std::io::read_to_string(inflated).unwrap();
+    let inflated = Codec::Gzip { level: 6 }
+        .decompress_capped(&packed, usize::MAX)
+        .unwrap();
+    let text = String::from_utf8(inflated).unwrap();
     let first_line = text.lines().next().unwrap();
     assert_eq!(
         &*Envelope::parse(&last[0].1).unwrap().event_bytes(),
@@ -359,7 +362,7 @@ async fn body_errors_are_json_with_stable_codes() {
     );
 
     // A gzip bomb: 64 MiB of zeros in ~64 KiB, refused at the 2 KiB cap.
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut enc = Codec::Gzip { level: 9 }.encoder(Vec::new()).unwrap();
     let zeros = vec![0u8; 1 << 20];
     for _ in 0..64 {
         std::io::Write::write_all(&mut enc, &zeros).unwrap();

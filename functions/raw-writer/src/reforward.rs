@@ -28,6 +28,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
+use caudal_core::codec::Codec;
 use caudal_core::retry::CallError;
 use caudal_core::telemetry::{Emf, Unit};
 use lambda_runtime::Context;
@@ -167,27 +168,15 @@ struct Totals {
     done: Done,
 }
 
-async fn reforward_one(
+/// Read the raw object the message names and find the lines it lists: the decompressed
+/// object and the byte ranges of those lines in it.
+async fn read_lines(
     state: &State,
-    message: &SqsRecord,
+    retry: &LakeRetry,
+    codec: Codec,
     deadline: Instant,
-) -> Result<Done, ReforwardError> {
+) -> Result<(Vec<u8>, Vec<Range<usize>>), ReforwardError> {
     let cfg = &state.config;
-    let retry = LakeRetry::parse(&message.body)?;
-    if retry.bucket != cfg.raw_bucket {
-        return Err(ReforwardError::Bucket {
-            named: retry.bucket,
-            own: cfg.raw_bucket.clone(),
-        });
-    }
-    let codec = check_raw_key(&retry.key)?;
-    let stream = cfg
-        .firehose_stream
-        .as_deref()
-        .ok_or(ReforwardError::LakeOff)?;
-    if Instant::now() >= deadline {
-        return Err(ReforwardError::Deadline);
-    }
     let object =
         caudal_aws::s3::get_object(&state.s3, &cfg.raw_bucket, &retry.key, &cfg.retry, deadline)
             .await
@@ -218,6 +207,31 @@ async fn reforward_one(
         .flat_map(|r| all[r.start() - 1..*r.end()].iter().cloned())
         .collect();
     drop(all);
+    Ok((plain, lines))
+}
+
+async fn reforward_one(
+    state: &State,
+    message: &SqsRecord,
+    deadline: Instant,
+) -> Result<Done, ReforwardError> {
+    let cfg = &state.config;
+    let retry = LakeRetry::parse(&message.body)?;
+    if retry.bucket != cfg.raw_bucket {
+        return Err(ReforwardError::Bucket {
+            named: retry.bucket,
+            own: cfg.raw_bucket.clone(),
+        });
+    }
+    let codec = check_raw_key(&retry.key)?;
+    let stream = cfg
+        .firehose_stream
+        .as_deref()
+        .ok_or(ReforwardError::LakeOff)?;
+    if Instant::now() >= deadline {
+        return Err(ReforwardError::Deadline);
+    }
+    let (plain, lines) = read_lines(state, &retry, codec, deadline).await?;
     let sizes: Vec<usize> = lines.iter().map(ExactSizeIterator::len).collect();
     let plan = plan(&sizes, cfg.pack).map_err(|e| ReforwardError::Firehose {
         lines: lines.len(),

@@ -98,31 +98,7 @@ impl Config {
         check_bucket(&staging_bucket)
             .map_err(|_| invalid("STAGING_BUCKET", &staging_bucket, "not a valid bucket name"))?;
 
-        let target = match (
-            env.optional("REDSHIFT_WORKGROUP"),
-            env.optional("REDSHIFT_CLUSTER_ID"),
-        ) {
-            (Some(w), None) => Target::Workgroup(w),
-            (None, Some(c)) => Target::Cluster(c),
-            (Some(w), Some(_)) => {
-                return Err(invalid(
-                    "REDSHIFT_WORKGROUP",
-                    &w,
-                    "set exactly one of REDSHIFT_WORKGROUP and REDSHIFT_CLUSTER_ID, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::Env(EnvError::Missing(
-                    "REDSHIFT_WORKGROUP or REDSHIFT_CLUSTER_ID".into(),
-                )));
-            }
-        };
-        let connection = Connection {
-            target,
-            database: env.required("REDSHIFT_DATABASE")?,
-            secret_arn: env.optional("REDSHIFT_SECRET_ARN"),
-            db_user: env.optional("REDSHIFT_DB_USER"),
-        };
+        let connection = connection_from_env(env)?;
 
         let schema_text = env
             .optional("REDSHIFT_SCHEMA")
@@ -162,6 +138,36 @@ impl Config {
             queue_url: env.optional("LOADER_QUEUE_URL").filter(|u| !u.is_empty()),
         })
     }
+}
+
+/// The Data API connection: exactly one of `REDSHIFT_WORKGROUP` and `REDSHIFT_CLUSTER_ID`,
+/// the database, and the optional secret or database user.
+fn connection_from_env(env: &Env) -> Result<Connection, ConfigError> {
+    let target = match (
+        env.optional("REDSHIFT_WORKGROUP"),
+        env.optional("REDSHIFT_CLUSTER_ID"),
+    ) {
+        (Some(w), None) => Target::Workgroup(w),
+        (None, Some(c)) => Target::Cluster(c),
+        (Some(w), Some(_)) => {
+            return Err(invalid(
+                "REDSHIFT_WORKGROUP",
+                &w,
+                "set exactly one of REDSHIFT_WORKGROUP and REDSHIFT_CLUSTER_ID, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError::Env(EnvError::Missing(
+                "REDSHIFT_WORKGROUP or REDSHIFT_CLUSTER_ID".into(),
+            )));
+        }
+    };
+    Ok(Connection {
+        target,
+        database: env.required("REDSHIFT_DATABASE")?,
+        secret_arn: env.optional("REDSHIFT_SECRET_ARN"),
+        db_user: env.optional("REDSHIFT_DB_USER"),
+    })
 }
 
 /// Refuse rules the loader cannot load: table names that collide with the loader's own tables,

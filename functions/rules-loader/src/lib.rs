@@ -10,6 +10,7 @@
 //! | [`event`] | SQS / S3 event shapes → one [`event::Notice`] per raw object |
 //! | [`stage`] | rules applied to raw lines → gzip CSV parts, rejects, per-object counts (pure) |
 //! | [`sql`] | every SQL text: the load transaction, ledger look-up, migrations; `sql_literal` |
+//! | [`error`] | [`LoadError`]: why an object or a load did not load (retryable or permanent) |
 //! | [`load`] | the orchestration: ledger, S3, Data API submit/poll, outcome per message |
 //! | [`migrate`] | additive migrations before the first load of a cold start |
 //!
@@ -39,6 +40,7 @@
 //! ([`postpone`]), and the original acknowledged.
 
 pub mod config;
+pub mod error;
 pub mod event;
 pub mod load;
 pub mod migrate;
@@ -57,8 +59,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use time::OffsetDateTime;
 
 pub use config::{Config, ConfigError};
+pub use error::LoadError;
 pub use event::{LoaderEvent, LoaderResponse, Summary};
-pub use load::LoadError;
 
 /// Everything a cold start builds, from the environment and the client factory: what `main`
 /// runs in Lambda and the local stack runs in process.

@@ -20,7 +20,7 @@ use caudal_core::rules::{ExistingColumn, MigrationPlan, RulesError};
 use caudal_core::warehouse::{QueryError, Value};
 use tokio::time::Instant;
 
-use crate::load::LoadError;
+use crate::error::LoadError;
 use crate::sql::{self, MAX_BATCH_STATEMENTS};
 use crate::{Config, State};
 

@@ -413,117 +413,69 @@ fn copy_statement(
     ))
 }
 
+/// The quoted names and literals every statement of a load uses.
+struct LoadNames {
+    schema: String,
+    ledger: String,
+    event_id: String,
+    raw_key: String,
+    raw_line: String,
+    received_at: String,
+    principal: String,
+    loaded_at_col: String,
+    loaded_at: String,
+    /// Rows of a raw object the ledger already holds are never inserted again.
+    unloaded: String,
+}
+
+impl LoadNames {
+    fn new(plan: &LoadPlan<'_>) -> Result<LoadNames, SqlError> {
+        let schema = plan.schema.quoted();
+        let ledger = format!("{schema}.{}", ident(LEDGER_TABLE)?.quoted());
+        let event_id = ident(caudal_core::rules::EVENT_ID_COLUMN)?.quoted();
+        let raw_key = ident(caudal_core::rules::RAW_KEY_COLUMN)?.quoted();
+        let raw_line = ident("raw_line")?.quoted();
+        let received_at = ident(caudal_core::rules::RECEIVED_AT_COLUMN)?.quoted();
+        let principal = ident(caudal_core::rules::PRINCIPAL_COLUMN)?.quoted();
+        let loaded_at_col = ident("loaded_at")?.quoted();
+        let loaded_at = sql_literal(Literal::Timestamp(plan.loaded_at))?;
+        let unloaded =
+            format!("NOT EXISTS (SELECT 1 FROM {ledger} AS l WHERE l.\"raw_key\" = s.{raw_key})");
+        Ok(LoadNames {
+            schema,
+            ledger,
+            event_id,
+            raw_key,
+            raw_line,
+            received_at,
+            principal,
+            loaded_at_col,
+            loaded_at,
+            unloaded,
+        })
+    }
+
+    /// Event ids are unique per principal (one client's ids never suppress another's events);
+    /// NULL (an unauthenticated API) is one scope of its own. No `IS NOT DISTINCT FROM`:
+    /// Redshift lacks it.
+    fn same_principal(&self, a: &str, b: &str) -> String {
+        let p = &self.principal;
+        format!("({a}.{p} = {b}.{p} OR ({a}.{p} IS NULL AND {b}.{p} IS NULL))")
+    }
+}
+
 /// The statements of one load transaction (see the module docs), checked against the Data
 /// API's limits.
 pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
-    let schema = plan.schema.quoted();
-    let ledger = format!("{schema}.{}", ident(LEDGER_TABLE)?.quoted());
+    let n = LoadNames::new(plan)?;
     // First, before anything that takes the snapshot (see the module docs).
-    let mut sqls = vec![format!("LOCK {ledger}")];
-    let event_id = ident(caudal_core::rules::EVENT_ID_COLUMN)?;
-    let raw_key = ident(caudal_core::rules::RAW_KEY_COLUMN)?;
-    let raw_line = ident("raw_line")?;
-    let received_at = ident(caudal_core::rules::RECEIVED_AT_COLUMN)?;
-    let principal = ident(caudal_core::rules::PRINCIPAL_COLUMN)?;
-    // Event ids are unique per principal (one client's ids never suppress another's events);
-    // NULL (an unauthenticated API) is one scope of its own. No `IS NOT DISTINCT FROM`: Redshift
-    // lacks it.
-    let same_principal = |a: &str, b: &str| {
-        let p = principal.quoted();
-        format!("({a}.{p} = {b}.{p} OR ({a}.{p} IS NULL AND {b}.{p} IS NULL))")
-    };
-    let loaded_at_col = ident("loaded_at")?;
-    let loaded_at = sql_literal(Literal::Timestamp(plan.loaded_at))?;
-    // Rows of a raw object the ledger already holds are never inserted again.
-    let unloaded = format!(
-        "NOT EXISTS (SELECT 1 FROM {ledger} AS l WHERE l.\"raw_key\" = s.{rk})",
-        rk = raw_key.quoted()
-    );
+    let mut sqls = vec![format!("LOCK {}", n.ledger)];
     let mut inserted_parts = Vec::new();
     for (i, st) in plan.tables.iter().enumerate() {
-        let target = format!("{schema}.{}", st.table.name.quoted());
-        let stage = ident(&format!("caudal_stage_{i}"))?;
-        let cols: Vec<Ident> = st.table.columns.iter().map(|c| c.name.clone()).collect();
-        let list = column_list(&cols);
-        let window = match st.dedupe_since {
-            Some(since) => format!(
-                " AND t.{} >= {}",
-                received_at.quoted(),
-                sql_literal(Literal::Timestamp(since))?
-            ),
-            None => String::new(),
-        };
-        sqls.push(format!(
-            "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS)",
-            stage.quoted()
-        ));
-        sqls.push(copy_statement(&stage, &cols, st.manifest_uri, plan)?);
-        sqls.push(format!(
-            "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
-             (PARTITION BY s.{eid}, s.{pr} ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS \
-             s WHERE {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = \
-             s.{eid} AND {same}{window})) AS d WHERE d.caudal_rn = 1",
-            stage = stage.quoted(),
-            eid = event_id.quoted(),
-            pr = principal.quoted(),
-            rk = raw_key.quoted(),
-            rl = raw_line.quoted(),
-            same = same_principal("t", "s"),
-        ));
-        // Rows of this load that are now in the target: the winners of the insert. A stage row
-        // matches a target row on (event_id, raw_key, raw_line) only if it was inserted now —
-        // the ledger check guarantees this raw object had no rows in the target before. The
-        // load's own loaded_at bounds the scan (zone maps), whatever the table's size.
-        inserted_parts.push(format!(
-            "SELECT s.{rk} FROM {stage} AS s JOIN {target} AS t ON t.{eid} = s.{eid} AND t.{rk} \
-             = s.{rk} AND t.{rl} = s.{rl} AND t.{la} = {loaded_at}",
-            stage = stage.quoted(),
-            eid = event_id.quoted(),
-            rk = raw_key.quoted(),
-            rl = raw_line.quoted(),
-            la = loaded_at_col.quoted(),
-        ));
+        table_statements(plan, &n, i, st, &mut sqls, &mut inserted_parts)?;
     }
     if let Some(manifest) = plan.rejects_manifest_uri {
-        let target = format!("{schema}.{}", ident(REJECTS_TABLE)?.quoted());
-        let stage = ident("caudal_stage_rejects")?;
-        let cols = REJECT_COLUMNS
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let list = column_list(&cols);
-        sqls.push(format!(
-            "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS)",
-            stage.quoted()
-        ));
-        sqls.push(copy_statement(&stage, &cols, manifest, plan)?);
-        // Rejects count events: an event id already rejected inside the window for the same
-        // principal (a client re-sending the same invalid event) or twice in this load is kept
-        // once; lines without an id (unparseable) are each their own reject.
-        let since = sql_literal(Literal::Timestamp(plan.loaded_at - plan.dedupe_window))?;
-        sqls.push(format!(
-            "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
-             (PARTITION BY s.{eid}, s.{pr}, CASE WHEN s.{eid} IS NULL THEN s.{rk} END, CASE WHEN \
-             s.{eid} IS NULL THEN s.{rl} END ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} \
-             AS s WHERE {unloaded} AND (s.{eid} IS NULL OR NOT EXISTS (SELECT 1 FROM {target} AS \
-             r WHERE r.{eid} = s.{eid} AND {same} AND r.{la} >= {since}))) AS d WHERE \
-             d.caudal_rn = 1",
-            stage = stage.quoted(),
-            eid = event_id.quoted(),
-            pr = principal.quoted(),
-            same = same_principal("r", "s"),
-            rk = raw_key.quoted(),
-            rl = raw_line.quoted(),
-            la = loaded_at_col.quoted(),
-        ));
-        inserted_parts.push(format!(
-            "SELECT s.{rk} FROM {stage} AS s JOIN {target} AS r ON r.{rk} = s.{rk} AND r.{rl} = \
-             s.{rl} AND r.{la} = {loaded_at}",
-            stage = stage.quoted(),
-            rk = raw_key.quoted(),
-            rl = raw_line.quoted(),
-            la = loaded_at_col.quoted(),
-        ));
+        rejects_statements(plan, &n, manifest, &mut sqls, &mut inserted_parts)?;
     }
     sqls.extend(ledger_inserts(plan, &inserted_parts)?);
     if sqls.len() > MAX_BATCH_STATEMENTS {
@@ -540,6 +492,116 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         });
     }
     Ok(sqls)
+}
+
+/// The [`STATEMENTS_PER_TABLE`] statements of staged table `i` (temp table, COPY, guarded
+/// insert) into `sqls`, and the query of its inserted raw keys into `inserted_parts`.
+fn table_statements(
+    plan: &LoadPlan<'_>,
+    n: &LoadNames,
+    i: usize,
+    st: &StagedTable<'_>,
+    sqls: &mut Vec<String>,
+    inserted_parts: &mut Vec<String>,
+) -> Result<(), SqlError> {
+    let target = format!("{}.{}", n.schema, st.table.name.quoted());
+    let stage = ident(&format!("caudal_stage_{i}"))?;
+    let cols: Vec<Ident> = st.table.columns.iter().map(|c| c.name.clone()).collect();
+    let list = column_list(&cols);
+    let window = match st.dedupe_since {
+        Some(since) => format!(
+            " AND t.{} >= {}",
+            n.received_at,
+            sql_literal(Literal::Timestamp(since))?
+        ),
+        None => String::new(),
+    };
+    sqls.push(format!(
+        "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS)",
+        stage.quoted()
+    ));
+    sqls.push(copy_statement(&stage, &cols, st.manifest_uri, plan)?);
+    sqls.push(format!(
+        "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
+         (PARTITION BY s.{eid}, s.{pr} ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} AS \
+         s WHERE {unloaded} AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.{eid} = \
+         s.{eid} AND {same}{window})) AS d WHERE d.caudal_rn = 1",
+        stage = stage.quoted(),
+        eid = n.event_id,
+        pr = n.principal,
+        rk = n.raw_key,
+        rl = n.raw_line,
+        unloaded = n.unloaded,
+        same = n.same_principal("t", "s"),
+    ));
+    // Rows of this load that are now in the target: the winners of the insert. A stage row
+    // matches a target row on (event_id, raw_key, raw_line) only if it was inserted now —
+    // the ledger check guarantees this raw object had no rows in the target before. The
+    // load's own loaded_at bounds the scan (zone maps), whatever the table's size.
+    inserted_parts.push(format!(
+        "SELECT s.{rk} FROM {stage} AS s JOIN {target} AS t ON t.{eid} = s.{eid} AND t.{rk} \
+         = s.{rk} AND t.{rl} = s.{rl} AND t.{la} = {loaded_at}",
+        stage = stage.quoted(),
+        eid = n.event_id,
+        rk = n.raw_key,
+        rl = n.raw_line,
+        la = n.loaded_at_col,
+        loaded_at = n.loaded_at,
+    ));
+    Ok(())
+}
+
+/// The statements staging the rejects from `manifest` (temp table, COPY, de-duplicated
+/// insert) into `sqls`, and the query of their inserted raw keys into `inserted_parts`.
+fn rejects_statements(
+    plan: &LoadPlan<'_>,
+    n: &LoadNames,
+    manifest: &str,
+    sqls: &mut Vec<String>,
+    inserted_parts: &mut Vec<String>,
+) -> Result<(), SqlError> {
+    let target = format!("{}.{}", n.schema, ident(REJECTS_TABLE)?.quoted());
+    let stage = ident("caudal_stage_rejects")?;
+    let cols = REJECT_COLUMNS
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let list = column_list(&cols);
+    sqls.push(format!(
+        "CREATE TEMP TABLE {} (LIKE {target} INCLUDING DEFAULTS)",
+        stage.quoted()
+    ));
+    sqls.push(copy_statement(&stage, &cols, manifest, plan)?);
+    // Rejects count events: an event id already rejected inside the window for the same
+    // principal (a client re-sending the same invalid event) or twice in this load is kept
+    // once; lines without an id (unparseable) are each their own reject.
+    let since = sql_literal(Literal::Timestamp(plan.loaded_at - plan.dedupe_window))?;
+    sqls.push(format!(
+        "INSERT INTO {target} ({list}) SELECT {list} FROM (SELECT s.*, ROW_NUMBER() OVER \
+         (PARTITION BY s.{eid}, s.{pr}, CASE WHEN s.{eid} IS NULL THEN s.{rk} END, CASE WHEN \
+         s.{eid} IS NULL THEN s.{rl} END ORDER BY s.{rk}, s.{rl}) AS caudal_rn FROM {stage} \
+         AS s WHERE {unloaded} AND (s.{eid} IS NULL OR NOT EXISTS (SELECT 1 FROM {target} AS \
+         r WHERE r.{eid} = s.{eid} AND {same} AND r.{la} >= {since}))) AS d WHERE \
+         d.caudal_rn = 1",
+        stage = stage.quoted(),
+        eid = n.event_id,
+        pr = n.principal,
+        unloaded = n.unloaded,
+        same = n.same_principal("r", "s"),
+        rk = n.raw_key,
+        rl = n.raw_line,
+        la = n.loaded_at_col,
+    ));
+    inserted_parts.push(format!(
+        "SELECT s.{rk} FROM {stage} AS s JOIN {target} AS r ON r.{rk} = s.{rk} AND r.{rl} = \
+         s.{rl} AND r.{la} = {loaded_at}",
+        stage = stage.quoted(),
+        rk = n.raw_key,
+        rl = n.raw_line,
+        la = n.loaded_at_col,
+        loaded_at = n.loaded_at,
+    ));
+    Ok(())
 }
 
 /// The ledger rows of a load: as few `INSERT`s as keep each statement within

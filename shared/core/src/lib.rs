@@ -20,6 +20,9 @@
 //! | [`telemetry`] | tracing set-up and CloudWatch EMF metric lines | yes |
 //! | [`stream`] | Kinesis records, where they landed, PutRecords outcomes and limits | yes |
 //! | [`warehouse`] | Data API connection, parameters, statement outcomes, poll policy | yes |
+//!
+//! A private leaf, `null_marker`, holds the CSV NULL marker both `event` (event ids) and
+//! `rules` (CSV, typed conversion) refuse as a value; it is public as [`rules::NULL_MARKER`].
 
 pub mod batching;
 pub mod codec;
@@ -28,6 +31,7 @@ pub mod envelope;
 pub mod event;
 pub mod keys;
 pub mod limits;
+mod null_marker;
 pub mod raw;
 pub mod retry;
 pub mod rules;

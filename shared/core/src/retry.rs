@@ -187,43 +187,7 @@ where
             Ok(r) => r,
             Err(_) => Err(CallError::deadline()),
         };
-        let mut still = Vec::new();
-        match response {
-            Ok(entries) if entries.len() == sent.len() => {
-                for (idx, entry) in sent.into_iter().zip(entries) {
-                    match entry {
-                        EntryResult::Ok(r) => results[idx] = Some(Ok(r)),
-                        EntryResult::Failed(e) if e.retryable => {
-                            last_error[idx] = Some(e);
-                            still.push(idx);
-                        }
-                        EntryResult::Failed(e) => results[idx] = Some(Err(e)),
-                    }
-                }
-            }
-            Ok(entries) => {
-                let e = CallError {
-                    retryable: true,
-                    code: "MalformedResponse".into(),
-                    message: format!("{} results for {} entries", entries.len(), sent.len()),
-                };
-                for idx in sent {
-                    last_error[idx] = Some(e.clone());
-                    still.push(idx);
-                }
-            }
-            Err(e) if e.retryable => {
-                for idx in sent {
-                    last_error[idx] = Some(e.clone());
-                    still.push(idx);
-                }
-            }
-            Err(e) => {
-                for idx in sent {
-                    results[idx] = Some(Err(e.clone()));
-                }
-            }
-        }
+        let still = settle(response, sent, &mut results, &mut last_error);
         pending = still;
         if pending.is_empty() || attempts >= policy.max_attempts {
             break;
@@ -246,6 +210,54 @@ where
             .collect(),
         attempts,
     }
+}
+
+/// Sort one attempt's answer for the entries `sent`: final results into `results`, retryable
+/// failures into `last_error`; the entries to try again.
+fn settle<R>(
+    response: Result<Vec<EntryResult<R>>, CallError>,
+    sent: Vec<usize>,
+    results: &mut [Option<EntryOutcome<R>>],
+    last_error: &mut [Option<CallError>],
+) -> Vec<usize> {
+    let mut still = Vec::new();
+    match response {
+        Ok(entries) if entries.len() == sent.len() => {
+            for (idx, entry) in sent.into_iter().zip(entries) {
+                match entry {
+                    EntryResult::Ok(r) => results[idx] = Some(Ok(r)),
+                    EntryResult::Failed(e) if e.retryable => {
+                        last_error[idx] = Some(e);
+                        still.push(idx);
+                    }
+                    EntryResult::Failed(e) => results[idx] = Some(Err(e)),
+                }
+            }
+        }
+        Ok(entries) => {
+            let e = CallError {
+                retryable: true,
+                code: "MalformedResponse".into(),
+                message: format!("{} results for {} entries", entries.len(), sent.len()),
+            };
+            for idx in sent {
+                last_error[idx] = Some(e.clone());
+                still.push(idx);
+            }
+        }
+        Err(e) if e.retryable => {
+            for idx in sent {
+                last_error[idx] = Some(e.clone());
+                still.push(idx);
+            }
+        }
+        Err(e) => {
+            for idx in sent {
+                results[idx] = Some(Err(e.clone()));
+            }
+        }
+    }
+    still
 }
 
 /// Something that knows whether trying again may help.

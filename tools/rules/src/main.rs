@@ -30,7 +30,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use caudal_core::rules::{
-    ExistingColumn, Ident, Lineage, Outcome, RuleSet, is_raw_line, wrap_client_event,
+    ExistingColumn, Ident, Lineage, Outcome, Reject, RuleSet, is_raw_line, wrap_client_event,
 };
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -134,6 +134,35 @@ struct CsvOut {
 }
 
 impl CsvOut {
+    /// CSV files in `dir` (created if missing), one per table, opened on first use.
+    fn create(dir: &PathBuf) -> Result<CsvOut> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(CsvOut {
+            dir: dir.clone(),
+            files: BTreeMap::new(),
+        })
+    }
+
+    /// The `caudal_rejects` row of a refused line (a plain client event as the raw line it
+    /// was wrapped into).
+    fn write_reject(
+        &mut self,
+        rs: &RuleSet,
+        r: &Reject,
+        line: &[u8],
+        n: u64,
+        lineage: &Lineage<'_>,
+    ) -> Result<()> {
+        let raw_line = if is_raw_line(line) {
+            line.to_vec()
+        } else {
+            wrap_client_event(line, n, lineage.loaded_at).unwrap_or_else(|_| line.to_vec())
+        };
+        let cells = rs.reject_cells(r, &raw_line, lineage);
+        caudal_core::rules::write_csv_cells(self.writer("caudal_rejects")?, &cells)?;
+        Ok(())
+    }
+
     fn writer(&mut self, name: &str) -> Result<&mut std::io::BufWriter<std::fs::File>> {
         if !self.files.contains_key(name) {
             let path = self.dir.join(format!("{name}.csv"));
@@ -146,6 +175,51 @@ impl CsvOut {
     }
 }
 
+/// What the rules make of one input line: a raw-archive line as is, a plain client event
+/// wrapped into one first (`n` is its line number).
+fn outcome_of(rs: &RuleSet, line: &[u8], n: u64, lineage: &Lineage<'_>) -> Outcome {
+    if is_raw_line(line) {
+        rs.apply_line(line, lineage)
+    } else {
+        match wrap_client_event(line, n, lineage.loaded_at) {
+            Ok(wrapped) => rs.apply_line(&wrapped, lineage),
+            Err(e) => Outcome::Rejected(Reject {
+                code: "parse".into(),
+                rule: None,
+                path: None,
+                message: format!("neither a raw-archive line nor a client event: {e}"),
+                event_id: None,
+                event_type: None,
+                principal: None,
+            }),
+        }
+    }
+}
+
+/// The summary line on stderr: totals, and per table / filter / reject code.
+fn print_summary(
+    lines: u64,
+    rows: &BTreeMap<String, u64>,
+    filtered: &BTreeMap<String, u64>,
+    rejected: &BTreeMap<String, u64>,
+) {
+    let fmt = |m: &BTreeMap<String, u64>| {
+        let total: u64 = m.values().sum();
+        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        if parts.is_empty() {
+            total.to_string()
+        } else {
+            format!("{total} ({})", parts.join(", "))
+        }
+    };
+    eprintln!(
+        "{lines} lines: rows {}; filtered {}; rejected {}",
+        fmt(rows),
+        fmt(filtered),
+        fmt(rejected)
+    );
+}
+
 fn test(
     input: &PathBuf,
     file: &PathBuf,
@@ -153,17 +227,7 @@ fn test(
     csv_dir: Option<&PathBuf>,
 ) -> Result<ExitCode> {
     let rs = load(file)?;
-    let mut csv = match csv_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            Some(CsvOut {
-                dir: dir.clone(),
-                files: BTreeMap::new(),
-            })
-        }
-        None => None,
-    };
+    let mut csv = csv_dir.map(CsvOut::create).transpose()?;
     let reader = std::io::BufReader::new(
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?,
     );
@@ -189,22 +253,7 @@ fn test(
             line: n,
             loaded_at,
         };
-        let outcome = if is_raw_line(&line) {
-            rs.apply_line(&line, &lineage)
-        } else {
-            match wrap_client_event(&line, n, loaded_at) {
-                Ok(wrapped) => rs.apply_line(&wrapped, &lineage),
-                Err(e) => Outcome::Rejected(caudal_core::rules::Reject {
-                    code: "parse".into(),
-                    rule: None,
-                    path: None,
-                    message: format!("neither a raw-archive line nor a client event: {e}"),
-                    event_id: None,
-                    event_type: None,
-                    principal: None,
-                }),
-            }
-        };
+        let outcome = outcome_of(&rs, &line, n, &lineage);
         let record = match outcome {
             Outcome::Rows(rs_rows) => {
                 for row in &rs_rows {
@@ -227,13 +276,7 @@ fn test(
             }
             Outcome::Rejected(r) => {
                 if let Some(csv) = csv.as_mut() {
-                    let raw_line = if is_raw_line(&line) {
-                        line.clone()
-                    } else {
-                        wrap_client_event(&line, n, loaded_at).unwrap_or_else(|_| line.clone())
-                    };
-                    let cells = rs.reject_cells(&r, &raw_line, &lineage);
-                    caudal_core::rules::write_csv_cells(csv.writer("caudal_rejects")?, &cells)?;
+                    csv.write_reject(&rs, &r, &line, n, &lineage)?;
                 }
                 *rejected.entry(r.code.clone()).or_default() += 1;
                 json!({"line": n, "outcome": "rejected", "code": r.code, "rule": r.rule, "path": r.path,
@@ -247,21 +290,7 @@ fn test(
             w.flush()?;
         }
     }
-    let fmt = |m: &BTreeMap<String, u64>| {
-        let total: u64 = m.values().sum();
-        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        if parts.is_empty() {
-            total.to_string()
-        } else {
-            format!("{total} ({})", parts.join(", "))
-        }
-    };
-    eprintln!(
-        "{lines} lines: rows {}; filtered {}; rejected {}",
-        fmt(&rows),
-        fmt(&filtered),
-        fmt(&rejected)
-    );
+    print_summary(lines, &rows, &filtered, &rejected);
     Ok(if strict && !rejected.is_empty() {
         ExitCode::from(3)
     } else {

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +14,7 @@ use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_mocks::{Rule, mock};
+use caudal_core::codec::Codec;
 use caudal_core::rules::{Ident, RuleSet};
 use caudal_core::warehouse::{Connection, Target};
 use lambda_runtime::Context;
@@ -125,18 +125,17 @@ pub fn raw_object() -> Vec<u8> {
     gzip(&lines.join(&b'\n'))
 }
 
+/// `data` gzip-compressed with the one encoder the pipeline uses ([`Codec`]).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    let mut v = e.finish().unwrap();
-    v.shrink_to_fit();
-    v
+    Codec::Gzip { level: 6 }.compress(data).unwrap()
 }
 
+/// The text of a gzip object (every member), through [`Codec`].
 pub fn gunzip(data: &[u8]) -> String {
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(data), &mut s).unwrap();
-    s
+    let bytes = Codec::Gzip { level: 6 }
+        .decompress_capped(data, usize::MAX)
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
 }
 
 /// What the mocked S3 saw and holds.

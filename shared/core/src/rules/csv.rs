@@ -23,12 +23,9 @@
 
 use std::io::{self, Write};
 
-use super::types::{format_date, format_timestamp};
-use super::{Cell, Row};
-
-/// The NULL marker written for SQL NULL (see the module docs). Contains no quote, comma,
-/// backslash or line break, so it needs no escaping in SQL or CSV.
-pub const NULL_MARKER: &str = "~caudal~null~";
+use super::Row;
+use super::types::{Cell, format_date, format_timestamp};
+use crate::null_marker::NULL_MARKER;
 
 /// The `COPY` options that match [`write_csv_row`], for files written gzip-compressed:
 /// `COPY t FROM 's3://…/manifest' IAM_ROLE '…' MANIFEST <COPY_FORMAT_OPTIONS>`.

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::types::ColumnType;
 use super::{Ident, RuleSet, RulesError, Table};
 
 /// `warehouse/ledger.sql`: the `caudal_ledger` table.
@@ -81,6 +82,38 @@ pub struct ExistingColumn {
     /// Whether the column has a default (`column_default` is not NULL).
     #[serde(default)]
     pub has_default: bool,
+}
+
+impl ColumnType {
+    /// Whether a column of this type can be described by `existing` (one row of
+    /// `information_schema.columns` / `SVV_COLUMNS`) without a type change. A VARCHAR that is at
+    /// least as long is compatible; `jsonb`/`json` stand for SUPER on PostgreSQL.
+    pub fn compatible_with(&self, existing: &ExistingColumn) -> bool {
+        let dt = existing.data_type.trim().to_ascii_lowercase();
+        match (self, dt.as_str()) {
+            (ColumnType::SmallInt, "smallint" | "int2") => true,
+            (ColumnType::Integer, "integer" | "int" | "int4") => true,
+            (ColumnType::BigInt, "bigint" | "int8") => true,
+            (ColumnType::Real, "real" | "float4") => true,
+            (ColumnType::Double, "double precision" | "float8") => true,
+            (ColumnType::Boolean, "boolean" | "bool") => true,
+            (ColumnType::Date, "date") => true,
+            (ColumnType::TimestampTz, "timestamp with time zone" | "timestamptz") => true,
+            (ColumnType::Super, "super" | "jsonb" | "json") => true,
+            (ColumnType::Varchar(n), "character varying" | "varchar") => existing
+                .character_maximum_length
+                .is_none_or(|len| len >= i64::from(*n)),
+            (ColumnType::Decimal { precision, scale }, "numeric" | "decimal") => {
+                existing
+                    .numeric_precision
+                    .is_none_or(|p| p == i64::from(*precision))
+                    && existing
+                        .numeric_scale
+                        .is_none_or(|s| s == i64::from(*scale))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Split a SQL file into statements on `;`, ignoring `--` comments and `'…'` literals; comment
@@ -256,79 +289,9 @@ impl RuleSet {
                 continue;
             };
             let qualified = format!("{}.{}", schema.quoted(), table.name.quoted());
-            let conflict = |column: &str, reason: String, fix: String| RulesError::Migration {
-                table: table.name.to_string(),
-                column: column.to_owned(),
-                reason,
-                fix,
-            };
-            let mut blocked = None;
-            for have in cols {
-                let name = have.name.to_ascii_lowercase();
-                match table.columns.iter().find(|c| c.name.as_str() == name) {
-                    // A column the rules do not know (added by a DBA, or dropped from the
-                    // rules): the loader names its columns, so a nullable one or one with a
-                    // default simply stays NULL/default. A NOT NULL one would fail every insert.
-                    None if have.nullable || have.has_default => {}
-                    None => {
-                        blocked = Some(conflict(
-                            &name,
-                            "exists in the warehouse as NOT NULL without a default but not in \
-                             the rules file, so every insert would fail"
-                                .into(),
-                            format!(
-                                "add it to tables.{}.columns in the rules file, or run: ALTER \
-                                 TABLE {qualified} DROP COLUMN {}",
-                                table.name,
-                                quote_name(&name)
-                            ),
-                        ));
-                    }
-                    Some(want) if !want.ty.compatible_with(have) => {
-                        let len = have
-                            .character_maximum_length
-                            .map(|n| format!("({n})"))
-                            .or_else(|| {
-                                have.numeric_precision
-                                    .map(|p| format!("({p},{})", have.numeric_scale.unwrap_or(0)))
-                            })
-                            .unwrap_or_default();
-                        let widen = matches!(want.ty, super::ColumnType::Varchar(_))
-                            && have.data_type.eq_ignore_ascii_case("character varying");
-                        let fix = if widen {
-                            format!(
-                                "ALTER TABLE {qualified} ALTER COLUMN {} TYPE {}",
-                                want.name.quoted(),
-                                want.ty
-                            )
-                        } else {
-                            format!(
-                                "change the rules' type back to {}{len}, or run: ALTER TABLE \
-                                 {qualified} RENAME COLUMN {} TO {} (the loader then adds {} \
-                                 as {})",
-                                have.data_type,
-                                want.name.quoted(),
-                                quote_name(&format!("{name}_old")),
-                                want.name,
-                                want.ty
-                            )
-                        };
-                        blocked = Some(conflict(
-                            &name,
-                            format!(
-                                "type changed: warehouse has {}{len}, rules want {}; type \
-                                 changes are not automatic",
-                                have.data_type, want.ty
-                            ),
-                            fix,
-                        ));
-                    }
-                    Some(_) => {}
-                }
-                if blocked.is_some() {
-                    break;
-                }
-            }
+            let blocked = cols
+                .iter()
+                .find_map(|have| column_conflict(table, &qualified, have));
             if let Some(c) = blocked {
                 plan.blocked.push(c);
                 continue;
@@ -347,6 +310,76 @@ impl RuleSet {
             }
         }
         plan
+    }
+}
+
+/// The conflict an existing column makes with `table`'s rules, if any: an unknown NOT NULL
+/// column without a default, or a type the rules' type is not compatible with.
+fn column_conflict(table: &Table, qualified: &str, have: &ExistingColumn) -> Option<RulesError> {
+    let conflict = |column: &str, reason: String, fix: String| RulesError::Migration {
+        table: table.name.to_string(),
+        column: column.to_owned(),
+        reason,
+        fix,
+    };
+    let name = have.name.to_ascii_lowercase();
+    match table.columns.iter().find(|c| c.name.as_str() == name) {
+        // A column the rules do not know (added by a DBA, or dropped from the
+        // rules): the loader names its columns, so a nullable one or one with a
+        // default simply stays NULL/default. A NOT NULL one would fail every insert.
+        None if have.nullable || have.has_default => None,
+        None => Some(conflict(
+            &name,
+            "exists in the warehouse as NOT NULL without a default but not in \
+                 the rules file, so every insert would fail"
+                .into(),
+            format!(
+                "add it to tables.{}.columns in the rules file, or run: ALTER \
+                     TABLE {qualified} DROP COLUMN {}",
+                table.name,
+                quote_name(&name)
+            ),
+        )),
+        Some(want) if !want.ty.compatible_with(have) => {
+            let len = have
+                .character_maximum_length
+                .map(|n| format!("({n})"))
+                .or_else(|| {
+                    have.numeric_precision
+                        .map(|p| format!("({p},{})", have.numeric_scale.unwrap_or(0)))
+                })
+                .unwrap_or_default();
+            let widen = matches!(want.ty, ColumnType::Varchar(_))
+                && have.data_type.eq_ignore_ascii_case("character varying");
+            let fix = if widen {
+                format!(
+                    "ALTER TABLE {qualified} ALTER COLUMN {} TYPE {}",
+                    want.name.quoted(),
+                    want.ty
+                )
+            } else {
+                format!(
+                    "change the rules' type back to {}{len}, or run: ALTER TABLE \
+                     {qualified} RENAME COLUMN {} TO {} (the loader then adds {} \
+                     as {})",
+                    have.data_type,
+                    want.name.quoted(),
+                    quote_name(&format!("{name}_old")),
+                    want.name,
+                    want.ty
+                )
+            };
+            Some(conflict(
+                &name,
+                format!(
+                    "type changed: warehouse has {}{len}, rules want {}; type \
+                     changes are not automatic",
+                    have.data_type, want.ty
+                ),
+                fix,
+            ))
+        }
+        Some(_) => None,
     }
 }
 

@@ -1,7 +1,13 @@
 //! Engine tests: the bundled example file end to end, then each rule feature on small files.
 
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
 use super::*;
-use serde_json::json;
+use crate::raw::KinesisCoords;
 
 fn now() -> OffsetDateTime {
     time::macros::datetime!(2026-11-25 20:00:00 UTC)

@@ -13,132 +13,35 @@
 //!    final status or the deadline;
 //! 5. FINISHED → loaded (the ledger rows carry the load id, written in the same transaction);
 //!    anything else → the load's messages are reported failed and come back.
+//!
+//! Step 3 (the descriptor, the rules and every staging upload) is the submodule `staging`; this
+//! module runs the steps in order and turns their results into per-message outcomes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
-use bytes::Bytes;
 use caudal_aws::redshift;
-use caudal_aws::s3::{self, PutRequest, lost_conditional_write};
-use caudal_core::retry::{CallError, Retryable};
-use caudal_core::rules::{COPY_FORMAT_OPTIONS, RulesError};
+use caudal_aws::s3;
+use caudal_core::retry::Retryable;
+use caudal_core::rules::RulesError;
 use caudal_core::telemetry::{Emf, Unit};
-use caudal_core::warehouse::{Described, QueryError, WaitError};
+use caudal_core::warehouse::{Described, WaitError};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::State;
 use crate::event::{Notices, Summary};
-use crate::sql::{self, LoadPlan, MAX_OBJECTS_PER_LOAD, ObjectStats, SqlError, StagedTable};
-use crate::stage::{Part, StageError, Stager, manifest};
+use crate::sql::{self, MAX_OBJECTS_PER_LOAD};
 
-/// How many token generations a load may go through (each after a FAILED/ABORTED attempt in an
-/// earlier invocation). The queue's `maxReceiveCount` normally ends the story sooner.
-pub const MAX_GENERATIONS: u32 = 16;
+mod staging;
+
+pub use self::staging::Descriptor;
+use self::staging::{Fetched, descriptor_for};
+pub use crate::error::{LoadError, MAX_GENERATIONS};
+
 /// A statement created this long before the invocation started is from an earlier attempt.
 const STALE_AFTER: Duration = Duration::from_secs(5);
-/// Name of the rejects folder under `staging/` (the rejects table).
-const REJECTS_STAGING_NAME: &str = sql::REJECTS_TABLE;
-
-/// Why a raw object (or a whole load) did not load.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// Migrations could not be applied: a non-additive difference between the rules and the
-    /// warehouse (names the table and column). Permanent until a person fixes it.
-    #[error("migration refused: {0}")]
-    Migration(#[from] RulesError),
-    /// A Data API query failed (ledger look-up, catalogue read).
-    #[error("query failed: {0}")]
-    Query(#[from] QueryError),
-    /// Reading a raw object failed.
-    #[error("reading s3://{bucket}/{key} failed: {source}")]
-    Fetch {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// The S3 error.
-        source: CallError,
-    },
-    /// A raw object cannot be staged (corrupt, too large, unknown suffix). Permanent.
-    #[error("raw object {key} cannot be staged: {source}")]
-    Stage {
-        /// Key.
-        key: String,
-        /// Why.
-        source: StageError,
-    },
-    /// A value or statement refused by the SQL builder. Permanent.
-    #[error(transparent)]
-    Sql(#[from] SqlError),
-    /// Writing a staging object or reading the load descriptor failed.
-    #[error("staging s3://{bucket}/{key} failed: {source}")]
-    Staging {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// The S3 error.
-        source: CallError,
-    },
-    /// The load descriptor in S3 is not ours / unreadable. Permanent until removed.
-    #[error("load descriptor {key} is corrupt: {reason}")]
-    Descriptor {
-        /// Key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-    /// Submitting the load failed.
-    #[error("submitting the load failed: {0}")]
-    Submit(CallError),
-    /// The load statement did not finish (FAILED, ABORTED, still running at the deadline).
-    #[error(transparent)]
-    Wait(#[from] WaitError),
-    /// Every token generation of this load failed.
-    #[error("load {0} failed in {MAX_GENERATIONS} generations")]
-    Generations(String),
-}
-
-impl Retryable for LoadError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            LoadError::Migration(_)
-            | LoadError::Stage { .. }
-            | LoadError::Sql(_)
-            | LoadError::Descriptor { .. }
-            | LoadError::Generations(_) => false,
-            LoadError::Query(e) => e.is_retryable(),
-            LoadError::Fetch { source, .. }
-            | LoadError::Staging { source, .. }
-            | LoadError::Submit(source) => source.retryable,
-            LoadError::Wait(e) => e.is_retryable(),
-        }
-    }
-}
-
-/// What a load submits, kept in S3 so a retry re-submits the identical SQL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Descriptor {
-    /// The load id.
-    pub load_id: String,
-    /// `loaded_at` of every row (ISO 8601).
-    pub loaded_at: String,
-    /// Rule version hash.
-    pub rule_version: String,
-    /// The batch's statements.
-    pub sqls: Vec<String>,
-    /// The loaded objects' counts.
-    pub objects: Vec<ObjectStats>,
-    /// Objects of the load set that could not be staged: (key, reason). Permanent.
-    pub failed: Vec<(String, String)>,
-    /// Rows staged per table (table name → rows), in batch order.
-    pub staged: Vec<(String, u64)>,
-}
-
 /// The result of one invocation.
 #[derive(Debug, Clone, Default)]
 pub struct RunResult {
@@ -162,12 +65,6 @@ impl RunResult {
             }
         }
     }
-}
-
-struct Fetched {
-    key: String,
-    etag: String,
-    body: Bytes,
 }
 
 /// Load the objects of `notices`; report which messages failed.
@@ -294,6 +191,8 @@ fn log_failure(key: &str, e: &LoadError) {
     tracing::error!(raw_key = key, error = %e, retryable = e.is_retryable(), "raw object not loaded");
 }
 
+/// One load: ledger → read → stage → submit. Every object starts as failed; each step settles
+/// the ones it can (already loaded, untried, loaded) and returns early when nothing is left.
 async fn load_chunk(
     state: &State,
     chunk: &[((String, String), Vec<usize>)],
@@ -301,10 +200,30 @@ async fn load_chunk(
     deadline: Instant,
     started: SystemTime,
 ) -> Vec<ObjectOutcome> {
-    let cfg = &state.config;
     let mut out = vec![ObjectOutcome::Failed; chunk.len()];
+    let Some(loaded) = ledger_step(state, chunk, deadline, &mut out).await else {
+        return out;
+    };
+    let set = read_step(state, chunk, &loaded, blocked, deadline, &mut out).await;
+    if set.is_empty() {
+        return out;
+    }
+    let Some(descriptor) = stage_step(state, &set, deadline).await else {
+        return out;
+    };
+    submit_step(state, &descriptor, &set, deadline, started, &mut out).await;
+    out
+}
 
-    // 1. Ledger.
+/// Step 1, the ledger: the chunk's keys already loaded (key → ETag). `None` when the look-up
+/// failed: a transient failure marks every object untried in `out` (nothing was read).
+async fn ledger_step(
+    state: &State,
+    chunk: &[((String, String), Vec<usize>)],
+    deadline: Instant,
+    out: &mut [ObjectOutcome],
+) -> Option<BTreeMap<String, String>> {
+    let cfg = &state.config;
     let keys: Vec<&str> = chunk.iter().map(|((k, _), _)| k.as_str()).collect();
     let (lookup, params) = sql::ledger_lookup(&cfg.schema, &keys);
     let loaded: BTreeMap<String, String> = match redshift::query(
@@ -334,11 +253,23 @@ async fn load_chunk(
             if e.is_retryable() {
                 out.fill(ObjectOutcome::Untried);
             }
-            return out;
+            return None;
         }
     };
+    Some(loaded)
+}
 
-    // 2. Read what is not loaded yet.
+/// Step 2, read what is not loaded yet (bounded concurrency; the loaded ones are marked in
+/// `out`), dropping objects that cannot be read or that a migration conflict holds: (index in
+/// the chunk, object).
+async fn read_step(
+    state: &State,
+    chunk: &[((String, String), Vec<usize>)],
+    loaded: &BTreeMap<String, String>,
+    blocked: &BTreeMap<String, RulesError>,
+    deadline: Instant,
+    out: &mut [ObjectOutcome],
+) -> Vec<(usize, Fetched)> {
     let mut todo = Vec::new();
     for (i, ((key, bucket), _)) in chunk.iter().enumerate() {
         if let Some(etag) = loaded.get(key) {
@@ -349,7 +280,7 @@ async fn load_chunk(
         }
     }
     if todo.is_empty() {
-        return out;
+        return Vec::new();
     }
     let fetched: Vec<(usize, Result<Fetched, LoadError>)> =
         futures_util::stream::iter(todo.into_iter().map(|(i, bucket, key)| async move {
@@ -380,35 +311,50 @@ async fn load_chunk(
             Err(e) => log_failure(&chunk[i].0.0, &e),
         }
     }
-    if set.is_empty() {
-        return out;
-    }
-
-    // 3. Stage (or find the earlier attempt's staging).
+    set
+}
+/// Step 3, stage (or find the earlier attempt's staging): the load's descriptor, `None` when
+/// staging failed or no object of the set could be staged (the reasons are logged).
+async fn stage_step(
+    state: &State,
+    set: &[(usize, Fetched)],
+    deadline: Instant,
+) -> Option<Descriptor> {
     let load_id = caudal_core::keys::load_id(
-        &cfg.load_scope(),
+        &state.config.load_scope(),
         set.iter().map(|(_, f)| (f.key.as_str(), f.etag.as_str())),
     );
-    let descriptor = match descriptor_for(state, &load_id, &set, deadline).await {
+    let descriptor = match descriptor_for(state, &load_id, set, deadline).await {
         Ok(d) => d,
         Err(e) => {
-            for (_, f) in &set {
+            for (_, f) in set {
                 log_failure(&f.key, &e);
             }
-            return out;
+            return None;
         }
     };
-    let index_of: BTreeMap<&str, usize> = set.iter().map(|(i, f)| (f.key.as_str(), *i)).collect();
     for (key, reason) in &descriptor.failed {
         tracing::error!(raw_key = %key, reason = %reason, retryable = false, "raw object not loaded (poison; goes to the DLQ after maxReceiveCount)");
     }
     if descriptor.objects.is_empty() {
-        return out;
+        return None;
     }
+    Some(descriptor)
+}
 
-    // 4. Submit and follow.
+/// Step 4, submit and follow: the descriptor's objects are marked loaded in `out` when the
+/// statement finished; otherwise they stay failed and their messages come back.
+async fn submit_step(
+    state: &State,
+    descriptor: &Descriptor,
+    set: &[(usize, Fetched)],
+    deadline: Instant,
+    started: SystemTime,
+    out: &mut [ObjectOutcome],
+) {
+    let index_of: BTreeMap<&str, usize> = set.iter().map(|(i, f)| (f.key.as_str(), *i)).collect();
     let submitted = Instant::now();
-    match submit_and_wait(state, &descriptor, deadline, started).await {
+    match submit_and_wait(state, descriptor, deadline, started).await {
         Ok((id, d)) => {
             let elapsed = submitted.elapsed();
             for o in &descriptor.objects {
@@ -416,13 +362,12 @@ async fn load_chunk(
                     out[i] = ObjectOutcome::Loaded;
                 }
             }
-            emit_metrics(&descriptor, &d, elapsed, &id);
+            emit_metrics(descriptor, &d, elapsed, &id);
         }
         Err(e) => {
             tracing::error!(load_id = %descriptor.load_id, error = %e, retryable = e.is_retryable(), objects = descriptor.objects.len(), "load not done; its messages will be redelivered");
         }
     }
-    out
 }
 
 /// `f` unless it has rows for a table a migration conflict holds: then that conflict (naming
@@ -449,301 +394,6 @@ fn held_by(
         Some(conflict) => Err(LoadError::Migration(conflict.clone())),
         None => Ok(f),
     }
-}
-
-/// Find the load's descriptor in S3, or stage the load and write it.
-async fn descriptor_for(
-    state: &State,
-    load_id: &str,
-    set: &[(usize, Fetched)],
-    deadline: Instant,
-) -> Result<Descriptor, LoadError> {
-    let cfg = &state.config;
-    let bucket = cfg.staging_bucket.as_str();
-    let key =
-        caudal_core::keys::load_descriptor_key(load_id).map_err(|e| LoadError::Descriptor {
-            key: load_id.to_owned(),
-            reason: e.to_string(),
-        })?;
-    match s3::get_object(&state.s3, bucket, &key, &state.retry, deadline).await {
-        Ok(obj) => {
-            let d = parse_descriptor(&key, load_id, &obj.body)?;
-            tracing::info!(
-                load_id,
-                "load already staged by an earlier attempt; re-submitting it"
-            );
-            return Ok(d);
-        }
-        Err(e) if e.code == "NoSuchKey" || e.code == "NotFound" => {}
-        Err(source) => {
-            return Err(LoadError::Staging {
-                bucket: bucket.to_owned(),
-                key,
-                source,
-            });
-        }
-    }
-
-    let staging_id = format!("{load_id}-{}", (state.attempt_id)());
-    let d = stage_load(state, load_id, &staging_id, set, deadline).await?;
-    let body = serde_json::to_vec(&d).map_err(|e| LoadError::Descriptor {
-        key: key.clone(),
-        reason: e.to_string(),
-    })?;
-    match put_new(state, &key, Bytes::from(body), deadline).await {
-        Ok(()) => Ok(d),
-        Err(LoadError::Staging { source, .. }) if lost_conditional_write(&source) => {
-            // A concurrent attempt (or our own timed-out write, retried) got there first: its
-            // staging is complete, and everyone must submit the same SQL under the same token.
-            tracing::info!(
-                load_id,
-                staging_id,
-                "another attempt staged this load first; adopting its descriptor"
-            );
-            let obj = s3::get_object(&state.s3, bucket, &key, &state.retry, deadline)
-                .await
-                .map_err(|source| LoadError::Staging {
-                    bucket: bucket.to_owned(),
-                    key: key.clone(),
-                    source,
-                })?;
-            parse_descriptor(&key, load_id, &obj.body)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn parse_descriptor(key: &str, load_id: &str, body: &[u8]) -> Result<Descriptor, LoadError> {
-    let d: Descriptor = serde_json::from_slice(body).map_err(|e| LoadError::Descriptor {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if d.load_id != load_id {
-        return Err(LoadError::Descriptor {
-            key: key.to_owned(),
-            reason: format!("it describes load {}", d.load_id),
-        });
-    }
-    Ok(d)
-}
-
-/// Write the load descriptor only if none exists yet (S3 conditional write).
-async fn put_new(
-    state: &State,
-    key: &str,
-    body: Bytes,
-    deadline: Instant,
-) -> Result<(), LoadError> {
-    put_object(state, key, body, "application/json", true, deadline).await
-}
-
-async fn put(
-    state: &State,
-    key: &str,
-    body: Bytes,
-    content_type: &str,
-    deadline: Instant,
-) -> Result<(), LoadError> {
-    put_object(state, key, body, content_type, false, deadline).await
-}
-
-async fn put_object(
-    state: &State,
-    key: &str,
-    body: Bytes,
-    content_type: &str,
-    if_absent: bool,
-    deadline: Instant,
-) -> Result<(), LoadError> {
-    let bucket = state.config.staging_bucket.as_str();
-    s3::put_object(
-        &state.s3,
-        &PutRequest {
-            bucket,
-            key,
-            body,
-            content_type,
-            metadata: &[],
-            if_absent,
-        },
-        &state.retry,
-        deadline,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|source| LoadError::Staging {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        source,
-    })
-}
-
-fn now_micros(state: &State) -> OffsetDateTime {
-    let t = (state.clock)();
-    t.replace_nanosecond(t.microsecond() * 1_000).unwrap_or(t)
-}
-
-/// Run the rules over the load's objects and upload everything its SQL reads, under
-/// `staging_id` (the load id plus this attempt's id).
-async fn stage_load(
-    state: &State,
-    load_id: &str,
-    staging_id: &str,
-    set: &[(usize, Fetched)],
-    deadline: Instant,
-) -> Result<Descriptor, LoadError> {
-    let cfg = &state.config;
-    let rules = cfg.rules.as_ref();
-    let loaded_at = now_micros(state);
-    let mut stager = Stager::new(rules, loaded_at);
-    let mut objects = Vec::new();
-    let mut failed = Vec::new();
-    // (table index or None for rejects) → uploaded (uri, size) in part order.
-    let mut uploaded: BTreeMap<Option<usize>, Vec<(String, usize)>> = BTreeMap::new();
-
-    for (_, f) in set {
-        match stager.add_object(&f.key, &f.etag, &f.body) {
-            Ok(stats) => objects.push(stats),
-            Err(e) => failed.push((f.key.clone(), e.to_string())),
-        }
-        for part in stager.take_ready() {
-            upload_part(state, staging_id, part, &mut uploaded, deadline).await?;
-        }
-    }
-    let staged = stager.finish().map_err(|source| LoadError::Stage {
-        key: load_id.to_owned(),
-        source,
-    })?;
-    for part in staged.parts {
-        upload_part(state, staging_id, part, &mut uploaded, deadline).await?;
-    }
-
-    // Manifests, then the SQL.
-    let mut manifests: Vec<(usize, String)> = Vec::new();
-    let mut rejects_manifest = None;
-    for (table, entries) in &uploaded {
-        let name = staging_name(state, *table);
-        let key = caudal_core::keys::staging_manifest_key(&name, staging_id).map_err(|e| {
-            LoadError::Descriptor {
-                key: name.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        put(
-            state,
-            &key,
-            Bytes::from(manifest(entries)),
-            "application/json",
-            deadline,
-        )
-        .await?;
-        let uri = format!("s3://{}/{key}", cfg.staging_bucket);
-        match table {
-            Some(t) => manifests.push((*t, uri)),
-            None => rejects_manifest = Some(uri),
-        }
-    }
-    if let Some(gz) = staged.rejects_ndjson_gz {
-        let key = caudal_core::keys::rejected_key(staging_id, ".gz").map_err(|e| {
-            LoadError::Descriptor {
-                key: staging_id.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
-        put(state, &key, Bytes::from(gz), "application/gzip", deadline).await?;
-    }
-
-    let tables = rules.tables();
-    let staged_tables: Vec<StagedTable<'_>> = manifests
-        .iter()
-        .filter_map(|(t, uri)| {
-            Some(StagedTable {
-                table: tables.get(*t)?,
-                manifest_uri: uri.as_str(),
-                dedupe_since: staged
-                    .min_received_at
-                    .get(t)
-                    .map(|m| *m - cfg.dedupe_window),
-            })
-        })
-        .collect();
-    let sqls = if objects.is_empty() {
-        Vec::new()
-    } else {
-        sql::load_batch(&LoadPlan {
-            schema: &cfg.schema,
-            tables: &staged_tables,
-            rejects_manifest_uri: rejects_manifest.as_deref(),
-            copy_options: COPY_FORMAT_OPTIONS,
-            copy_role_arn: &cfg.copy_role_arn,
-            objects: &objects,
-            rule_version: rules.version(),
-            loaded_at,
-            load_id,
-            dedupe_window: cfg.dedupe_window,
-        })?
-    };
-    let staged_counts = manifests
-        .iter()
-        .filter_map(|(t, _)| {
-            Some((
-                tables.get(*t)?.name.to_string(),
-                staged.rows_per_table.get(t).copied().unwrap_or(0),
-            ))
-        })
-        .collect();
-    Ok(Descriptor {
-        load_id: load_id.to_owned(),
-        loaded_at: caudal_core::warehouse::format_timestamp(loaded_at),
-        rule_version: rules.version().to_owned(),
-        sqls,
-        objects,
-        failed,
-        staged: staged_counts,
-    })
-}
-
-fn staging_name(state: &State, table: Option<usize>) -> String {
-    match table {
-        Some(t) => state
-            .config
-            .rules
-            .tables()
-            .get(t)
-            .map(|t| t.name.to_string())
-            .unwrap_or_default(),
-        None => REJECTS_STAGING_NAME.to_owned(),
-    }
-}
-
-async fn upload_part(
-    state: &State,
-    staging_id: &str,
-    part: Part,
-    uploaded: &mut BTreeMap<Option<usize>, Vec<(String, usize)>>,
-    deadline: Instant,
-) -> Result<(), LoadError> {
-    let name = staging_name(state, part.table);
-    let key = caudal_core::keys::staging_part_key(&name, staging_id, part.number, ".gz").map_err(
-        |e| LoadError::Descriptor {
-            key: name.clone(),
-            reason: e.to_string(),
-        },
-    )?;
-    let len = part.bytes.len();
-    put(
-        state,
-        &key,
-        Bytes::from(part.bytes),
-        "application/gzip",
-        deadline,
-    )
-    .await?;
-    uploaded
-        .entry(part.table)
-        .or_default()
-        .push((format!("s3://{}/{key}", state.config.staging_bucket), len));
-    Ok(())
 }
 
 /// Submit the load's batch and follow it. A token whose statement already FAILED or was
