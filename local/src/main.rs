@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use caudal_local::report;
+use caudal_local::cli::report;
+use caudal_local::cli::traffic;
 use caudal_local::stack::{self, Stack, StackOptions};
-use caudal_local::traffic;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -76,7 +76,7 @@ struct UpArgs {
     /// Isolation level of the warehouse database: `snapshot` (Redshift's default) or
     /// `serializable`.
     #[arg(long, default_value = "snapshot", value_parser = parse_isolation)]
-    isolation: caudal_local::dataapi::Isolation,
+    isolation: caudal_local::emulators::dataapi::Isolation,
     /// Inject AWS's failures once the stack is up: comma-separated KEY=VALUE items, or `on`
     /// for the defaults (`on,kill=0.1` changes one). Rates are 0-1:
     /// `s3` (503 SlowDown/ServiceUnavailable, 500 after a write), `kinesis` (throttled calls,
@@ -90,15 +90,15 @@ struct UpArgs {
     /// Chaos runs the loader with 4 workers
     /// (LoaderConcurrency) unless --param says otherwise. See docs/LOCAL.md.
     #[arg(long, value_name = "SPEC", value_parser = parse_chaos)]
-    chaos: Option<caudal_local::chaos::ChaosConfig>,
+    chaos: Option<caudal_local::emulators::chaos::ChaosConfig>,
 }
 
-fn parse_chaos(s: &str) -> Result<caudal_local::chaos::ChaosConfig, String> {
-    caudal_local::chaos::ChaosConfig::parse(s).map_err(|e| e.to_string())
+fn parse_chaos(s: &str) -> Result<caudal_local::emulators::chaos::ChaosConfig, String> {
+    caudal_local::emulators::chaos::ChaosConfig::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_isolation(s: &str) -> Result<caudal_local::dataapi::Isolation, String> {
-    caudal_local::dataapi::Isolation::parse(s)
+fn parse_isolation(s: &str) -> Result<caudal_local::emulators::dataapi::Isolation, String> {
+    caudal_local::emulators::dataapi::Isolation::parse(s)
         .ok_or_else(|| format!("expected snapshot or serializable, got {s:?}"))
 }
 
@@ -154,6 +154,7 @@ async fn main() -> ExitCode {
     }
 }
 
+// Long on purpose: the `up` command's sequence (start, samples, report, wait), read top-down.
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let log = init_logging(&args.run_dir)?;
     let samples_dir = args

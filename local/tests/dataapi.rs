@@ -1,13 +1,12 @@
 //! The local Data API endpoint driven by the real `aws-sdk-redshiftdata` client, against a
 //! real PostgreSQL 15 and moto's S3. Every process started here is stopped by a Drop guard.
 //!
-//! Needs PostgreSQL 15 server binaries and `moto_server` (env `MOTO_SERVER`, else PATH, else
-//! the project venv).
+//! Needs PostgreSQL 15 server binaries and `moto_server` (env `MOTO_SERVER`, else PATH; started
+//! by [`testkit::Moto`]).
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -15,10 +14,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_redshiftdata::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
 use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
-use caudal_local::dataapi::{DataApiOptions, Isolation, serve};
-use caudal_local::postgres::{Postgres, free_port};
-use flate2::Compression as GzLevel;
-use flate2::write::GzEncoder;
+use caudal_core::codec::Codec;
+use caudal_local::emulators::dataapi::{DataApiOptions, Isolation, serve};
+use caudal_local::emulators::postgres::Postgres;
 
 // ---------- process guards ----------
 
@@ -44,62 +42,11 @@ impl Drop for TempDir {
     }
 }
 
-/// moto_server, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-fn moto_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(p);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.is_file())
-    });
-    on_path.unwrap_or_else(|| PathBuf::from("/root/.cache/caudal/venv-a/bin/moto_server"))
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = free_port().expect("free port");
-        let child = Command::new(moto_binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server (set MOTO_SERVER or put it on PATH)");
-        let mut moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto_server exited early: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// PostgreSQL and moto shared by the tests running at the same time; stopped when the last
 /// test holding them finishes (field order = drop order: postgres, moto, then the directory).
 struct Procs {
     pg: Postgres,
-    moto: Moto,
+    moto: testkit::Moto,
     _dir: TempDir,
 }
 
@@ -111,7 +58,8 @@ fn procs() -> Arc<Procs> {
     }
     let dir = TempDir::new("dataapi-pg");
     let pg = Postgres::start(&dir.0.join("data")).expect("start postgres");
-    let moto = Moto::start();
+    let moto =
+        testkit::Moto::start(None).expect("start moto_server (set MOTO_SERVER or put it on PATH)");
     let p = Arc::new(Procs {
         pg,
         moto,
@@ -153,7 +101,7 @@ async fn endpoint_with(opts: DataApiOptions) -> Endpoint {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(creds.clone())
-            .endpoint_url(format!("http://127.0.0.1:{}", procs.moto.port))
+            .endpoint_url(format!("http://127.0.0.1:{}", procs.moto.port()))
             .force_path_style(true)
             .build(),
     );
@@ -282,12 +230,6 @@ impl Endpoint {
             .expect("create_bucket");
         name
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), GzLevel::default());
-    enc.write_all(data).expect("gzip");
-    enc.finish().expect("gzip")
 }
 
 fn string(f: &Field) -> &str {
@@ -701,8 +643,18 @@ async fn copy_manifest_csv_gzip() {
     ))
     .await;
     let b = ep.bucket().await;
-    ep.put(&b, "staging/a.csv.gz", gzip(CSV1.as_bytes())).await;
-    ep.put(&b, "staging/b.csv.gz", gzip(CSV2.as_bytes())).await;
+    ep.put(
+        &b,
+        "staging/a.csv.gz",
+        Codec::default().compress(CSV1.as_bytes()).expect("gzip"),
+    )
+    .await;
+    ep.put(
+        &b,
+        "staging/b.csv.gz",
+        Codec::default().compress(CSV2.as_bytes()).expect("gzip"),
+    )
+    .await;
     let manifest = format!(
         r#"{{"entries":[{{"url":"s3://{b}/staging/a.csv.gz","mandatory":true}},
             {{"url":"s3://{b}/staging/b.csv.gz","mandatory":true}},
@@ -776,7 +728,12 @@ async fn copy_with_missing_mandatory_entry_fails() {
     ep.run_ok(&format!("CREATE TABLE {t} (id bigint, name varchar(10))"))
         .await;
     let b = ep.bucket().await;
-    ep.put(&b, "ok.csv.gz", gzip(b"1,a\n")).await;
+    ep.put(
+        &b,
+        "ok.csv.gz",
+        Codec::default().compress(b"1,a\n").expect("gzip"),
+    )
+    .await;
     let manifest = format!(
         r#"{{"entries":[{{"url":"s3://{b}/ok.csv.gz","mandatory":true}},{{"url":"s3://{b}/gone.csv.gz","mandatory":true}}]}}"#
     );
@@ -1050,8 +1007,12 @@ async fn loader_style_load_transaction() {
          \"e2\",\"raw/a\",3,{m},\"{{\"\"k\"\":\"\"v\"\"}}\",\"x\",2026-01-02,2026-11-25T19:55:19.500000Z\n"
     );
     let b = ep.bucket().await;
-    ep.put(&b, "staging/load-1/events.csv.gz", gzip(csv.as_bytes()))
-        .await;
+    ep.put(
+        &b,
+        "staging/load-1/events.csv.gz",
+        Codec::default().compress(csv.as_bytes()).expect("gzip"),
+    )
+    .await;
     ep.put(
         &b,
         "staging/load-1/events.manifest",
@@ -1306,7 +1267,7 @@ async fn key_constraints_are_not_enforced_and_indexes_do_not_exist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_statements_fail_or_stop_and_never_commit_a_part() {
-    use caudal_local::chaos::{Chaos, ChaosConfig, Fault};
+    use caudal_local::emulators::chaos::{Chaos, ChaosConfig, Fault};
     let chaos = Arc::new(Chaos::new(ChaosConfig {
         dataapi: 1.0,
         seed: 11,
@@ -1355,7 +1316,7 @@ async fn chaos_statements_fail_or_stop_and_never_commit_a_part() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_delays_keep_statements_submitted_and_started_longer() {
-    use caudal_local::chaos::{Chaos, ChaosConfig};
+    use caudal_local::emulators::chaos::{Chaos, ChaosConfig};
     let chaos = Arc::new(Chaos::new(ChaosConfig {
         delay: 1.0,
         delay_ms: (600, 600),

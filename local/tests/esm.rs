@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use caudal_local::esm::{KinesisMapping, SqsMapping};
-use caudal_local::lambda::{Handler, LocalFunction};
+use caudal_local::emulators::esm::{KinesisMapping, SqsMapping};
+use caudal_local::emulators::lambda::{Handler, LocalFunction};
 use caudal_local::shutdown;
-use caudal_local::template::{KinesisSource, OnFailure, SqsSource, StartingPosition};
+use caudal_local::stack::template::{KinesisSource, OnFailure, SqsSource, StartingPosition};
 use serde_json::{Value, json};
 
 struct Env {

@@ -13,7 +13,7 @@ async fn concurrent_kinesis_writes_through_the_proxy_lose_nothing() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let (trigger, shutdown) = caudal_local::shutdown::channel();
-    let server = tokio::spawn(caudal_local::motoproxy::serve(
+    let server = tokio::spawn(caudal_local::emulators::motoproxy::serve(
         listener,
         moto.endpoint(),
         shutdown.wait(),
@@ -72,11 +72,11 @@ async fn concurrent_kinesis_writes_through_the_proxy_lose_nothing() {
 async fn injected_faults_have_the_services_shapes_and_tell_the_truth() {
     use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
     use caudal_aws::clients::{self, ClientOptions};
-    use caudal_local::chaos::{Chaos, ChaosConfig, Fault};
+    use caudal_local::emulators::chaos::{Chaos, ChaosConfig, Fault};
 
     let moto = testkit::Moto::start(None).expect("moto_server must be installed");
     let (trigger, shutdown) = caudal_local::shutdown::channel();
-    let proxy = caudal_local::motoproxy::Proxy::new(moto.endpoint()).unwrap();
+    let proxy = caudal_local::emulators::motoproxy::Proxy::new(moto.endpoint()).unwrap();
     let chaos = Arc::new(Chaos::new(ChaosConfig {
         s3: 0.5,
         kinesis: 0.3,
@@ -85,7 +85,7 @@ async fn injected_faults_have_the_services_shapes_and_tell_the_truth() {
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(caudal_local::motoproxy::serve_proxy(
+    let server = tokio::spawn(caudal_local::emulators::motoproxy::serve_proxy(
         listener,
         proxy,
         Some(chaos.clone()),

@@ -1,5 +1,5 @@
 //! End-to-end under fault injection: the local stack with `--chaos on,dataapi=0.1,kill=0.05`
-//! (the defaults, `caudal_local::chaos::DEFAULT_SPEC`, with more Data API failures and kills:
+//! (the defaults, `caudal_local::emulators::chaos::DEFAULT_SPEC`, with more Data API failures and kills:
 //! S3 503s and 500s after writes, Kinesis and Firehose throttling per call and per record,
 //! Data API statements FAILED, stopped part way and rolled back, or delayed, 5 % of all
 //! invocations killed part way, every S3 notification delivered three times to a loader with
@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use caudal_local::chaos::{ChaosConfig, Fault};
-use caudal_local::dataapi::Isolation;
-use caudal_local::report;
+use caudal_local::cli::report;
+use caudal_local::emulators::chaos::{ChaosConfig, Fault};
+use caudal_local::emulators::dataapi::Isolation;
 use caudal_local::stack::{Stack, StackOptions};
-use common::{Expect, Item, db, item, rejects_by_id, repo, request, rows_by_id_and_table};
+use common::{Expect, Item, db, item, post, rejects_by_id, repo, request, rows_by_id_and_table};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -88,14 +88,7 @@ async fn send_until_done(
             tokio::time::sleep(Duration::from_millis(ceiling / 2 + jitter / 2)).await;
         }
         let r = request(&pending, form + attempt as usize, "caudal-chaos/1.0");
-        let mut req = client
-            .post(format!("{api}/v1/events"))
-            .header("content-type", r.content_type)
-            .header("user-agent", r.user_agent)
-            .body(r.body.clone());
-        if r.gzip {
-            req = req.header("content-encoding", "gzip");
-        }
+        let req = post(&client, &api, &r);
         let answer = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();

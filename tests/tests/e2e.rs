@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use caudal_local::report::{self, Counts};
+use caudal_local::cli::report::{self, Counts};
 use caudal_local::stack::{Stack, StackOptions};
 use common::{
-    Expect, Item, Request, db, event_tables_union, item, rejects_by_id, repo, request,
+    Expect, Item, Request, db, event_tables_union, item, post, rejects_by_id, repo, request,
     rows_by_id_and_table,
 };
 use serde_json::{Value, json};
@@ -58,21 +58,13 @@ async fn send_all(
     let sent = Arc::new(Mutex::new(Sent::default()));
     let gate = Arc::new(tokio::sync::Semaphore::new(4));
     let mut tasks = tokio::task::JoinSet::new();
-    for r in requests.iter().cloned() {
-        let (client, sent, gate, api) =
-            (client.clone(), sent.clone(), gate.clone(), api.to_owned());
+    for r in requests {
+        let req = post(&client, api, r);
+        let (sent, gate) = (sent.clone(), gate.clone());
         let sample_ids = sample_ids.clone();
         let samples = samples.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire().await.unwrap();
-            let mut req = client
-                .post(format!("{api}/v1/events"))
-                .header("content-type", r.content_type)
-                .header("user-agent", r.user_agent)
-                .body(r.body.clone());
-            if r.gzip {
-                req = req.header("content-encoding", "gzip");
-            }
             let resp = req.send().await.expect("request");
             let status = resp.status().as_u16();
             let receipt: Value = resp.json().await.expect("json receipt");

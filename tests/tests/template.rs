@@ -14,8 +14,10 @@
 //!   notification, the lake retry queue consumed by raw-writer with a DLQ behind it) are really in
 //!   the template.
 //!
-//! The YAML uses CloudFormation short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`): `serde_yaml_ng`
-//! keeps them as tagged values, which [`untag`] looks through where only the shape matters.
+//! The template is read the way the local stack reads it: `caudal_local::stack::template`'s
+//! [`Resolver`] (short tags, Globals, conditions, references resolved to local names) and the
+//! [`Model`] built from it. A reference to a resource is checked by comparing the resolved value
+//! with what `!Ref`/`!GetAtt` of that resource resolves to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -25,8 +27,10 @@ use aws_lambda_events::event::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRe
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::SqsEvent;
+use caudal_local::stack::LOCAL_PARAMETER_DEFAULTS;
+use caudal_local::stack::template::{self, Function, LocalNames, Model, Resolver};
 use regex::Regex;
-use serde_yaml_ng::Value;
+use serde_json::{Map, Value};
 
 /// Variables a function may read without the template setting them, with the reason. Lambda's
 /// own reserved variables (`AWS_*`, `_X_AMZN_*`, `LAMBDA_*`, `_HANDLER`) are always allowed.
@@ -57,155 +61,129 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// The value under any number of CloudFormation tags.
-fn untag(v: &Value) -> &Value {
-    match v {
-        Value::Tagged(t) => untag(&t.value),
-        other => other,
-    }
-}
-
-/// `v[key]` for a mapping with string keys, looking through tags.
-fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    match untag(v) {
-        Value::Mapping(m) => m.get(key),
-        _ => None,
-    }
-}
-
-fn get_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    get(v, key).and_then(|x| untag(x).as_str())
-}
-
-/// The tag name of a tagged value (`Ref`, `GetAtt`, ...), if any.
-fn tag_of(v: &Value) -> Option<String> {
-    match v {
-        Value::Tagged(t) => Some(t.tag.to_string().trim_start_matches('!').to_owned()),
-        _ => None,
-    }
-}
-
-/// Logical IDs referenced by `!Ref X`, `!GetAtt X.Attr` / `{Fn::GetAtt: [X, Attr]}`, `{Ref: X}`.
-fn referenced_id(v: &Value) -> Option<String> {
-    if let Some(tag) = tag_of(v) {
-        let inner = untag(v);
-        return match tag.as_str() {
-            "Ref" => inner.as_str().map(str::to_owned),
-            "GetAtt" => match inner {
-                Value::String(s) => s.split('.').next().map(str::to_owned),
-                Value::Sequence(seq) => seq.first().and_then(Value::as_str).map(str::to_owned),
-                _ => None,
-            },
-            _ => None,
-        };
-    }
-    if let Some(r) = get_str(v, "Ref") {
-        return Some(r.to_owned());
-    }
-    match get(v, "Fn::GetAtt").map(untag) {
-        Some(Value::Sequence(seq)) => seq.first().and_then(Value::as_str).map(str::to_owned),
-        Some(Value::String(s)) => s.split('.').next().map(str::to_owned),
-        _ => None,
-    }
-}
-
+/// `template.yaml` as the local stack reads it, with the parameter values it uses.
 struct Template {
-    doc: Value,
+    resolver: Resolver,
+    model: Model,
 }
 
 impl Template {
     fn load() -> Self {
-        let path = repo_root().join("template.yaml");
-        let doc: Value = serde_yaml_ng::from_str(&read(&path))
-            .unwrap_or_else(|e| panic!("template.yaml is not valid YAML: {e}"));
-        Self { doc }
-    }
-
-    fn resources(&self) -> BTreeMap<String, &Value> {
-        match get(&self.doc, "Resources").map(untag) {
-            Some(Value::Mapping(m)) => m
-                .iter()
-                .filter_map(|(k, v)| k.as_str().map(|k| (k.to_owned(), v)))
-                .collect(),
-            _ => panic!("template.yaml has no Resources mapping"),
-        }
-    }
-
-    fn resource(&self, id: &str) -> &Value {
-        self.resources()
-            .get(id)
-            .copied()
-            .unwrap_or_else(|| panic!("template.yaml has no resource {id}"))
-    }
-
-    fn properties<'a>(&'a self, id: &str) -> &'a Value {
-        get(self.resource(id), "Properties")
-            .unwrap_or_else(|| panic!("resource {id} has no Properties"))
+        let text = read(&repo_root().join("template.yaml"));
+        let declared = template::declared_parameters(&text)
+            .unwrap_or_else(|e| panic!("template.yaml is not valid: {e}"));
+        let overrides: Vec<(String, String)> = LOCAL_PARAMETER_DEFAULTS
+            .iter()
+            .filter(|(k, _)| declared.iter().any(|d| d == k))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let names = LocalNames::local("http://127.0.0.1:4566");
+        let resolver = Resolver::new(&text, &overrides, &names)
+            .unwrap_or_else(|e| panic!("template.yaml does not resolve: {e}"));
+        let model = resolver
+            .model()
+            .unwrap_or_else(|e| panic!("template.yaml does not build a model: {e}"));
+        Self { resolver, model }
     }
 
     fn type_of(&self, id: &str) -> &str {
-        get_str(self.resource(id), "Type").unwrap_or_else(|| panic!("resource {id} has no Type"))
+        self.resolver
+            .resource_type(id)
+            .unwrap_or_else(|| panic!("template.yaml has no resource {id}"))
+    }
+
+    /// The resource's properties, resolved (SAM functions with `Globals.Function` merged in).
+    fn properties(&self, id: &str) -> Map<String, Value> {
+        self.type_of(id);
+        self.resolver
+            .properties(id)
+            .unwrap_or_else(|e| panic!("resource {id}: {e}"))
+    }
+
+    fn function(&self, id: &str) -> &Function {
+        self.model
+            .function(id)
+            .unwrap_or_else(|| panic!("{id} is not a function of the local model"))
+    }
+
+    /// What `!Ref id` resolves to.
+    fn reference(&self, id: &str) -> String {
+        self.resolver
+            .resolve_ref(id)
+            .unwrap_or_else(|e| panic!("Ref {id}: {e}"))
+    }
+
+    /// What `!GetAtt id.Arn` resolves to.
+    fn arn(&self, id: &str) -> String {
+        self.resolver
+            .resolve_get_att(id, "Arn")
+            .unwrap_or_else(|e| panic!("GetAtt {id}.Arn: {e}"))
+    }
+
+    /// Whether a resolved value is a reference to resource `id` (`!Ref` or `!GetAtt id.Arn`).
+    fn names(&self, v: Option<&Value>, id: &str) -> bool {
+        v.and_then(Value::as_str)
+            .is_some_and(|s| s == self.reference(id) || s == self.arn(id))
     }
 
     /// `(logical id, binary/package name)` of every SAM function.
     fn functions(&self) -> Vec<(String, String)> {
-        self.resources()
-            .into_iter()
-            .filter(|(_, r)| get_str(r, "Type") == Some("AWS::Serverless::Function"))
-            .map(|(id, r)| {
-                let binary = get(r, "Metadata")
-                    .and_then(|m| get(m, "BuildProperties"))
-                    .and_then(|b| get_str(b, "Binary"))
-                    .unwrap_or_else(|| panic!("{id}: Metadata.BuildProperties.Binary is missing"));
-                (id, binary.to_owned())
+        self.resolver
+            .resource_ids()
+            .filter(|id| self.resolver.resource_type(id) == Some("AWS::Serverless::Function"))
+            .map(|id| {
+                let binary =
+                    self.function(id).binary.clone().unwrap_or_else(|| {
+                        panic!("{id}: Metadata.BuildProperties.Binary is missing")
+                    });
+                (id.to_owned(), binary)
             })
             .collect()
     }
 
     /// Names of the environment variables set for a function: Globals plus its own.
     fn env_vars(&self, function_id: &str) -> BTreeSet<String> {
-        let globals = get(&self.doc, "Globals")
-            .and_then(|g| get(g, "Function"))
-            .and_then(|f| get(f, "Environment"))
-            .and_then(|e| get(e, "Variables"));
-        let own =
-            get(self.properties(function_id), "Environment").and_then(|e| get(e, "Variables"));
-        [globals, own]
-            .into_iter()
-            .flatten()
-            .filter_map(|vars| match untag(vars) {
-                Value::Mapping(m) => Some(m),
-                _ => None,
-            })
-            .flat_map(|m| m.keys().filter_map(Value::as_str).map(str::to_owned))
+        self.function(function_id)
+            .environment
+            .keys()
+            .cloned()
             .collect()
     }
 
     /// Event source types (`Kinesis`, `SQS`, ...) of a function's `Events`, plus `HttpApi` when an
-    /// `AWS::ApiGatewayV2::Integration` targets it.
+    /// HTTP API route is integrated with it.
     fn event_kinds(&self, function_id: &str) -> BTreeSet<String> {
-        let mut kinds: BTreeSet<String> =
-            match get(self.properties(function_id), "Events").map(untag) {
-                Some(Value::Mapping(m)) => m
-                    .values()
-                    .filter_map(|e| get_str(e, "Type"))
-                    .map(str::to_owned)
-                    .collect(),
-                _ => BTreeSet::new(),
-            };
-        for (_, r) in self.resources() {
-            if get_str(r, "Type") == Some("AWS::ApiGatewayV2::Integration")
-                && get(r, "Properties")
-                    .and_then(|p| get(p, "IntegrationUri"))
-                    .and_then(referenced_id)
-                    .as_deref()
-                    == Some(function_id)
-            {
-                kinds.insert("HttpApi".to_owned());
-            }
+        let mut kinds: BTreeSet<String> = events(&self.properties(function_id))
+            .filter_map(|e| e.get("Type").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        if self.model.routes.iter().any(|r| r.function == function_id) {
+            kinds.insert("HttpApi".to_owned());
         }
         kinds
     }
+}
+
+/// The entries of a function's (resolved) `Events`.
+fn events(properties: &Map<String, Value>) -> impl Iterator<Item = &Value> {
+    properties
+        .get("Events")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.values())
+}
+
+/// The `Properties` of the function's first event source of type `kind`.
+fn event_source<'a>(properties: &'a Map<String, Value>, kind: &str) -> Option<&'a Value> {
+    events(properties)
+        .find(|e| e.get("Type").and_then(Value::as_str) == Some(kind))
+        .and_then(|e| e.get("Properties"))
+}
+
+/// Whether a resolved list holds the string `item`.
+fn lists(v: Option<&Value>, item: &str) -> bool {
+    v.and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(|x| x.as_str() == Some(item)))
 }
 
 /// All `.rs` files under `dir`, skipping build output and VCS directories.
@@ -326,32 +304,39 @@ fn template_declares_the_contract_resources() {
         assert_eq!(t.type_of(id), ty, "resource {id}");
     }
 
-    let globals = get(&t.doc, "Globals")
-        .and_then(|g| get(g, "Function"))
+    let globals = t
+        .resolver
+        .function_globals()
+        .unwrap_or_else(|e| panic!("Globals.Function: {e}"))
         .expect("Globals.Function");
-    assert_eq!(get_str(globals, "Runtime"), Some("provided.al2023"));
-    assert_eq!(get_str(globals, "Handler"), Some("bootstrap"));
-    assert_eq!(get_str(globals, "Tracing"), Some("Active"));
-    let arch = get(globals, "Architectures")
-        .and_then(|a| untag(a).as_sequence())
+    let global = |key: &str| globals.get(key).and_then(Value::as_str);
+    assert_eq!(global("Runtime"), Some("provided.al2023"));
+    assert_eq!(global("Handler"), Some("bootstrap"));
+    assert_eq!(global("Tracing"), Some("Active"));
+    let arch = globals
+        .get("Architectures")
+        .and_then(Value::as_array)
         .expect("Architectures");
     assert_eq!(
         arch.iter().filter_map(Value::as_str).collect::<Vec<_>>(),
         ["arm64"]
     );
     assert_eq!(
-        get(globals, "LoggingConfig").and_then(|l| get_str(l, "LogFormat")),
+        globals
+            .pointer("/LoggingConfig/LogFormat")
+            .and_then(Value::as_str),
         Some("JSON")
     );
 
     // API routes the ingest function serves.
     let routes: BTreeSet<String> = t
-        .resources()
-        .into_iter()
-        .filter(|(_, r)| get_str(r, "Type") == Some("AWS::ApiGatewayV2::Route"))
-        .filter_map(|(_, r)| {
-            get(r, "Properties")
-                .and_then(|p| get_str(p, "RouteKey"))
+        .resolver
+        .resource_ids()
+        .filter(|id| t.resolver.resource_type(id) == Some("AWS::ApiGatewayV2::Route"))
+        .filter_map(|id| {
+            t.properties(id)
+                .get("RouteKey")
+                .and_then(Value::as_str)
                 .map(str::to_owned)
         })
         .collect();
@@ -364,17 +349,12 @@ fn failure_semantics_are_bounded() {
     let t = Template::load();
 
     // Kinesis -> raw-writer: never the retry-forever defaults (AWS-LIMITS.md).
-    let events =
-        get(t.properties("RawWriterFunction"), "Events").expect("RawWriterFunction.Events");
-    let kinesis = match untag(events) {
-        Value::Mapping(m) => m.values().find(|e| get_str(e, "Type") == Some("Kinesis")),
-        _ => None,
-    }
-    .and_then(|e| get(e, "Properties"))
-    .expect("raw-writer has a Kinesis event source");
-    assert_eq!(
-        get(kinesis, "Stream").and_then(referenced_id).as_deref(),
-        Some("EventStream")
+    let raw_writer = t.properties("RawWriterFunction");
+    let kinesis =
+        event_source(&raw_writer, "Kinesis").expect("raw-writer has a Kinesis event source");
+    assert!(
+        t.names(kinesis.get("Stream"), "EventStream"),
+        "raw-writer reads EventStream"
     );
     for key in [
         "MaximumRetryAttempts",
@@ -382,109 +362,99 @@ fn failure_semantics_are_bounded() {
         "BatchSize",
         "ParallelizationFactor",
     ] {
-        let v = get(kinesis, key).unwrap_or_else(|| panic!("Kinesis source sets {key}"));
-        assert_ne!(untag(v).as_i64(), Some(-1), "{key} must be bounded");
+        let v = kinesis
+            .get(key)
+            .unwrap_or_else(|| panic!("Kinesis source sets {key}"));
+        assert_ne!(v.as_i64(), Some(-1), "{key} must be bounded");
     }
-    assert_eq!(
-        get(kinesis, "BisectBatchOnFunctionError").and_then(|v| untag(v).as_bool()),
-        Some(true)
-    );
-    let types = get(kinesis, "FunctionResponseTypes")
-        .and_then(|v| untag(v).as_sequence())
-        .expect("FunctionResponseTypes");
-    assert!(
-        types
-            .iter()
-            .any(|v| v.as_str() == Some("ReportBatchItemFailures"))
-    );
-    let on_failure = get(kinesis, "DestinationConfig")
-        .and_then(|d| get(d, "OnFailure"))
-        .and_then(|o| get(o, "Destination"))
-        .and_then(referenced_id);
-    assert_eq!(on_failure.as_deref(), Some("RawWriterFailureQueue"));
+    let source = t
+        .function("RawWriterFunction")
+        .kinesis
+        .first()
+        .expect("raw-writer has a Kinesis event source");
+    assert!(source.bisect_on_error, "BisectBatchOnFunctionError");
+    assert!(source.report_batch_item_failures, "ReportBatchItemFailures");
+    let on_failure = source.on_failure.as_ref().map(|o| o.arn.clone());
+    assert_eq!(on_failure, Some(t.arn("RawWriterFailureQueue")));
 
     // The loader queue redrives to its DLQ after a bounded number of receives.
-    let redrive =
-        get(t.properties("LoaderQueue"), "RedrivePolicy").expect("LoaderQueue.RedrivePolicy");
-    assert_eq!(
-        get(redrive, "deadLetterTargetArn")
-            .and_then(referenced_id)
-            .as_deref(),
-        Some("LoaderDeadLetterQueue")
+    let redrive = t
+        .model
+        .queue("LoaderQueue")
+        .and_then(|q| q.redrive.as_ref())
+        .expect("LoaderQueue.RedrivePolicy");
+    assert_eq!(redrive.dead_letter_arn, t.arn("LoaderDeadLetterQueue"));
+    assert!(
+        t.properties("LoaderQueue")
+            .get("RedrivePolicy")
+            .and_then(|r| r.get("maxReceiveCount"))
+            .is_some()
     );
-    assert!(get(redrive, "maxReceiveCount").is_some());
 
     // raw/ object-created notifications go to the loader queue, and only raw/ (no recursion).
-    let queues = get(t.properties("RawBucket"), "NotificationConfiguration")
-        .and_then(|n| get(n, "QueueConfigurations"))
-        .and_then(|q| untag(q).as_sequence())
-        .expect("RawBucket notifies a queue");
+    let queues = &t
+        .model
+        .bucket("RawBucket")
+        .expect("RawBucket")
+        .queue_notifications;
+    assert!(!queues.is_empty(), "RawBucket notifies a queue");
     let to_loader = queues
         .iter()
-        .find(|q| get(q, "Queue").and_then(referenced_id).as_deref() == Some("LoaderQueue"))
+        .find(|q| q.queue_arn == t.arn("LoaderQueue"))
         .expect("RawBucket notifies LoaderQueue");
-    assert_eq!(get_str(to_loader, "Event"), Some("s3:ObjectCreated:*"));
-    let rules = get(to_loader, "Filter")
-        .and_then(|f| get(f, "S3Key"))
-        .and_then(|k| get(k, "Rules"))
-        .and_then(|r| untag(r).as_sequence())
-        .expect("notification has a key filter");
-    assert!(
-        rules
-            .iter()
-            .any(|r| get_str(r, "Name") == Some("prefix") && get_str(r, "Value") == Some("raw/")),
+    assert_eq!(to_loader.event, "s3:ObjectCreated:*");
+    assert_eq!(
+        to_loader.prefix.as_deref(),
+        Some("raw/"),
         "notification filter must be prefix raw/"
     );
 
     // Lines Firehose did not take: raw-writer defers them to LakeRetryQueue and consumes it
     // itself, with partial batch responses; failed messages end in LakeRetryDLQ.
     assert_eq!(
-        get(t.properties("RawWriterFunction"), "Environment")
-            .and_then(|e| get(e, "Variables"))
-            .and_then(|v| get(v, "LAKE_RETRY_QUEUE_URL"))
-            .and_then(referenced_id)
-            .as_deref(),
-        Some("LakeRetryQueue")
+        t.function("RawWriterFunction")
+            .environment
+            .get("LAKE_RETRY_QUEUE_URL"),
+        Some(&t.reference("LakeRetryQueue"))
     );
-    let retry = match untag(events) {
-        Value::Mapping(m) => m.values().find(|e| get_str(e, "Type") == Some("SQS")),
-        _ => None,
-    }
-    .and_then(|e| get(e, "Properties"))
-    .expect("raw-writer has an SQS event source (the lake retry queue)");
-    assert_eq!(
-        get(retry, "Queue").and_then(referenced_id).as_deref(),
-        Some("LakeRetryQueue")
+    let retry = event_source(&raw_writer, "SQS")
+        .expect("raw-writer has an SQS event source (the lake retry queue)");
+    assert!(
+        t.names(retry.get("Queue"), "LakeRetryQueue"),
+        "raw-writer consumes LakeRetryQueue"
     );
     assert!(
-        get(retry, "FunctionResponseTypes")
-            .and_then(|v| untag(v).as_sequence())
-            .is_some_and(|t| t
-                .iter()
-                .any(|v| v.as_str() == Some("ReportBatchItemFailures"))),
+        lists(
+            retry.get("FunctionResponseTypes"),
+            "ReportBatchItemFailures"
+        ),
         "lake retries report failed messages one by one"
     );
     assert!(
-        get(retry, "ScalingConfig")
-            .and_then(|c| get(c, "MaximumConcurrency"))
-            .is_some(),
+        retry.pointer("/ScalingConfig/MaximumConcurrency").is_some(),
         "lake retries are capped so a backlog cannot flood a recovering Firehose"
     );
     let queue = t.properties("LakeRetryQueue");
-    let redrive = get(queue, "RedrivePolicy").expect("LakeRetryQueue.RedrivePolicy");
-    assert_eq!(
-        get(redrive, "deadLetterTargetArn")
-            .and_then(referenced_id)
-            .as_deref(),
-        Some("LakeRetryDLQ")
+    let redrive = t
+        .model
+        .queue("LakeRetryQueue")
+        .and_then(|q| q.redrive.as_ref())
+        .expect("LakeRetryQueue.RedrivePolicy");
+    assert_eq!(redrive.dead_letter_arn, t.arn("LakeRetryDLQ"));
+    assert!(
+        queue
+            .get("RedrivePolicy")
+            .and_then(|r| r.get("maxReceiveCount"))
+            .is_some()
     );
-    assert!(get(redrive, "maxReceiveCount").is_some());
     // Lambda refuses an SQS source whose visibility timeout is below the function's timeout.
-    let visibility = get(queue, "VisibilityTimeout")
-        .and_then(|v| untag(v).as_u64())
+    let visibility = queue
+        .get("VisibilityTimeout")
+        .and_then(Value::as_u64)
         .expect("LakeRetryQueue.VisibilityTimeout is a number");
-    let timeout = get(t.properties("RawWriterFunction"), "Timeout")
-        .and_then(|v| untag(v).as_u64())
+    let timeout = raw_writer
+        .get("Timeout")
+        .and_then(Value::as_u64)
         .expect("RawWriterFunction.Timeout is a number");
     assert!(
         visibility >= timeout,
@@ -494,54 +464,44 @@ fn failure_semantics_are_bounded() {
     // The loader takes partial batch responses and is capped.
     let loader = t.properties("RulesLoaderFunction");
     assert!(
-        get(loader, "ReservedConcurrentExecutions").is_some(),
+        loader.get("ReservedConcurrentExecutions").is_some(),
         "loader concurrency is capped"
     );
-    let sqs = match get(loader, "Events").map(untag) {
-        Some(Value::Mapping(m)) => m.values().find(|e| get_str(e, "Type") == Some("SQS")),
-        _ => None,
-    }
-    .and_then(|e| get(e, "Properties"))
-    .expect("rules-loader has an SQS event source");
-    assert_eq!(
-        get(sqs, "Queue").and_then(referenced_id).as_deref(),
-        Some("LoaderQueue")
-    );
-    let types = get(sqs, "FunctionResponseTypes")
-        .and_then(|v| untag(v).as_sequence())
-        .expect("FunctionResponseTypes");
+    let sqs = event_source(&loader, "SQS").expect("rules-loader has an SQS event source");
     assert!(
-        types
-            .iter()
-            .any(|v| v.as_str() == Some("ReportBatchItemFailures"))
+        t.names(sqs.get("Queue"), "LoaderQueue"),
+        "rules-loader consumes LoaderQueue"
     );
+    assert!(lists(
+        sqs.get("FunctionResponseTypes"),
+        "ReportBatchItemFailures"
+    ));
     // Messages the loader could not try are postponed: sent again to its own queue, which it
     // may do (and encrypt for), and watched by an alarm on their age.
     assert_eq!(
-        get(loader, "Environment")
-            .and_then(|e| get(e, "Variables"))
-            .and_then(|v| get(v, "LOADER_QUEUE_URL"))
-            .and_then(referenced_id)
-            .as_deref(),
-        Some("LoaderQueue")
+        t.function("RulesLoaderFunction")
+            .environment
+            .get("LOADER_QUEUE_URL"),
+        Some(&t.reference("LoaderQueue"))
     );
-    let statements = get(t.properties("RulesLoaderRole"), "Policies")
-        .and_then(|p| untag(p).as_sequence())
+    let role = t.properties("RulesLoaderRole");
+    let statements = role
+        .get("Policies")
+        .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|p| get(p, "PolicyDocument").and_then(|d| get(d, "Statement")))
-        .filter_map(|s| untag(s).as_sequence())
+        .filter_map(|p| p.pointer("/PolicyDocument/Statement"))
+        .filter_map(Value::as_array)
         .flatten()
         .collect::<Vec<_>>();
     let allows = |action: &str, resource: &str| {
         statements.iter().any(|s| {
-            let actions = get(s, "Action").map(untag);
-            let has_action = match actions {
+            let has_action = match s.get("Action") {
                 Some(Value::String(a)) => a == action,
-                Some(Value::Sequence(list)) => list.iter().any(|a| a.as_str() == Some(action)),
+                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(action)),
                 _ => false,
             };
-            has_action && get(s, "Resource").and_then(referenced_id).as_deref() == Some(resource)
+            has_action && t.names(s.get("Resource"), resource)
         })
     };
     assert!(
@@ -553,7 +513,10 @@ fn failure_semantics_are_bounded() {
         "sending to the encrypted loader queue needs GenerateDataKey"
     );
     let alarm = t.properties("LoaderPostponedAlarm");
-    assert_eq!(get_str(alarm, "MetricName"), Some("PostponedAgeSeconds"));
+    assert_eq!(
+        alarm.get("MetricName").and_then(Value::as_str),
+        Some("PostponedAgeSeconds")
+    );
 }
 
 #[test]
@@ -564,15 +527,18 @@ fn every_function_is_a_workspace_crate() {
     let functions = t.functions();
     assert!(!functions.is_empty(), "template.yaml declares no functions");
     for (id, binary) in functions {
-        let r = t.resource(&id);
-        let build_method = get(r, "Metadata").and_then(|m| get_str(m, "BuildMethod"));
+        let build_method = t
+            .resolver
+            .metadata(&id)
+            .and_then(|m| m.get("BuildMethod"))
+            .and_then(Value::as_str);
         assert_eq!(
             build_method,
             Some("rust-cargolambda"),
             "{id}: Metadata.BuildMethod"
         );
         assert_eq!(
-            get_str(t.properties(&id), "CodeUri"),
+            t.properties(&id).get("CodeUri").and_then(Value::as_str),
             Some("."),
             "{id}: CodeUri is the workspace root"
         );
@@ -697,8 +663,7 @@ fn event_kinds_of(kinds: &BTreeSet<String>) -> BTreeSet<EventKind> {
 /// The kind of event an event file holds: a `Records` array names its source, an HTTP request
 /// does not have one.
 fn file_event_kind(name: &str, text: &str) -> EventKind {
-    let raw: serde_json::Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+    let raw: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
     match raw
         .pointer("/Records/0/eventSource")
         .and_then(|s| s.as_str())
@@ -714,8 +679,7 @@ fn file_event_kind(name: &str, text: &str) -> EventKind {
 }
 
 fn check_http(name: &str, text: &str) {
-    let raw: serde_json::Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+    let raw: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
     if raw.get("version").and_then(|v| v.as_str()) == Some("2.0") {
         let req: ApiGatewayV2httpRequest = serde_json::from_str(text)
             .unwrap_or_else(|e| panic!("{name}: not an API Gateway v2 request: {e}"));
@@ -751,7 +715,7 @@ fn check_kinesis(name: &str, text: &str) {
             serde_json::from_str::<KinesisEvent>(text).is_err(),
             "{name} is listed as deliberately malformed but parses as a KinesisEvent"
         );
-        let raw: serde_json::Value =
+        let raw: Value =
             serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
         let records = raw["Records"].as_array().map(Vec::len).unwrap_or(0);
         assert!(records > 0, "{name}: no Records");
@@ -795,8 +759,7 @@ fn check_s3(name: &str, event: &S3Event) {
 }
 
 fn check_sqs_or_s3(name: &str, binary: &str, text: &str) {
-    let raw: serde_json::Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+    let raw: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
     let source = raw
         .pointer("/Records/0/eventSource")
         .and_then(|s| s.as_str())
@@ -815,7 +778,7 @@ fn check_sqs_or_s3(name: &str, binary: &str, text: &str) {
                     .body
                     .as_deref()
                     .unwrap_or_else(|| panic!("{name}: message {i} has no body"));
-                let inner: serde_json::Value = serde_json::from_str(body)
+                let inner: Value = serde_json::from_str(body)
                     .unwrap_or_else(|e| panic!("{name}: message {i} body is not JSON: {e}"));
                 // S3 sends one s3:TestEvent when a notification is configured; loaders must skip it.
                 if inner.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
@@ -980,28 +943,6 @@ fn env_var_scanner_finds_config_reads_and_ignores_other_literals() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(found, expected);
-}
-
-#[test]
-fn tags_are_looked_through() {
-    let doc: Value = serde_yaml_ng::from_str(
-        "a: !Ref Thing\nb: !GetAtt Queue.Arn\nc: {Fn::GetAtt: [Q2, Arn]}\nd: !Sub x",
-    )
-    .expect("yaml");
-    assert_eq!(
-        get(&doc, "a").and_then(referenced_id).as_deref(),
-        Some("Thing")
-    );
-    assert_eq!(
-        get(&doc, "b").and_then(referenced_id).as_deref(),
-        Some("Queue")
-    );
-    assert_eq!(
-        get(&doc, "c").and_then(referenced_id).as_deref(),
-        Some("Q2")
-    );
-    assert_eq!(get(&doc, "d").and_then(referenced_id), None);
-    assert_eq!(get_str(&doc, "d"), Some("x"));
 }
 
 /// Just enough of a Cargo.toml reader for package and bin names (no toml crate in the workspace).

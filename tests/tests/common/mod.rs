@@ -2,10 +2,10 @@
 //! look-ups by event id.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use caudal_local::report;
+use caudal_core::codec::Codec;
+use caudal_local::cli::report;
 use caudal_local::stack::Stack;
 use serde_json::json;
 
@@ -123,11 +123,18 @@ pub struct Request {
     pub ids: Vec<String>,
 }
 
-/// Gzip `data`.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
+/// `POST {api}/v1/events` carrying `r`, headers as a client sends them.
+pub fn post(client: &reqwest::Client, api: &str, r: &Request) -> reqwest::RequestBuilder {
+    let req = client
+        .post(format!("{api}/v1/events"))
+        .header("content-type", r.content_type)
+        .header("user-agent", r.user_agent)
+        .body(r.body.clone());
+    if r.gzip {
+        req.header("content-encoding", "gzip")
+    } else {
+        req
+    }
 }
 
 /// The request carrying `items`; `n` picks the form (NDJSON or array, plain or gzip, in turn).
@@ -152,7 +159,7 @@ pub fn request(items: &[Item], n: usize, user_agent: &'static str) -> Request {
     let gz = (n / 2) % 2 == 1;
     Request {
         body: if gz {
-            gzip(text.as_bytes())
+            Codec::default().compress(text.as_bytes()).unwrap()
         } else {
             text.into_bytes()
         },

@@ -1,0 +1,559 @@
+//! The whole local stack: start, run, stop.
+//!
+//! [`Stack::start`] brings up, in order: moto (S3, Kinesis, Firehose, SQS) and PostgreSQL 15,
+//! each on a free loopback port; the Redshift Data API endpoint on PostgreSQL; the template's
+//! resources in moto; the template's functions in process (the loader migrates the warehouse
+//! on the way); the HTTP API; and one event source poller per Kinesis/SQS event source.
+//! [`Stack::stop`] stops them in reverse and waits for every child process to exit; dropping a
+//! [`Stack`] without calling `stop` still kills moto and stops PostgreSQL (Drop guards), and a
+//! stack killed with SIGKILL is cleaned up by the next `up` or `reset` from the process ids it
+//! wrote to `<run-dir>/stack.json`.
+//!
+//! State lives in the run directory (default `.local/`): `pg/` (the warehouse's data),
+//! `logs/` (moto's and the stack's logs) and `stack.json` (endpoints and process ids of the
+//! running stack). The emulated AWS services keep their state in memory, and moto numbers each
+//! shard's records from 1 again, so a warehouse kept from an earlier run would hold ledger
+//! entries for raw keys the new run will reuse — and the loader would skip those objects as
+//! already loaded. Every `up` therefore starts with an empty warehouse.
+//!
+//! Submodules: [`template`] (the template's model), [`resources`] (that model's resources
+//! created in moto), [`functions`] (a template function's binary → its in-process handler),
+//! and `start` ([`Stack::start`], one named step per thing it brings up).
+
+pub mod functions;
+pub mod resources;
+mod start;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::emulators::chaos::{Chaos, ChaosConfig};
+use crate::emulators::esm::{KinesisMapping, SqsMapping};
+use crate::emulators::http::Api;
+use crate::emulators::lambda::LocalFunction;
+use crate::emulators::notify::Relay;
+use crate::emulators::postgres::{Postgres, PostgresError};
+use crate::shutdown::Trigger;
+use crate::stack::functions::FunctionError;
+use crate::stack::resources::ResourceError;
+use crate::stack::template::{Model, TemplateError};
+
+/// Parameter values the local stack uses unless the user overrides them (each applies only
+/// when the template declares the parameter):
+/// - `AuthMode=NONE`: the local endpoint has no authorizer, and saying so keeps the functions'
+///   view (no principal) honest;
+/// - `RedshiftWorkgroup=caudal-local`: the template requires exactly one Redshift target and
+///   the local Data API accepts any name;
+/// - batching windows of 1 s, so sample traffic is queryable in seconds rather than the
+///   production windows (tens of seconds) — the batching logic itself is unchanged.
+pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 4] = [
+    ("AuthMode", "NONE"),
+    ("RedshiftWorkgroup", "caudal-local"),
+    ("RawWriterBatchWindowSeconds", "1"),
+    ("LoaderBatchWindowSeconds", "1"),
+];
+
+/// Parameter values a chaos run uses unless the user overrides them: the loader runs with 4
+/// concurrent workers, so duplicate notifications meet concurrent loads.
+pub const CHAOS_PARAMETER_DEFAULTS: [(&str, &str); 1] = [("LoaderConcurrency", "4")];
+
+/// How to start the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Run directory (created if missing).
+    pub run_dir: PathBuf,
+    /// The SAM template.
+    pub template: PathBuf,
+    /// A rules file to load with (sets the template's `RulesFile` parameter when it has one);
+    /// `None` = the rules compiled into the functions.
+    pub rules: Option<PathBuf>,
+    /// Port of the HTTP API; `None` = a free one.
+    pub api_port: Option<u16>,
+    /// Template parameter overrides (`NAME=VALUE`), applied after [`LOCAL_PARAMETER_DEFAULTS`].
+    pub parameters: Vec<(String, String)>,
+    /// Isolation level of the local workgroup's database (Redshift's default: SNAPSHOT).
+    pub isolation: crate::emulators::dataapi::Isolation,
+    /// Faults to inject once the stack has started ([`crate::emulators::chaos`]); `None` = none.
+    pub chaos: Option<ChaosConfig>,
+}
+
+impl StackOptions {
+    /// Defaults for a repository root: `.local/`, `template.yaml`, `rules/rules.yaml` when present.
+    pub fn for_repo(root: &Path) -> StackOptions {
+        let rules = root.join("rules/rules.yaml");
+        StackOptions {
+            run_dir: root.join(".local"),
+            template: root.join("template.yaml"),
+            rules: rules.is_file().then_some(rules),
+            api_port: None,
+            parameters: Vec::new(),
+            isolation: crate::emulators::dataapi::Isolation::default(),
+            chaos: None,
+        }
+    }
+}
+
+/// Why the stack could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The template is wrong or uses something the local stack cannot resolve.
+    #[error("template: {0}")]
+    Template(#[from] TemplateError),
+    /// moto could not be started.
+    #[error("moto: {0}")]
+    Moto(#[from] testkit::StartError),
+    /// PostgreSQL could not be started or stopped.
+    #[error("postgres: {0}")]
+    Postgres(#[from] PostgresError),
+    /// A resource could not be created in moto.
+    #[error("resources: {0}")]
+    Resource(#[from] ResourceError),
+    /// A function could not be set up.
+    #[error("functions: {0}")]
+    Function(#[from] FunctionError),
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The template wires something the local stack cannot (e.g. an event source on a queue
+    /// the template does not declare).
+    #[error("wiring: {0}")]
+    Wiring(String),
+    /// Waiting for the pipeline to settle took too long.
+    #[error("not settled after {0:?}: {1}")]
+    Timeout(Duration, String),
+}
+
+impl StackError {
+    /// Worth starting again without changes? Only for transient moto/port problems.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StackError::Postgres(e) => e.is_retryable(),
+            StackError::Resource(e) => e.is_retryable(),
+            StackError::Moto(testkit::StartError::NotReady(..)) | StackError::Timeout(..) => true,
+            _ => false,
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
+    let what = what.into();
+    move |source| StackError::Io { what, source }
+}
+
+/// AWS clients pointing at the stack's emulators, for the stack itself (resource set-up, event
+/// source pollers, notification relays, the Data API's COPY reads) and for callers (reports,
+/// tests).
+///
+/// These stand in for AWS's side of the pipeline or for a user, not for caudal's functions, so
+/// they keep the SDK's default retries; the functions' clients come from
+/// [`caudal_aws::clients`] through [`functions::Clients`].
+#[derive(Debug, Clone)]
+pub struct StackClients {
+    /// The SDK configuration (moto endpoint, test credentials, us-east-1).
+    pub sdk: aws_config::SdkConfig,
+    /// S3 (path style).
+    pub s3: aws_sdk_s3::Client,
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+    /// Kinesis.
+    pub kinesis: aws_sdk_kinesis::Client,
+    /// Redshift Data API (the local endpoint).
+    pub redshift_data: aws_sdk_redshiftdata::Client,
+}
+
+impl StackClients {
+    /// Clients for moto (`sdk`) and the local Data API (`data_api`).
+    fn new(sdk: &aws_config::SdkConfig, data_api: &aws_config::SdkConfig) -> Self {
+        // Path-style: `127.0.0.1` has no bucket subdomains.
+        let s3 = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build();
+        Self {
+            sdk: sdk.clone(),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            kinesis: aws_sdk_kinesis::Client::new(sdk),
+            redshift_data: aws_sdk_redshiftdata::Client::new(data_api),
+        }
+    }
+}
+
+/// A running local stack.
+pub struct Stack {
+    run_dir: PathBuf,
+    model: Model,
+    moto: Option<testkit::Moto>,
+    pg: Option<Postgres>,
+    trigger: Trigger,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    api: Arc<Api>,
+    api_url: String,
+    data_api_url: String,
+    aws_endpoint: String,
+    functions: BTreeMap<String, Arc<LocalFunction>>,
+    kinesis: Vec<Arc<KinesisMapping>>,
+    sqs: Vec<Arc<SqsMapping>>,
+    relays: Vec<Arc<Relay>>,
+    queue_urls: BTreeMap<String, String>,
+    clients: StackClients,
+    chaos: Option<Arc<Chaos>>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("run_dir", &self.run_dir)
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `stack.json` records about a running stack.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StackFile {
+    /// caudal-local's own pid.
+    pub pid: u32,
+    /// moto_server's pid.
+    pub moto_pid: u32,
+    /// moto endpoint.
+    pub moto_endpoint: String,
+    /// HTTP API base URL.
+    pub api_url: String,
+    /// Data API endpoint.
+    pub data_api_url: String,
+    /// PostgreSQL port.
+    pub pg_port: u16,
+    /// PostgreSQL data directory.
+    pub pg_data_dir: PathBuf,
+    /// A psql command line.
+    pub psql: String,
+}
+
+impl Stack {
+    fn write_stack_file(&self) -> Result<(), StackError> {
+        let (Some(moto), Some(pg)) = (&self.moto, &self.pg) else {
+            return Ok(());
+        };
+        let file = StackFile {
+            pid: std::process::id(),
+            moto_pid: moto.pid(),
+            moto_endpoint: self.aws_endpoint.clone(),
+            api_url: self.api_url.clone(),
+            data_api_url: self.data_api_url.clone(),
+            pg_port: pg.port(),
+            pg_data_dir: pg.data_dir().to_path_buf(),
+            psql: pg.psql_command(),
+        };
+        let path = self.run_dir.join("stack.json");
+        let text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// Stops every task and process and waits for them. Idempotent through `Drop`.
+    pub async fn stop(mut self) -> Result<(), StackError> {
+        self.trigger.fire();
+        for t in self.tasks.drain(..) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let mut result = Ok(());
+        if let Some(mut pg) = self.pg.take() {
+            result = tokio::task::spawn_blocking(move || pg.stop())
+                .await
+                .map_err(|e| StackError::Wiring(format!("postgres stop task: {e}")))
+                .and_then(|r| r.map_err(StackError::from));
+        }
+        if let Some(moto) = self.moto.take() {
+            // Moto's Drop kills and waits for the process.
+            let _ = tokio::task::spawn_blocking(move || drop(moto)).await;
+        }
+        let _ = std::fs::remove_file(self.run_dir.join("stack.json"));
+        tracing::info!("stack_stopped");
+        result
+    }
+
+    /// Base URL of the HTTP API (`http://127.0.0.1:<port>`).
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// URL of the Redshift Data API endpoint.
+    pub fn data_api_url(&self) -> &str {
+        &self.data_api_url
+    }
+
+    /// The AWS emulator endpoint (moto, behind the proxy that serializes Kinesis writes):
+    /// point `AWS_ENDPOINT_URL` here to use the AWS CLI or SDKs against the stack.
+    pub fn moto_endpoint(&self) -> String {
+        self.aws_endpoint.clone()
+    }
+
+    /// tokio-postgres/libpq connection string of the warehouse.
+    pub fn pg_connection_string(&self) -> String {
+        self.pg
+            .as_ref()
+            .map(|p| p.connection_string())
+            .unwrap_or_default()
+    }
+
+    /// A `psql` command for the warehouse.
+    pub fn psql_command(&self) -> String {
+        self.pg
+            .as_ref()
+            .map(|p| p.psql_command())
+            .unwrap_or_default()
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The resolved template.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Clients pointing at the emulators.
+    pub fn clients(&self) -> &StackClients {
+        &self.clients
+    }
+
+    /// The fault injector of a `--chaos` stack (its counters say what was injected).
+    pub fn chaos(&self) -> Option<&Arc<Chaos>> {
+        self.chaos.as_ref()
+    }
+
+    /// The HTTP API (response counters).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// The in-process functions by logical ID.
+    pub fn functions(&self) -> &BTreeMap<String, Arc<LocalFunction>> {
+        &self.functions
+    }
+
+    /// The Kinesis event source mappings.
+    pub fn kinesis_mappings(&self) -> &[Arc<KinesisMapping>] {
+        &self.kinesis
+    }
+
+    /// The SQS event source mappings.
+    pub fn sqs_mappings(&self) -> &[Arc<SqsMapping>] {
+        &self.sqs
+    }
+
+    /// URL of the queue with this ARN.
+    pub fn queue_url_by_arn(&self, arn: &str) -> Option<&str> {
+        self.queue_urls.get(arn).map(String::as_str)
+    }
+
+    /// URL of the queue with this logical ID.
+    pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
+        let q = self
+            .model
+            .queues
+            .iter()
+            .find(|q| q.logical_id == logical_id)?;
+        self.queue_url_by_arn(&q.arn)
+    }
+
+    /// Waits until every event source is drained: each Kinesis mapping has read and processed
+    /// everything in its stream, and each SQS mapping's queue is empty with nothing in flight
+    /// — twice in a row, half a second apart.
+    pub async fn wait_until_drained(&self, timeout: Duration) -> Result<(), StackError> {
+        let start = Instant::now();
+        let mut stable = 0;
+        loop {
+            match self.pending_work().await {
+                None => stable += 1,
+                Some(what) => {
+                    stable = 0;
+                    if start.elapsed() > timeout {
+                        return Err(StackError::Timeout(timeout, what));
+                    }
+                }
+            }
+            if stable >= 2 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// What is still being processed, or `None` when nothing is.
+    pub async fn pending_work(&self) -> Option<String> {
+        for k in &self.kinesis {
+            if !k.caught_up() {
+                return Some(format!(
+                    "stream {} not fully processed",
+                    k.source().stream_name
+                ));
+            }
+        }
+        for r in &self.relays {
+            if r.busy() {
+                return Some("S3 notifications being relayed".to_owned());
+            }
+            match queue_depth(&self.clients.sqs, r.relay_url()).await {
+                Ok((0, 0)) => {}
+                Ok(_) => return Some("S3 notifications waiting to be relayed".to_owned()),
+                Err(e) => return Some(format!("relay queue: {e}")),
+            }
+        }
+        for s in &self.sqs {
+            if s.busy() {
+                return Some(format!("queue {} batch in progress", s.source().queue_name));
+            }
+            match queue_depth(&self.clients.sqs, s.queue_url()).await {
+                Ok((0, 0)) => {}
+                Ok((visible, in_flight)) => {
+                    return Some(format!(
+                        "queue {}: {visible} waiting, {in_flight} in flight",
+                        s.source().queue_name
+                    ));
+                }
+                Err(e) => return Some(format!("queue {}: {e}", s.source().queue_name)),
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.trigger.fire();
+        for t in &self.tasks {
+            t.abort();
+        }
+        // `pg` and `moto` stop themselves when dropped.
+    }
+}
+
+/// (visible, in flight) messages of a queue.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(u64, u64), String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| caudal_aws::call_error(&e).to_string())?;
+    let attrs = out.attributes();
+    let get = |a: A| {
+        attrs
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, StackError> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .map_err(io("reading the current directory"))?
+        .join(p))
+}
+
+fn wipe(dir: &Path) -> Result<(), StackError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StackError::Io {
+            what: format!("removing the previous warehouse {}", dir.display()),
+            source: e,
+        }),
+    }
+}
+
+/// Stops processes a previous stack in this run directory left behind (it was killed before
+/// it could stop them): the PostgreSQL and moto recorded in `stack.json`, by process id, after
+/// checking the id still belongs to that program.
+pub fn reap_stale(run_dir: &Path) {
+    let file = run_dir.join("stack.json");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    let Ok(stale) = serde_json::from_str::<StackFile>(&text) else {
+        let _ = std::fs::remove_file(&file);
+        return;
+    };
+    if stale.pid != std::process::id() && process_matches(stale.pid, "caudal-local") {
+        tracing::warn!(
+            pid = stale.pid,
+            "another caudal-local is still running on this run directory"
+        );
+        return;
+    }
+    if let Some(pid) = postmaster_pid(&stale.pg_data_dir)
+        && process_matches(pid, "postgres")
+    {
+        tracing::warn!(pid, "stopping the PostgreSQL a previous run left behind");
+        signal_and_wait(pid, "INT");
+    }
+    if process_matches(stale.moto_pid, "moto") {
+        tracing::warn!(
+            pid = stale.moto_pid,
+            "stopping the moto_server a previous run left behind"
+        );
+        signal_and_wait(stale.moto_pid, "TERM");
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+fn postmaster_pid(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+fn process_matches(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
+
+fn signal_and_wait(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `caudal-local reset`: stops what a previous run left behind and deletes the run directory.
+pub fn reset(run_dir: &Path) -> Result<(), StackError> {
+    reap_stale(run_dir);
+    match std::fs::remove_dir_all(run_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StackError::Io {
+            what: format!("removing {}", run_dir.display()),
+            source: e,
+        }),
+    }
+}
