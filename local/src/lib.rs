@@ -46,7 +46,3 @@ pub mod cli;
 pub mod emulators;
 pub mod shutdown;
 pub mod stack;
-
-// Kept at their old paths: functions/rules-loader's tests and bench start the Data API on
-// PostgreSQL through `caudal_local::dataapi` / `caudal_local::postgres`.
-pub use emulators::{dataapi, postgres};

@@ -16,7 +16,7 @@ mod engine;
 use std::time::{Duration, Instant};
 
 use caudal_core::rules::Ident;
-use caudal_local::dataapi::Isolation;
+use caudal_local::emulators::dataapi::Isolation;
 use engine::{Harness, RAW_BUCKET, key, sqs_event};
 use rules_loader::{State, invoke};
 

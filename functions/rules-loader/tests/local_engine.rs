@@ -1,5 +1,5 @@
 //! The loader's real SQL on a real engine: PostgreSQL 15 behind the local Data API endpoint
-//! (`caudal_local::dataapi`), staging files in moto's S3. Proves the migration runs, the
+//! (`caudal_local::emulators::dataapi`), staging files in moto's S3. Proves the migration runs, the
 //! load is exactly once (a redelivered batch loads nothing more), duplicates across raw objects
 //! are counted, and the reconciliation view balances for every raw object.
 //!
@@ -11,7 +11,7 @@ mod common;
 mod engine;
 
 use caudal_core::warehouse::Target;
-use caudal_local::dataapi::Isolation;
+use caudal_local::emulators::dataapi::Isolation;
 use engine::*;
 use rules_loader::{State, invoke};
 

@@ -1,5 +1,5 @@
 //! The loader on a real engine: PostgreSQL 15 behind the local Data API endpoint
-//! (`caudal_local::dataapi`), staging and raw objects in moto's S3. Shared by
+//! (`caudal_local::emulators::dataapi`), staging and raw objects in moto's S3. Shared by
 //! `tests/local_engine.rs` and `benches/dedupe.rs` (included with `#[path]`; the including
 //! crate also has `mod common`).
 #![allow(dead_code)]
@@ -12,8 +12,8 @@ use caudal_aws::redshift;
 use caudal_core::config::Env;
 use caudal_core::keys::{BatchId, raw_key};
 use caudal_core::warehouse::{Connection, PollPolicy, Value};
-use caudal_local::dataapi::{DataApiOptions, Isolation, serve};
-use caudal_local::postgres::Postgres;
+use caudal_local::emulators::dataapi::{DataApiOptions, Isolation, serve};
+use caudal_local::emulators::postgres::Postgres;
 use rules_loader::{Config, State};
 use tokio::time::Instant;
 
