@@ -17,6 +17,7 @@
 pub mod core;
 pub mod meta;
 pub mod receipt;
+pub mod spill;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +36,11 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Context, Request, RequestExt, Response, Service, service_fn};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::core::{EventCheck, prepare};
 use crate::receipt::Receipt;
+use crate::spill::{SpillReport, SpillTarget};
 
 /// Time kept back from the Lambda deadline to build and return the response.
 pub const DEADLINE_SAFETY_MARGIN: Duration = Duration::from_millis(1000);
@@ -62,6 +65,11 @@ pub struct Config {
     /// `SCHEMA_VALIDATION=on`: the rules whose JSON Schemas events are validated against
     /// (`RULES_FILE`, or the bundled file; [`Env::rules`]); `None` = no validation.
     pub schema_rules: Option<Arc<RuleSet>>,
+    /// `SPILL_BUCKET`: where events go that Kinesis did not take in time ([`spill`]); `None` =
+    /// no spill path (such events are answered `retry`).
+    pub spill_bucket: Option<String>,
+    /// `SPILL_RESERVE_MS`: time of the put budget kept back for the spill write.
+    pub spill_reserve: Duration,
 }
 
 impl Config {
@@ -82,6 +90,12 @@ impl Config {
             // API Gateway gives up after 29 s; the budget must stay well under it.
             put_deadline: Duration::from_millis(env.bounded_or("PUT_DEADLINE_MS", 8000, 25_000)?),
             schema_rules,
+            spill_bucket: env.optional("SPILL_BUCKET").map(|b| b.trim().to_owned()),
+            spill_reserve: Duration::from_millis(env.bounded_or(
+                "SPILL_RESERVE_MS",
+                2000,
+                10_000,
+            )?),
         })
     }
 }
@@ -100,13 +114,24 @@ pub enum StartError {
 /// Everything a cold start builds, from the environment and the client factory: what `main`
 /// runs in Lambda and the local stack runs in process.
 pub fn start(env: &Env, clients: &ClientFactory) -> Result<State, StartError> {
-    Ok(State::new(Config::from_env(env)?, clients.kinesis()))
+    let config = Config::from_env(env)?;
+    let spill = config.spill_bucket.clone().map(|bucket| SpillTarget {
+        s3: clients.s3(),
+        bucket,
+        reserve: config.spill_reserve,
+    });
+    let state = State::new(config, clients.kinesis());
+    Ok(match spill {
+        Some(target) => state.with_spill(target),
+        None => state,
+    })
 }
 
 /// Everything a request needs, built once per cold start.
 pub struct State {
     config: Config,
     kinesis: aws_sdk_kinesis::Client,
+    spill: Option<SpillTarget>,
     retry: RetryPolicy,
     metrics: bool,
 }
@@ -120,9 +145,17 @@ impl State {
         Self {
             config,
             kinesis,
+            spill: None,
             retry: RetryPolicy::default(),
             metrics: true,
         }
+    }
+
+    /// Turn the spill path on ([`start`] does when `SPILL_BUCKET` is set; tests pass a mocked
+    /// S3 client).
+    pub fn with_spill(mut self, target: SpillTarget) -> Self {
+        self.spill = Some(target);
+        self
     }
 
     /// Replace the retry policy (tests use short backoffs).
@@ -237,43 +270,36 @@ async fn ingest(
     lambda_deadline_ms: u64,
     started: std::time::Instant,
 ) -> Response<Body> {
-    let cfg = &state.config;
     let prepared = prepare_request(state, req, &meta);
     let (slots, records) = match prepared {
         Ok(p) => p,
         Err(e) => {
             log_body_error(&e, &meta.request_id);
             if state.metrics {
-                emit_metrics(&meta.request_id, e.status(), [0, 0, 0], 0, started);
+                emit_metrics(
+                    &meta.request_id,
+                    e.status(),
+                    [0, 0, 0],
+                    0,
+                    &SpillReport::default(),
+                    started,
+                );
             }
             return error_response(e.status(), e.code(), &e.to_string(), &meta.request_id);
         }
     };
-    let outcome = if records.is_empty() {
-        PutOutcome {
-            results: Vec::new(),
-            calls: 0,
-        }
-    } else {
-        let deadline = put_deadline_policy(cfg.put_deadline).deadline(lambda_deadline_ms);
-        kinesis::put_records(
-            &state.kinesis,
-            &cfg.stream_name,
-            &records,
-            &state.retry,
-            deadline,
-        )
-        .await
-    };
+    let (outcome, spilled) = put_durably(state, &records, lambda_deadline_ms).await;
     let receipt = Receipt::build(&meta.request_id, &slots, &outcome.results);
     let status = receipt.status();
     log_outcome(&receipt, &outcome, status, started);
+    log_spill(&meta.request_id, &spilled);
     if state.metrics {
         emit_metrics(
             &meta.request_id,
             status,
             [receipt.accepted, receipt.rejected, receipt.retry],
             outcome.calls,
+            &spilled,
             started,
         );
     }
@@ -330,6 +356,65 @@ fn prepare_request(
             (slots, p.records)
         })
     })
+}
+
+/// Makes `records` durable: PutRecords (with the spill reserve kept back when the spill path is
+/// on), then the records it did not take into one spill object. The outcome has one entry per
+/// record; a success is a Kinesis record or a spilled one.
+async fn put_durably(
+    state: &State,
+    records: &[caudal_core::stream::Record],
+    lambda_deadline_ms: u64,
+) -> (PutOutcome, SpillReport) {
+    if records.is_empty() {
+        let none = PutOutcome {
+            results: Vec::new(),
+            calls: 0,
+        };
+        return (none, SpillReport::default());
+    }
+    let cfg = &state.config;
+    let deadline = put_deadline_policy(cfg.put_deadline).deadline(lambda_deadline_ms);
+    let kinesis_deadline = match &state.spill {
+        Some(t) => spill::kinesis_deadline(deadline, t.reserve, Instant::now()),
+        None => deadline,
+    };
+    let mut outcome = kinesis::put_records(
+        &state.kinesis,
+        &cfg.stream_name,
+        records,
+        &state.retry,
+        kinesis_deadline,
+    )
+    .await;
+    let report = match &state.spill {
+        Some(target) => {
+            let now = time::OffsetDateTime::now_utc();
+            spill::spill_failed(target, records, &mut outcome, &state.retry, deadline, now).await
+        }
+        None => SpillReport::default(),
+    };
+    (outcome, report)
+}
+
+fn log_spill(request_id: &str, spilled: &SpillReport) {
+    if let Some(key) = &spilled.key {
+        tracing::warn!(
+            request_id,
+            spilled = spilled.spilled,
+            key = key.as_str(),
+            s3_attempts = spilled.attempts,
+            "kinesis did not take every event in time: the rest spilled to S3"
+        );
+    }
+    if let Some(e) = &spilled.error {
+        tracing::error!(
+            request_id,
+            error = %e,
+            code = e.code.as_str(),
+            "spill write failed: those events are answered retry"
+        );
+    }
 }
 
 /// Optional ingest-time schema validation with the rules engine.
@@ -421,9 +506,16 @@ fn emit_metrics(
     status: u16,
     [accepted, rejected, retry]: [usize; 3],
     calls: u32,
+    spilled: &SpillReport,
     started: std::time::Instant,
 ) {
     Emf::new("ingest-api")
+        .metric("EventsSpilled", spilled.spilled as f64, Unit::Count)
+        .metric(
+            "SpillFailures",
+            f64::from(u8::from(spilled.error.is_some())),
+            Unit::Count,
+        )
         .metric("EventsAccepted", accepted as f64, Unit::Count)
         .metric("EventsRejected", rejected as f64, Unit::Count)
         .metric("EventsRetry", retry as f64, Unit::Count)

@@ -694,3 +694,120 @@ async fn a_principal_that_cannot_be_recorded_whole_is_refused_before_anything_is
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "only the accepted request reached Kinesis");
 }
+
+/// The spill path's S3 mock: records every PutObject (key, body) and answers `status`.
+fn spill_s3(status: u16) -> (Rule, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let rule = mock!(aws_sdk_s3::Client::put_object).match_requests(move |req| {
+        assert_eq!(req.bucket(), Some("spill-bucket"));
+        assert_eq!(req.if_none_match(), Some("*"), "a spill never overwrites");
+        let body = req.body().bytes().unwrap_or_default().to_vec();
+        s.lock()
+            .unwrap()
+            .push((req.key().unwrap_or_default().to_owned(), body));
+        true
+    });
+    let rule = if status == 200 {
+        rule.then_output(|| {
+            aws_sdk_s3::operation::put_object::PutObjectOutput::builder()
+                .e_tag("\"e\"")
+                .build()
+        })
+    } else {
+        rule.then_http_response(move || {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    "<Error><Code>ServiceUnavailable</Code><Message>down</Message></Error>",
+                ),
+            )
+        })
+    };
+    (rule, seen)
+}
+
+fn spilling(st: State, s3_rule: &Rule) -> State {
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[s3_rule], |c| c
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+    st.with_spill(ingest_api::spill::SpillTarget {
+        s3,
+        bucket: "spill-bucket".into(),
+        reserve: Duration::from_millis(500),
+    })
+}
+
+#[tokio::test]
+async fn events_kinesis_refuses_are_spilled_to_s3_and_accepted() {
+    // pv-0001 reaches Kinesis; the other three are throttled on every attempt.
+    let throttled = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
+        output(
+            req.records()
+                .iter()
+                .map(|r| {
+                    if r.partition_key() == Some("pv-0001") {
+                        ok_entry(0)
+                    } else {
+                        err_entry("ProvisionedThroughputExceededException")
+                    }
+                })
+                .collect(),
+        )
+    });
+    let (s3_rule, spilled) = spill_s3(200);
+    let st = spilling(
+        state(config(&[]), RuleMode::MatchAny, &[&throttled]),
+        &s3_rule,
+    );
+    let ev = event("v2-batch");
+    let r = call(&st, ev).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 4);
+    assert_eq!(r.body["retry"], 0);
+    assert_eq!(r.body["results"][3]["id"], "se-0001");
+    let objects = spilled.lock().unwrap().clone();
+    assert_eq!(objects.len(), 1, "one spill object per request");
+    let (key, body) = &objects[0];
+    caudal_core::keys::parse_spill_key(key).unwrap();
+    let lines = caudal_core::spill::read_lines(body).unwrap();
+    // Exactly the refused three, in request order, with the envelopes Kinesis would have had.
+    assert_eq!(lines.len(), 3);
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let env = Envelope::parse(l.envelope.get().as_bytes()).unwrap();
+            assert_eq!(
+                l.partition_key, env.id,
+                "the partition key Kinesis would have had"
+            );
+            env.id.to_string()
+        })
+        .collect();
+    assert_eq!(ids, ["po-0001", "su-0001", "se-0001"]);
+}
+
+#[tokio::test]
+async fn a_failed_spill_leaves_the_events_retry() {
+    let down = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(503, None)
+        .repeatedly()
+        .build();
+    let (s3_rule, spilled) = spill_s3(503);
+    let st = spilling(state(config(&[]), RuleMode::Sequential, &[&down]), &s3_rule);
+    let r = call(&st, event("v2-single")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["retry"], 1);
+    assert!(s3_rule.num_calls() >= 2, "the spill write is retried too");
+    assert!(!spilled.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn nothing_is_spilled_when_kinesis_takes_everything() {
+    let (rule, _) = recording_ok();
+    let (s3_rule, _) = spill_s3(200);
+    let st = spilling(state(config(&[]), RuleMode::MatchAny, &[&rule]), &s3_rule);
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(s3_rule.num_calls(), 0);
+}

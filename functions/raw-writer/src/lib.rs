@@ -74,6 +74,7 @@
 //! reads `raw/` and consumes its own retry queue.
 
 pub mod defer;
+pub mod drain;
 pub mod encode;
 pub mod event;
 pub mod forward;
@@ -83,6 +84,7 @@ pub mod reforward;
 
 use std::time::Duration;
 
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
 use caudal_aws::clients::ClientFactory;
@@ -96,7 +98,7 @@ use tokio::time::Instant;
 
 use crate::defer::{LakeDeferral, defer, firehose_deadline};
 use crate::encode::{EncodedBatch, encode_batch};
-use crate::event::{RawWriterEvent, RawWriterResponse};
+use crate::event::{RawWriterEvent, RawWriterResponse, SqsRecord};
 use crate::forward::{BatchLines, FirehoseSink, ForwardOutcome, PackLimits, forward, plan};
 use crate::input::{EventError, RecordRef, ShardBatch, group};
 
@@ -257,9 +259,26 @@ pub async fn handler(
         RawWriterEvent::Kinesis(batch) => process(state, &batch.records(), &event.context)
             .await
             .map(RawWriterResponse::Kinesis),
-        RawWriterEvent::LakeRetry(messages) => Ok(RawWriterResponse::LakeRetry(
-            reforward::reforward(state, messages, &event.context).await,
-        )),
+        RawWriterEvent::LakeRetry(messages) => {
+            // One function, two queues: spill notifications (S3 events) and lake retry messages.
+            let (spills, retries): (Vec<&SqsRecord>, Vec<&SqsRecord>) = messages
+                .iter()
+                .partition(|m| drain::is_s3_notification(&m.body));
+            let mut response = SqsBatchResponse::default();
+            if !spills.is_empty() {
+                let drained = drain::drain(state, &spills, &event.context).await;
+                response
+                    .batch_item_failures
+                    .extend(drained.batch_item_failures);
+            }
+            if !retries.is_empty() {
+                let retried = reforward::reforward(state, &retries, &event.context).await;
+                response
+                    .batch_item_failures
+                    .extend(retried.batch_item_failures);
+            }
+            Ok(RawWriterResponse::LakeRetry(response))
+        }
     }
 }
 
@@ -400,7 +419,7 @@ async fn put(
 }
 
 /// Store one shard batch; returns the sequence number to report, if any.
-async fn write_batch(
+pub(crate) async fn write_batch(
     state: &State,
     batch: &ShardBatch<'_>,
     keys: &BatchKeys,

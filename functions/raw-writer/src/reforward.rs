@@ -273,7 +273,7 @@ async fn reforward_one(
 }
 
 /// Handle the lake retry queue's messages; the response names the ones to redeliver.
-pub async fn reforward(state: &State, messages: &[SqsRecord], ctx: &Context) -> SqsBatchResponse {
+pub async fn reforward(state: &State, messages: &[&SqsRecord], ctx: &Context) -> SqsBatchResponse {
     let started = std::time::Instant::now();
     let deadline = state.config.deadline.deadline(ctx.deadline);
     let mut response = SqsBatchResponse::default();

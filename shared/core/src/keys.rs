@@ -14,6 +14,8 @@ pub const RAW_INVALID_PREFIX: &str = "raw-invalid/";
 pub const STAGING_PREFIX: &str = "staging/";
 /// Prefix for rejected records (with reasons).
 pub const REJECTED_PREFIX: &str = "rejected/";
+/// Prefix of spilled records (ingest-api writes them when Kinesis refuses; [`crate::spill`]).
+pub const SPILL_PREFIX: &str = "spill/";
 
 /// Width sequence numbers are zero-padded to, so keys sort in stream order. Kinesis sequence
 /// numbers are decimal strings of up to 128 digits in the API model; today they are 56 digits.
@@ -105,6 +107,48 @@ pub fn raw_invalid_key(b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError
     batch_key(RAW_INVALID_PREFIX, b, suffix)
 }
 
+/// Key of a spill object: `spill/dt=YYYY-MM-DD/hr=HH/<id as 32 hex>.ndjson`, the hour being
+/// when it was spilled. Unlike the other keys it names a fresh id: every spill is a new object
+/// (written with `If-None-Match`), and the drain derives deterministic raw keys from the id.
+pub fn spill_key(id: crate::spill::SpillId, at: OffsetDateTime) -> String {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{SPILL_PREFIX}dt={:04}-{:02}-{:02}/hr={:02}/{}.ndjson",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        id.hex()
+    )
+}
+
+/// The id a spill object's key names ([`spill_key`]'s inverse on the id; the date parts are
+/// checked for shape only).
+pub fn parse_spill_key(key: &str) -> Result<crate::spill::SpillId, crate::spill::SpillError> {
+    let bad = || crate::spill::SpillError::Key(key.to_owned());
+    let rest = key.strip_prefix(SPILL_PREFIX).ok_or_else(bad)?;
+    let mut parts = rest.split('/');
+    let (Some(dt), Some(hr), Some(file), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let dt_ok = dt.strip_prefix("dt=").is_some_and(|d| {
+        d.len() == 10 && d.split('-').map(|p| p.len()).eq([4, 2, 2]) && d.split('-').all(digits)
+    });
+    let hr_ok = hr
+        .strip_prefix("hr=")
+        .is_some_and(|h| h.len() == 2 && digits(h));
+    let id = file
+        .strip_suffix(".ndjson")
+        .and_then(crate::spill::SpillId::from_hex);
+    match (dt_ok, hr_ok, id) {
+        (true, true, Some(id)) => Ok(id),
+        _ => Err(bad()),
+    }
+}
+
 /// A load id derived from the inputs of a load — where it loads to (`scope`: warehouse,
 /// database and schema) and the raw keys with their ETags — so a retried load of the same
 /// objects into the same place reuses the same staging paths and the same Data API
@@ -172,6 +216,36 @@ pub fn decode_notification_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spill_keys_name_the_hour_and_the_id_and_parse_back() {
+        let id = crate::spill::SpillId::new();
+        let at = time::macros::datetime!(2026-12-02 23:59:59.999 -01:00);
+        let key = spill_key(id, at);
+        assert_eq!(
+            key,
+            format!("spill/dt=2026-12-03/hr=00/{}.ndjson", id.hex())
+        );
+        assert_eq!(parse_spill_key(&key), Ok(id));
+        let hex = id.hex();
+        for bad in [
+            format!("raw/dt=2026-12-03/hr=00/{hex}.ndjson"),
+            format!("spill/dt=2026-12-03/hr=00/{hex}.ndjson.gz"),
+            format!("spill/dt=2026-12-03/hr=00/{hex}"),
+            format!("spill/dt=2026-12-03/hr=0/{hex}.ndjson"),
+            format!("spill/dt=2026-12-3/hr=00/{hex}.ndjson"),
+            format!("spill/dt=2026-1203/hr=00/{hex}.ndjson"),
+            format!("spill/dt=2026-12-0x/hr=00/{hex}.ndjson"),
+            format!("spill/dt=2026-12-03/hr=0x/{hex}.ndjson"),
+            format!("spill/dt=2026-12-03/{hex}.ndjson"),
+            format!("spill/dt=2026-12-03/hr=00/x/{hex}.ndjson"),
+            format!("spill/date=2026-12-03/hr=00/{hex}.ndjson"),
+            format!("spill/dt=2026-12-03/hour=00/{hex}.ndjson"),
+            "spill/dt=2026-12-03/hr=00/abc.ndjson".to_owned(),
+        ] {
+            assert!(parse_spill_key(&bad).is_err(), "{bad}");
+        }
+    }
 
     fn batch<'a>(first: &'a str, last: &'a str) -> BatchId<'a> {
         BatchId {

@@ -18,6 +18,7 @@
 //! | [`codec`] | gzip/zstd encoders and capped decoders | yes |
 //! | [`rules`] | the business-rules engine (schemas, filters, mappings, routes, DDL) | yes |
 //! | [`telemetry`] | tracing set-up and CloudWatch EMF metric lines | yes |
+//! | [`spill`] | the spill path: objects ingest writes when Kinesis refuses, read back by the drain | yes |
 //! | [`stream`] | Kinesis records, where they landed, PutRecords outcomes and limits | yes |
 //! | [`warehouse`] | Data API connection, parameters, statement outcomes, poll policy | yes |
 //!
@@ -35,6 +36,7 @@ mod null_marker;
 pub mod raw;
 pub mod retry;
 pub mod rules;
+pub mod spill;
 pub mod stream;
 pub mod telemetry;
 pub mod warehouse;
