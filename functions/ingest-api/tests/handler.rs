@@ -695,8 +695,11 @@ async fn a_principal_that_cannot_be_recorded_whole_is_refused_before_anything_is
     assert_eq!(seen.len(), 1, "only the accepted request reached Kinesis");
 }
 
+/// (key, body) of every spill PutObject a mock saw.
+type SpillLog = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// The spill path's S3 mock: records every PutObject (key, body) and answers `status`.
-fn spill_s3(status: u16) -> (Rule, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+fn spill_s3(status: u16) -> (Rule, SpillLog) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let rule = mock!(aws_sdk_s3::Client::put_object).match_requests(move |req| {
@@ -729,7 +732,7 @@ fn spill_s3(status: u16) -> (Rule, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
 
 fn spilling(st: State, s3_rule: &Rule) -> State {
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[s3_rule], |c| c
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+        .retry_config(RetryConfig::disabled()));
     st.with_spill(ingest_api::spill::SpillTarget {
         s3,
         bucket: "spill-bucket".into(),

@@ -1085,3 +1085,148 @@ async fn a_bad_retry_message_fails_alone() {
         "only the good message is forwarded"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// the spill drain
+
+/// The spill object `events/raw-writer-spill.json` announces.
+const SPILL_KEY: &str = "spill/dt=2026-12-02/hr=10/019ade5b7c1e7a3f8b2c4d5e6f708192.ndjson";
+
+/// A spill object holding the envelopes of `raw-writer-batch.json`'s records, as ingest-api
+/// writes it.
+fn spill_object() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let records: Vec<(String, Vec<u8>)> = event_json("raw-writer-batch.json")["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(records_of("raw-writer-batch.json"))
+        .map(|(r, (_, data))| {
+            (
+                r["kinesis"]["partitionKey"].as_str().unwrap().to_owned(),
+                data,
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    for (pk, data) in &records {
+        caudal_core::spill::write_line(&mut body, "2026-12-02T10:15:03.118Z", pk, data).unwrap();
+    }
+    (body, records)
+}
+
+/// One S3 client serving `objects` to GetObject (others: 404) and recording every PutObject.
+fn s3_store(objects: HashMap<String, Vec<u8>>) -> (aws_sdk_s3::Client, S3Log) {
+    let log = S3Log::default();
+    let l = log.clone();
+    let put = mock!(aws_sdk_s3::Client::put_object).then_compute_response(move |req| {
+        l.calls.fetch_add(1, Ordering::SeqCst);
+        l.puts.lock().unwrap().push(Put {
+            key: req.key().unwrap_or_default().to_owned(),
+            body: req.body().bytes().unwrap_or_default().to_vec(),
+            content_type: req.content_type().unwrap_or_default().to_owned(),
+            metadata: req.metadata().cloned().unwrap_or_default(),
+        });
+        MockResponse::<PutObjectOutput, PutObjectError>::Output(
+            PutObjectOutput::builder().e_tag("\"etag-1\"").build(),
+        )
+    });
+    let get = mock!(aws_sdk_s3::Client::get_object).then_compute_response(move |req| {
+        assert_eq!(
+            req.bucket(),
+            Some(RETRY_BUCKET),
+            "only the own raw bucket is read"
+        );
+        match objects.get(req.key().unwrap_or_default()) {
+            Some(body) => MockResponse::<GetObjectOutput, GetObjectError>::Output(
+                GetObjectOutput::builder()
+                    .body(ByteStream::from(body.clone()))
+                    .build(),
+            ),
+            None => MockResponse::Http(s3_error(404, "NoSuchKey")),
+        }
+    });
+    let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put, &get], |c| c
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+    (client, log)
+}
+
+#[tokio::test]
+async fn spilled_events_are_drained_into_the_raw_archive_once_and_deterministically() {
+    let (body, records) = spill_object();
+    let (s3, log) = s3_store(HashMap::from([(SPILL_KEY.to_owned(), body)]));
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(retry_config(), s3, fh, sqs_ok());
+    assert!(run(&state, "raw-writer-spill.json").await.is_empty());
+    let raw = log.put("raw/");
+    // raw/dt=<spill hour>/hr=…/spill/<id><first index>-<id><last index>.ndjson.gz
+    let id = u128::from_str_radix("019ade5b7c1e7a3f8b2c4d5e6f708192", 16).unwrap();
+    let last = records.len() - 1;
+    assert_eq!(
+        raw.key,
+        format!(
+            "raw/dt=2026-12-02/hr=10/spill/{}-{}.ndjson.gz",
+            pad(&format!("{id:039}000000")),
+            pad(&format!("{id:039}{last:06}"))
+        )
+    );
+    let archived = lines(Codec::default(), &raw.body);
+    assert_eq!(archived.len(), records.len());
+    for (i, (line, (pk, data))) in archived.iter().zip(&records).enumerate() {
+        let parsed: RawLine<'_> = serde_json::from_slice(line).unwrap();
+        assert_eq!(parsed.kinesis.shard_id, "spill");
+        assert_eq!(parsed.kinesis.sequence_number, format!("{id:039}{i:06}"));
+        assert_eq!(parsed.kinesis.partition_key, pk.as_str());
+        assert_eq!(parsed.kinesis.arrival, "2026-12-02T10:15:03.118Z");
+        assert_eq!(
+            parsed.envelope.get().as_bytes(),
+            data.as_slice(),
+            "envelope verbatim"
+        );
+    }
+    assert!(!fh_log.calls().is_empty(), "the lake gets its copy too");
+
+    // A redelivered notification writes the same object with the same bytes.
+    assert!(run(&state, "raw-writer-spill.json").await.is_empty());
+    let again: Vec<Put> = log
+        .puts()
+        .into_iter()
+        .filter(|p| p.key.starts_with("raw/"))
+        .collect();
+    assert_eq!(again.len(), 2);
+    assert_eq!(
+        (again[1].key.as_str(), &again[1].body),
+        (raw.key.as_str(), &raw.body)
+    );
+}
+
+#[tokio::test]
+async fn a_spill_object_that_cannot_be_read_or_is_not_one_is_left_for_redelivery() {
+    // Missing object: the message is reported, nothing written.
+    let (s3, log) = s3_store(HashMap::new());
+    let (fh, _) = firehose_ok();
+    let state = State::new(retry_config(), s3, fh, sqs_ok());
+    assert_eq!(
+        run(&state, "raw-writer-spill.json").await,
+        ["5c1f9a2e-0001-4b7d-9e3a-2f6d8c1b0001"]
+    );
+    assert!(log.puts().is_empty());
+
+    // Not a spill object (a line without an envelope): reported, nothing written.
+    let (s3, log) = s3_store(HashMap::from([(
+        SPILL_KEY.to_owned(),
+        b"{\"x\":1}\n".to_vec(),
+    )]));
+    let (fh, _) = firehose_ok();
+    let state = State::new(retry_config(), s3, fh, sqs_ok());
+    assert_eq!(run(&state, "raw-writer-spill.json").await.len(), 1);
+    assert!(log.puts().is_empty());
+
+    // Another bucket: never read.
+    let mut other = retry_config();
+    other.raw_bucket = "someone-elses-bucket".into();
+    let (s3, log) = s3_store(HashMap::new());
+    let (fh, _) = firehose_ok();
+    let state = State::new(other, s3, fh, sqs_ok());
+    assert_eq!(run(&state, "raw-writer-spill.json").await.len(), 1);
+    assert_eq!(log.calls(), 0);
+}
