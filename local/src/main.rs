@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Start the stack, post the sample events, wait until they are loaded, print the counts,
     /// then keep running until Ctrl-C (or exit with --once).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Stop anything a previous run left behind and delete the run directory.
     Reset {
         /// Run directory.
@@ -143,7 +143,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
             .map_err(anyhow::Error::from),
-        Command::Up(args) => up(args).await,
+        Command::Up(args) => up(*args).await,
     };
     match result {
         Ok(code) => code,

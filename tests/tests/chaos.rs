@@ -53,6 +53,16 @@ async fn exactly_once_under_chaos_at_serializable() {
     run(Isolation::Serializable).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_refusing_every_write_loses_and_duplicates_nothing() {
+    spill_run().await;
+}
+
+/// Events sent while Kinesis refuses every write (then as many after, and some of the first
+/// sent again).
+const OUTAGE_EVENTS: usize = 3_000;
+const RESENT_AFTER_OUTAGE: usize = 500;
+
 /// What the client learnt from the receipts.
 #[derive(Debug, Default)]
 struct Sent {
@@ -442,6 +452,154 @@ async fn run(isolation: Isolation) {
         started.elapsed()
     );
     eprint!("faults injected at {level}:\n{}", chaos.stats);
+    stack.stop().await.expect("stack stops");
+    let _ = std::fs::remove_dir_all(&run_dir);
+}
+
+impl Sent {
+    /// Both senders' answers together.
+    fn merge(mut self, other: Sent) -> Sent {
+        for (id, n) in other.accepted {
+            *self.accepted.entry(id).or_default() += n;
+        }
+        self.rejected.extend(other.rejected);
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        self.requests += other.requests;
+        self.resent_items += other.resent_items;
+        self
+    }
+}
+
+/// Keys under `prefix` in the stack's raw bucket.
+async fn raw_bucket_keys(stack: &Stack, prefix: &str) -> Vec<String> {
+    let bucket = &stack
+        .model()
+        .bucket("RawBucket")
+        .expect("the raw bucket")
+        .name;
+    let mut keys = Vec::new();
+    let mut pages = stack
+        .clients()
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for o in page.expect("list raw bucket").contents() {
+            keys.push(o.key().unwrap_or_default().to_owned());
+        }
+    }
+    keys
+}
+
+/// The spill path end to end: while Kinesis refuses every write, every request is still
+/// answered `accepted` (the events are spilled to S3) and the spilled events reach the warehouse
+/// through the drain *during* the outage; after it, more events and some of the outage's sent
+/// again (a client that lost its receipts) — every accepted id exactly once, reconciliation 0.
+async fn spill_run() {
+    caudal_core::telemetry::set_emf_sink(|_| {});
+    let run = format!("spill{}", std::process::id());
+    let run_dir = std::env::temp_dir().join(format!("caudal-{run}"));
+    let mut opts = StackOptions::for_repo(&repo());
+    opts.run_dir = run_dir.clone();
+    // No random faults: only the outage this test switches on and off.
+    opts.chaos = Some(ChaosConfig::default());
+    let stack = Stack::start(opts).await.expect("local stack starts");
+    let chaos = stack.chaos().expect("a chaos stack").clone();
+    let batches = |items: &[Item]| -> Vec<Vec<Item>> {
+        items
+            .chunks(EVENTS_PER_REQUEST)
+            .map(<[Item]>::to_vec)
+            .collect()
+    };
+
+    // ---- Kinesis down: every answer final on the first attempt. ----------------------------
+    chaos.set_kinesis_down(true);
+    let outage: Vec<Item> = (0..OUTAGE_EVENTS).map(|i| item(&run, i)).collect();
+    let outage_start = Instant::now();
+    let during = send_all(stack.api_url(), batches(&outage)).await;
+    let outage_send = outage_start.elapsed();
+    assert!(
+        during.statuses.keys().all(|s| *s < 500) && during.resent_items == 0,
+        "a request during the outage was not answered whole: {:?}, {} items re-sent",
+        during.statuses,
+        during.resent_items
+    );
+    assert!(chaos.stats.get(Fault::KinesisOutageCall) > 0);
+    let spilled = raw_bucket_keys(&stack, "spill/").await;
+    assert!(!spilled.is_empty(), "nothing was spilled");
+    // Still down: the drain, not Kinesis, brings the spilled events to the warehouse.
+    let drained = report::wait_until_loaded(&stack, SETTLE_TIMEOUT)
+        .await
+        .expect("the spilled events load while Kinesis is down");
+    let drain_took = outage_start.elapsed() - outage_send;
+    assert!(
+        chaos.kinesis_refusing(),
+        "the outage lasted the whole phase"
+    );
+    assert!(drained.rows() > 0);
+
+    // ---- Kinesis back: more events, and some of the outage's sent again. -------------------
+    chaos.set_kinesis_down(false);
+    let after: Vec<Item> = (OUTAGE_EVENTS..2 * OUTAGE_EVENTS)
+        .map(|i| item(&run, i))
+        .collect();
+    let again: Vec<Item> = outage
+        .iter()
+        .filter(|i| matches!(i.expect, Expect::Row(_)))
+        .take(RESENT_AFTER_OUTAGE)
+        .cloned()
+        .collect();
+    let later = send_all(
+        stack.api_url(),
+        batches(&after).into_iter().chain(batches(&again)).collect(),
+    )
+    .await;
+    let counts = report::wait_until_loaded(&stack, SETTLE_TIMEOUT)
+        .await
+        .expect("the pipeline settles");
+    let spilled_after = raw_bucket_keys(&stack, "spill/").await.len();
+    let (during_requests, during_statuses) = (during.requests, during.statuses.clone());
+    let sent = during.merge(later);
+    let expect: HashMap<String, Expect> = outage
+        .iter()
+        .chain(&after)
+        .map(|i| (i.id.clone(), i.expect))
+        .collect();
+    check_answers(&expect, &sent);
+    let rejects = check_warehouse(&stack, &run, &expect, &sent, &counts).await;
+    let drained_objects = raw_bucket_keys(&stack, "raw/")
+        .await
+        .into_iter()
+        .filter(|k| k.contains("/spill/"))
+        .count();
+    assert!(
+        drained_objects >= spilled.len(),
+        "{} spill objects, {drained_objects} drained raw objects",
+        spilled.len()
+    );
+    assert_eq!(
+        spilled_after,
+        spilled.len(),
+        "nothing spilled once Kinesis was back"
+    );
+    eprintln!(
+        "kinesis outage: {OUTAGE_EVENTS} events in {} requests all answered during the outage \
+         ({:?}, {} Kinesis calls refused) in {outage_send:?}, {} spill objects drained into \
+         raw/ and loaded {drain_took:?} after the last answer, Kinesis still down; then \
+         {OUTAGE_EVENTS} more and {RESENT_AFTER_OUTAGE} of the outage's again: {} ids accepted, \
+         {} rows, {rejects} rejects, 0 lost, 0 duplicated, reconciliation 0",
+        during_requests,
+        during_statuses,
+        chaos.stats.get(Fault::KinesisOutageCall),
+        spilled.len(),
+        sent.accepted.len(),
+        counts.rows()
+    );
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);
 }

@@ -784,8 +784,9 @@ fn check_sqs_or_s3(name: &str, binary: &str, text: &str) {
                 if inner.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
                     continue;
                 }
-                // raw-writer's queue carries its own lake retry messages, not S3 notifications.
-                if binary == "raw-writer" {
+                // raw-writer's queues carry its own lake retry messages and S3 notifications of
+                // spill/ objects (the spill drain).
+                if binary == "raw-writer" && !raw_writer::drain::is_s3_notification(body) {
                     raw_writer::lake::LakeRetry::parse(body).unwrap_or_else(|e| {
                         panic!("{name}: message {i} body is not a lake retry message: {e}")
                     });

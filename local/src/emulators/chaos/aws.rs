@@ -124,6 +124,18 @@ pub fn plan(chaos: &Chaos, method: &str, target: Option<&str>, body: &[u8]) -> P
     match target {
         None => s3_plan(chaos, method),
         Some(t) if t.starts_with("Kinesis_20131202.PutRecord") => {
+            if chaos.kinesis_refusing() {
+                let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                chaos.stats.add(Fault::KinesisOutageCall, 1);
+                return Plan::Refuse(json_error(
+                    500,
+                    "InternalFailure",
+                    &format!(
+                        "Internal service failure (stream {}).",
+                        stream_name(&v, "StreamName")
+                    ),
+                ));
+            }
             if chaos.roll(c.kinesis) {
                 let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
                 let stream = stream_name(&v, "StreamName");
@@ -359,6 +371,37 @@ mod tests {
         json!({"StreamName": "s", "Records": records})
             .to_string()
             .into_bytes()
+    }
+
+    #[test]
+    fn an_outage_refuses_every_kinesis_write_and_nothing_else() {
+        let c = chaos(ChaosConfig::default());
+        c.set_kinesis_down(true);
+        for target in ["Kinesis_20131202.PutRecords", "Kinesis_20131202.PutRecord"] {
+            match plan(&c, "POST", Some(target), &kinesis_request(3)) {
+                Plan::Refuse(canned) => assert_eq!(canned.status, 500),
+                _ => panic!("{target} not refused"),
+            }
+        }
+        assert!(matches!(
+            plan(&c, "POST", Some("Kinesis_20131202.GetRecords"), b"{}"),
+            Plan::Forward
+        ));
+        assert!(
+            matches!(plan(&c, "PUT", None, b""), Plan::Forward),
+            "S3 untouched"
+        );
+        assert_eq!(c.stats.get(Fault::KinesisOutageCall), 2);
+        c.set_kinesis_down(false);
+        assert!(matches!(
+            plan(
+                &c,
+                "POST",
+                Some("Kinesis_20131202.PutRecords"),
+                &kinesis_request(3)
+            ),
+            Plan::Forward
+        ));
     }
 
     #[test]

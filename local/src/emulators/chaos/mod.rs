@@ -46,8 +46,8 @@ pub enum ChaosError {
     Syntax(String),
     /// An unknown key.
     #[error(
-        "chaos: unknown key {0:?} (known: s3, kinesis, firehose, dataapi, delay, delay-ms, kill, \
-         dup-notify, visibility, seed)"
+        "chaos: unknown key {0:?} (known: s3, kinesis, kinesis-down, firehose, dataapi, delay, \
+         delay-ms, kill, dup-notify, visibility, seed)"
     )]
     UnknownKey(String),
     /// A value of the wrong kind or out of range.
@@ -79,6 +79,10 @@ pub struct ChaosConfig {
     /// Share of PutRecords/PutRecord calls failed as a whole, and, independently, share of the
     /// records of the other PutRecords calls failed per record.
     pub kinesis: f64,
+    /// A Kinesis outage: from `.0` to `.1` seconds after the stack is up, every PutRecords /
+    /// PutRecord call of the functions is refused (nothing written). `None` = no outage
+    /// (tests also switch one on and off with [`Chaos::set_kinesis_down`]).
+    pub kinesis_down_s: Option<(u64, u64)>,
     /// Same as `kinesis`, for Firehose PutRecordBatch/PutRecord.
     pub firehose: f64,
     /// Share of Data API statements that end FAILED (half, before running) or are stopped part
@@ -104,6 +108,7 @@ impl Default for ChaosConfig {
             seed: 0,
             s3: 0.0,
             kinesis: 0.0,
+            kinesis_down_s: None,
             firehose: 0.0,
             dataapi: 0.0,
             delay: 0.0,
@@ -129,6 +134,21 @@ fn rate(key: &str, value: &str) -> Result<f64, ChaosError> {
     }
 }
 
+/// `MIN-MAX` (or one number for both), `MIN ≤ MAX`.
+fn range(key: &str, value: &str, reason: &'static str) -> Result<(u64, u64), ChaosError> {
+    let (lo, hi) = value.split_once('-').unwrap_or((value, value));
+    let lo: u64 = integer(key, lo.trim(), reason)?;
+    let hi: u64 = integer(key, hi.trim(), reason)?;
+    if lo > hi {
+        return Err(ChaosError::Value {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: "MIN is above MAX",
+        });
+    }
+    Ok((lo, hi))
+}
+
 fn integer<T: std::str::FromStr>(
     key: &str,
     value: &str,
@@ -148,6 +168,7 @@ impl ChaosConfig {
     /// | key | value |
     /// |---|---|
     /// | `s3`, `kinesis`, `firehose`, `dataapi`, `delay`, `kill` | rate, `0`–`1` |
+    /// | `kinesis-down` | `START-END` seconds after start-up during which Kinesis refuses every write |
     /// | `delay-ms` | `MIN-MAX` milliseconds of a Data API delay (or one number) |
     /// | `dup-notify` | deliveries of each S3 notification, ≥ 1 |
     /// | `visibility` | cap of SQS visibility timeouts, seconds, ≥ 1 |
@@ -174,18 +195,9 @@ impl ChaosConfig {
                 "dataapi" => c.dataapi = rate(key, value)?,
                 "delay" => c.delay = rate(key, value)?,
                 "kill" => c.kill = rate(key, value)?,
-                "delay-ms" => {
-                    let (lo, hi) = value.split_once('-').unwrap_or((value, value));
-                    let lo: u64 = integer(key, lo.trim(), "expected MIN-MAX milliseconds")?;
-                    let hi: u64 = integer(key, hi.trim(), "expected MIN-MAX milliseconds")?;
-                    if lo > hi {
-                        return Err(ChaosError::Value {
-                            key: key.to_owned(),
-                            value: value.to_owned(),
-                            reason: "MIN is above MAX",
-                        });
-                    }
-                    c.delay_ms = (lo, hi);
+                "delay-ms" => c.delay_ms = range(key, value, "expected MIN-MAX milliseconds")?,
+                "kinesis-down" => {
+                    c.kinesis_down_s = Some(range(key, value, "expected START-END seconds")?);
                 }
                 "dup-notify" => {
                     c.dup_notify = integer(key, value, "expected a whole number ≥ 1")?;
@@ -220,10 +232,13 @@ impl fmt::Display for ChaosConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "s3={},kinesis={},firehose={},dataapi={},delay={},delay-ms={}-{},kill={},\
+            "s3={},kinesis={},{}firehose={},dataapi={},delay={},delay-ms={}-{},kill={},\
              dup-notify={},visibility={},seed={}",
             self.s3,
             self.kinesis,
+            self.kinesis_down_s
+                .map(|(a, b)| format!("kinesis-down={a}-{b},"))
+                .unwrap_or_default(),
             self.firehose,
             self.dataapi,
             self.delay,
@@ -264,11 +279,13 @@ pub enum Fault {
     Killed,
     /// Extra deliveries of S3 notifications.
     DuplicateNotifications,
+    /// Kinesis calls refused during an outage (`kinesis-down`).
+    KinesisOutageCall,
 }
 
 impl Fault {
     /// Every kind, in report order.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::S3Unavailable,
         Fault::S3ErrorAfterWrite,
         Fault::KinesisThrottledCall,
@@ -281,6 +298,7 @@ impl Fault {
         Fault::DataApiDelayed,
         Fault::Killed,
         Fault::DuplicateNotifications,
+        Fault::KinesisOutageCall,
     ];
 
     /// A short label for reports.
@@ -298,6 +316,7 @@ impl Fault {
             Fault::DataApiDelayed => "dataapi statements delayed",
             Fault::Killed => "invocations killed part way",
             Fault::DuplicateNotifications => "duplicate S3 notifications",
+            Fault::KinesisOutageCall => "kinesis calls refused in an outage",
         }
     }
 
@@ -359,6 +378,8 @@ pub enum StatementFault {
 pub struct Chaos {
     config: ChaosConfig,
     armed: AtomicBool,
+    armed_at: std::sync::OnceLock<std::time::Instant>,
+    kinesis_down: AtomicBool,
     draws: AtomicU64,
     /// Faults injected so far.
     pub stats: ChaosStats,
@@ -387,6 +408,8 @@ impl Chaos {
         Chaos {
             config,
             armed: AtomicBool::new(false),
+            armed_at: std::sync::OnceLock::new(),
+            kinesis_down: AtomicBool::new(false),
             draws: AtomicU64::new(0),
             stats: ChaosStats::default(),
         }
@@ -399,7 +422,31 @@ impl Chaos {
 
     /// Starts injecting (the stack calls this once it has started).
     pub fn arm(&self) {
+        let _ = self.armed_at.set(std::time::Instant::now());
         self.armed.store(true, Ordering::Release);
+    }
+
+    /// Starts (`true`) or ends a Kinesis outage now, whatever `kinesis-down` says.
+    pub fn set_kinesis_down(&self, down: bool) {
+        self.kinesis_down.store(down, Ordering::Release);
+    }
+
+    /// Whether Kinesis is refusing every write now: an outage switched on, or inside the
+    /// configured `kinesis-down` window (counted from [`Chaos::arm`]).
+    pub fn kinesis_refusing(&self) -> bool {
+        if !self.is_armed() {
+            return false;
+        }
+        if self.kinesis_down.load(Ordering::Acquire) {
+            return true;
+        }
+        match (self.config.kinesis_down_s, self.armed_at.get()) {
+            (Some((from, to)), Some(at)) => {
+                let s = at.elapsed().as_secs_f64();
+                s >= from as f64 && s < to as f64
+            }
+            _ => false,
+        }
     }
 
     /// Stops injecting.
@@ -517,6 +564,29 @@ mod tests {
         assert_eq!(ChaosConfig::parse("on,kill=0.5").unwrap().kill, 0.5);
         assert_eq!(ChaosConfig::parse("s3=1").unwrap().kinesis, 0.0);
         assert_eq!(ChaosConfig::parse("delay-ms=5").unwrap().delay_ms, (5, 5));
+        let down = ChaosConfig::parse("kinesis-down=10-70").unwrap();
+        assert_eq!(down.kinesis_down_s, Some((10, 70)));
+        assert_eq!(ChaosConfig::parse(&down.to_string()).unwrap(), down);
+        assert!(ChaosConfig::parse("kinesis-down=70-10").is_err());
+        assert!(ChaosConfig::parse("kinesis-down=x").is_err());
+    }
+
+    #[test]
+    fn a_kinesis_outage_follows_its_window_and_the_switch() {
+        let c = Chaos::new(ChaosConfig::parse("kinesis-down=0-3600").unwrap());
+        assert!(!c.kinesis_refusing(), "nothing before the stack is up");
+        c.arm();
+        assert!(c.kinesis_refusing(), "inside the window");
+        let later = Chaos::new(ChaosConfig::parse("kinesis-down=3600-7200").unwrap());
+        later.arm();
+        assert!(!later.kinesis_refusing(), "before the window");
+        later.set_kinesis_down(true);
+        assert!(later.kinesis_refusing(), "switched on");
+        later.set_kinesis_down(false);
+        assert!(!later.kinesis_refusing());
+        later.disarm();
+        later.set_kinesis_down(true);
+        assert!(!later.kinesis_refusing(), "never while disarmed");
     }
 
     #[test]
