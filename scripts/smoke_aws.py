@@ -40,11 +40,12 @@ LOCAL = {
     "CopyRole": f"arn:aws:iam::{ACCOUNT}:role/smoke-copy",
     "LoaderQueue": "smoke-loader",
     "LakeRetryQueue": "smoke-lake-retry",
+    "SpillQueue": "smoke-spill",
 }
 
 # What `Ref` of a queue gives: its URL (moto finds the queue by the URL's last path segment,
 # whatever endpoint the request went to).
-QUEUES = ("LoaderQueue", "LakeRetryQueue")
+QUEUES = ("LoaderQueue", "LakeRetryQueue", "SpillQueue")
 
 # Values the smoke test must choose itself (the template's defaults leave them empty on purpose).
 OVERRIDES = {
@@ -219,8 +220,9 @@ def stage(endpoint, event_path):
     with open(event_path, encoding="utf-8") as f:
         event = json.load(f)
     notified = [(b, k) for b, k in s3_records(event) if k.startswith("raw/")]
+    spills = [(b, k) for b, k in s3_records(event) if k.startswith("spill/")]
     retries = lake_retries(event)
-    if not notified and not retries:
+    if not notified and not retries and not spills:
         return
     s3 = client("s3", endpoint)
     archived = [
@@ -241,6 +243,27 @@ def stage(endpoint, event_path):
             pass
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         print(f"staged s3://{bucket}/{key} from {source}")
+    for bucket, key in spills:
+        # A spill object as ingest-api writes it (docs/CONTRACTS.md §2a): the envelopes of an
+        # archived raw object, one {"arrival","partition_key","envelope"} line each.
+        source = next((k for k in archived if k.endswith(".gz")), None)
+        if source is None:
+            die(f"{event_path}: needs a .gz raw object but raw-writer wrote {archived}")
+        raw_lines = gzip.decompress(
+            s3.get_object(Bucket=LOCAL["RawBucket"], Key=source)["Body"].read()
+        ).splitlines()
+        out = []
+        for line in raw_lines:
+            raw = json.loads(line)
+            out.append(json.dumps({
+                "arrival": raw["kinesis"]["arrival"],
+                "partition_key": raw["kinesis"]["partition_key"],
+                "envelope": raw["envelope"],
+            }, separators=(",", ":")))
+        if not out:
+            die(f"{source}: an empty raw object")
+        s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(out) + "\n").encode())
+        print(f"staged s3://{bucket}/{key} ({len(out)} spilled events from {source})")
     for bucket, key, last in retries:
         # The named lines must exist: archived lines, repeated as needed, gzip like raw/.
         source = next((k for k in archived if k.endswith(".gz")), None)
