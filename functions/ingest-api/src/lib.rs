@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::core::{EventCheck, prepare};
 use crate::receipt::Receipt;
-use crate::spill::{SpillReport, SpillTarget};
+use crate::spill::{Breaker, SpillReport, SpillTarget};
 
 /// Time kept back from the Lambda deadline to build and return the response.
 pub const DEADLINE_SAFETY_MARGIN: Duration = Duration::from_millis(1000);
@@ -132,6 +132,7 @@ pub struct State {
     config: Config,
     kinesis: aws_sdk_kinesis::Client,
     spill: Option<SpillTarget>,
+    breaker: Breaker,
     retry: RetryPolicy,
     metrics: bool,
 }
@@ -146,6 +147,7 @@ impl State {
             config,
             kinesis,
             spill: None,
+            breaker: Breaker::default(),
             retry: RetryPolicy::default(),
             metrics: true,
         }
@@ -375,18 +377,32 @@ async fn put_durably(
     }
     let cfg = &state.config;
     let deadline = put_deadline_policy(cfg.put_deadline).deadline(lambda_deadline_ms);
-    let kinesis_deadline = match &state.spill {
-        Some(t) => spill::kinesis_deadline(deadline, t.reserve, Instant::now()),
-        None => deadline,
+    let now = Instant::now();
+    let probe_only = state.spill.is_some() && state.breaker.is_open(now);
+    let (kinesis_deadline, kinesis_retry) = match &state.spill {
+        // Kinesis has just refused everything: one short attempt, then the spill path.
+        Some(_) if probe_only => (
+            deadline.min(now + spill::BREAKER_PROBE),
+            RetryPolicy {
+                max_attempts: 1,
+                ..state.retry
+            },
+        ),
+        Some(t) => (
+            spill::kinesis_deadline(deadline, t.reserve, now),
+            state.retry,
+        ),
+        None => (deadline, state.retry),
     };
     let mut outcome = kinesis::put_records(
         &state.kinesis,
         &cfg.stream_name,
         records,
-        &state.retry,
+        &kinesis_retry,
         kinesis_deadline,
     )
     .await;
+    state.breaker.record(&outcome, Instant::now());
     let report = match &state.spill {
         Some(target) => {
             let now = time::OffsetDateTime::now_utc();

@@ -36,6 +36,47 @@ pub struct SpillTarget {
     pub reserve: Duration,
 }
 
+/// How long the breaker stays open after a request whose every record Kinesis refused.
+pub const BREAKER_OPEN_FOR: Duration = Duration::from_secs(10);
+/// What Kinesis gets while the breaker is open: one attempt, at most this long.
+pub const BREAKER_PROBE: Duration = Duration::from_millis(300);
+
+/// A per-sandbox breaker: once Kinesis has refused every record of a request, the requests of
+/// the next [`BREAKER_OPEN_FOR`] give it one short probe ([`BREAKER_PROBE`]) before spilling
+/// instead of the whole budget, so an outage costs a request one S3 PUT, not seconds. Any
+/// request that Kinesis takes whole closes it again.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    open_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    /// Whether Kinesis should get only the probe now.
+    pub fn is_open(&self, now: Instant) -> bool {
+        self.open_until
+            .lock()
+            .map(|u| u.is_some_and(|t| now < t))
+            .unwrap_or(false)
+    }
+
+    /// Learn from a PutRecords outcome (before any spill): every record refused opens the
+    /// breaker, every record taken closes it, a partial failure leaves it as it is.
+    pub fn record(&self, outcome: &PutOutcome, now: Instant) {
+        let failed = outcome.results.iter().filter(|r| r.is_err()).count();
+        let Ok(mut until) = self.open_until.lock() else {
+            return;
+        };
+        if outcome.results.is_empty() {
+            return;
+        }
+        if failed == outcome.results.len() {
+            *until = Some(now + BREAKER_OPEN_FOR);
+        } else if failed == 0 {
+            *until = None;
+        }
+    }
+}
+
 /// What the spill step did for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpillReport {
@@ -130,6 +171,43 @@ pub async fn spill_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outcome(ok: usize, failed: usize) -> PutOutcome {
+        let err = CallError {
+            retryable: true,
+            code: "InternalFailure".into(),
+            message: "x".into(),
+        };
+        let written = Written {
+            shard_id: "s".into(),
+            sequence_number: "1".into(),
+        };
+        PutOutcome {
+            results: std::iter::repeat_n(Ok(written), ok)
+                .chain(std::iter::repeat_n(Err(err), failed))
+                .collect(),
+            calls: 1,
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_on_a_full_refusal_and_closes_on_a_full_success() {
+        let b = Breaker::default();
+        let t = Instant::now();
+        assert!(!b.is_open(t));
+        b.record(&outcome(0, 3), t);
+        assert!(b.is_open(t));
+        assert!(b.is_open(t + BREAKER_OPEN_FOR - Duration::from_millis(1)));
+        assert!(!b.is_open(t + BREAKER_OPEN_FOR), "it closes by itself");
+        b.record(&outcome(1, 2), t);
+        assert!(b.is_open(t), "a partial failure changes nothing");
+        b.record(&outcome(0, 0), t);
+        assert!(b.is_open(t), "nor does an empty request");
+        b.record(&outcome(3, 0), t);
+        assert!(!b.is_open(t), "Kinesis took everything");
+        b.record(&outcome(2, 1), t);
+        assert!(!b.is_open(t), "a partial failure does not open it");
+    }
 
     #[test]
     fn kinesis_keeps_the_reserve_free_but_always_gets_half() {

@@ -814,3 +814,57 @@ async fn nothing_is_spilled_when_kinesis_takes_everything() {
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(s3_rule.num_calls(), 0);
 }
+
+#[tokio::test]
+async fn a_spill_whose_first_write_landed_unanswered_is_accepted_not_written_twice() {
+    let down = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(503, None)
+        .repeatedly()
+        .build();
+    // The first PUT is stored but answered 500; the retry meets its own object (412).
+    let s3_rule = mock!(aws_sdk_s3::Client::put_object)
+        .sequence()
+        .http_status(
+            500,
+            Some("<Error><Code>InternalError</Code><Message>x</Message></Error>".into()),
+        )
+        .times(1)
+        .http_status(
+            412,
+            Some(
+                "<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions \
+                 you specified did not hold</Message></Error>"
+                    .into(),
+            ),
+        )
+        .times(1)
+        .build();
+    let st = spilling(state(config(&[]), RuleMode::Sequential, &[&down]), &s3_rule);
+    let r = call(&st, event("v2-single")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 1);
+    assert_eq!(s3_rule.num_calls(), 2, "no third write");
+}
+
+#[tokio::test]
+async fn during_an_outage_later_requests_spill_after_one_short_probe() {
+    let down = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(503, None)
+        .repeatedly()
+        .build();
+    let (s3_rule, spilled) = spill_s3(200);
+    let st = spilling(state(config(&[]), RuleMode::Sequential, &[&down]), &s3_rule);
+    assert_eq!(call(&st, event("v2-single")).await.status, 202);
+    let first = down.num_calls();
+    assert_eq!(
+        first, 4,
+        "the first request tries Kinesis with the whole policy"
+    );
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 4);
+    assert_eq!(down.num_calls() - first, 1, "then one probe per request");
+    assert_eq!(spilled.lock().unwrap().len(), 2);
+}

@@ -161,7 +161,7 @@ pub async fn drain(state: &State, messages: &[&SqsRecord], ctx: &Context) -> Sqs
         .metric("SpillDrainedObjects", objects as f64, Unit::Count)
         .metric("SpillDrainedLines", lines as f64, Unit::Count)
         .metric("SpillDrainFailures", failed as f64, Unit::Count)
-        .property("request_id", ctx.request_id.as_str())
+        .property("RequestId", ctx.request_id.as_str())
         .emit();
     response
 }

@@ -1089,6 +1089,14 @@ async fn a_bad_retry_message_fails_alone() {
 // ---------------------------------------------------------------------------------------------
 // the spill drain
 
+/// The drain's summary metrics line for `request_id` (the batch it writes has its own).
+fn drain_metrics(request_id: &str) -> Vec<serde_json::Value> {
+    metrics_of(request_id)
+        .into_iter()
+        .filter(|l| l.get("SpillDrainedObjects").is_some())
+        .collect()
+}
+
 /// The spill object `events/raw-writer-spill.json` announces.
 const SPILL_KEY: &str = "spill/dt=2026-12-02/hr=10/019ade5b7c1e7a3f8b2c4d5e6f708192.ndjson";
 
@@ -1156,7 +1164,16 @@ async fn spilled_events_are_drained_into_the_raw_archive_once_and_deterministica
     let (s3, log) = s3_store(HashMap::from([(SPILL_KEY.to_owned(), body)]));
     let (fh, fh_log) = firehose_ok();
     let state = State::new(retry_config(), s3, fh, sqs_ok());
-    assert!(run(&state, "raw-writer-spill.json").await.is_empty());
+    let _ = caudal_core::telemetry::set_emf_sink(capture_emf);
+    assert!(
+        run_with(&state, "raw-writer-spill.json", ctx_named("drain-once"))
+            .await
+            .is_empty()
+    );
+    let drained = drain_metrics("drain-once");
+    assert_eq!(metric(&drained, "SpillDrainedObjects"), 1.0);
+    assert_eq!(metric(&drained, "SpillDrainedLines"), records.len() as f64);
+    assert_eq!(metric(&drained, "SpillDrainFailures"), 0.0);
     let raw = log.put("raw/");
     // raw/dt=<spill hour>/hr=…/spill/<id><first index>-<id><last index>.ndjson.gz
     let id = u128::from_str_radix("019ade5b7c1e7a3f8b2c4d5e6f708192", 16).unwrap();
@@ -1205,11 +1222,15 @@ async fn a_spill_object_that_cannot_be_read_or_is_not_one_is_left_for_redelivery
     let (s3, log) = s3_store(HashMap::new());
     let (fh, _) = firehose_ok();
     let state = State::new(retry_config(), s3, fh, sqs_ok());
+    let _ = caudal_core::telemetry::set_emf_sink(capture_emf);
     assert_eq!(
-        run(&state, "raw-writer-spill.json").await,
+        run_with(&state, "raw-writer-spill.json", ctx_named("drain-missing")).await,
         ["5c1f9a2e-0001-4b7d-9e3a-2f6d8c1b0001"]
     );
     assert!(log.puts().is_empty());
+    let drained = drain_metrics("drain-missing");
+    assert_eq!(metric(&drained, "SpillDrainFailures"), 1.0);
+    assert_eq!(metric(&drained, "SpillDrainedObjects"), 0.0);
 
     // Not a spill object (a line without an envelope): reported, nothing written.
     let (s3, log) = s3_store(HashMap::from([(
