@@ -6,8 +6,8 @@
 //!
 //! 1. the bucket must be this function's `RAW_BUCKET` and the key a spill key
 //!    ([`caudal_core::keys::parse_spill_key`]); anything else is permanent (dead-letter queue);
-//! 2. GetObject the spill object (shared retry policy, capped at
-//!    [`crate::reforward::MAX_RAW_OBJECT_BYTES`]) and read its lines;
+//! 2. GetObject the spill object (shared retry policy) and read its lines (at most one
+//!    request's events, [`caudal_core::spill::MAX_SPILL_LINES`]);
 //! 3. give line *i* the coordinates `(spill, <id><i>)` ([`caudal_core::spill::coordinates`]) and
 //!    its spill time as arrival, and store the lines as one shard batch exactly as the Kinesis
 //!    path does (`write_batch`: raw object, `raw-invalid/` sibling, lake copy or deferral).
@@ -32,7 +32,6 @@ use tokio::time::Instant;
 
 use crate::event::SqsRecord;
 use crate::input::{InRecord, RecordData, ShardBatch};
-use crate::reforward::MAX_RAW_OBJECT_BYTES;
 use crate::{FUNCTION_NAME, RawWriterError, State, batch_keys, write_batch};
 
 /// Why one spill object was not drained. Every variant reports its message failed;
@@ -57,14 +56,6 @@ pub enum DrainError {
         line: usize,
         /// The text.
         arrival: String,
-    },
-    /// The object is larger than any spill object.
-    #[error("spill object {key} is {bytes} bytes (at most {MAX_RAW_OBJECT_BYTES})")]
-    TooLarge {
-        /// Key.
-        key: String,
-        /// Size.
-        bytes: usize,
     },
     /// Reading the spill object failed.
     #[error("reading {key}: {source}")]
@@ -188,12 +179,6 @@ async fn drain_object(
             key: key.to_owned(),
             source,
         })?;
-    if object.body.len() > MAX_RAW_OBJECT_BYTES {
-        return Err(DrainError::TooLarge {
-            key: key.to_owned(),
-            bytes: object.body.len(),
-        });
-    }
     let spilled = read_lines(&object.body)?;
     let mut records = Vec::with_capacity(spilled.len());
     for (i, line) in spilled.iter().enumerate() {
