@@ -217,6 +217,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_transient_failures_are_retryable() {
+        let call = |retryable| CallError {
+            retryable,
+            code: if retryable {
+                "SlowDown"
+            } else {
+                "AccessDenied"
+            }
+            .into(),
+            message: "m".into(),
+        };
+        let read = |retryable| DrainError::Read {
+            key: "spill/k".into(),
+            source: call(retryable),
+        };
+        assert!(read(true).is_retryable());
+        assert!(!read(false).is_retryable());
+        assert!(DrainError::NotWritten { key: "k".into() }.is_retryable());
+        let bucket = DrainError::Bucket {
+            named: "a".into(),
+            own: "b".into(),
+        };
+        assert!(!bucket.is_retryable());
+        assert!(!DrainError::Spill(SpillError::Count(0)).is_retryable());
+    }
+
+    #[test]
     fn notifications_are_told_from_lake_retry_messages() {
         assert!(is_s3_notification(
             r#"{"Records":[{"eventSource":"aws:s3","s3":{"bucket":{"name":"b"},"object":{"key":"spill/x"}}}]}"#
