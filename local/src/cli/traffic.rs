@@ -191,7 +191,7 @@ pub fn sample_requests(
 const SEND_ATTEMPTS: u32 = 6;
 
 /// Posts `requests` to `api_url` and sums the receipts. A 5xx answer without a receipt is
-/// retried (up to [`SEND_ATTEMPTS`], with backoff): sample events that carry no id get a new
+/// retried (up to 6 attempts, with backoff): sample events that carry no id get a new
 /// one at every attempt, so an event stored before such a failure may be loaded twice — as for
 /// any client that does not set ids.
 pub async fn send(

@@ -24,7 +24,8 @@ const PLAUSIBLE_EPOCH_MS: u64 = 1_000_000_000_000;
 /// The retry deadline of one invocation, from the Lambda context's deadline (ms since the epoch):
 /// the time left minus `margin` — kept free to build and return the answer instead of being
 /// killed mid-call — but at least half of the time left, so a short invocation still tries. A
-/// context without a real deadline (see [`PLAUSIBLE_EPOCH_MS`]) gets `fallback` from now.
+/// context without a real deadline (below 2001-09-09 in ms: 0 in `Context::default()`, a relative
+/// timeout from `cargo lambda watch`) gets `fallback` from now.
 pub fn invocation_deadline(
     lambda_deadline_ms: u64,
     margin: Duration,
