@@ -652,6 +652,62 @@ async fn postponements_are_counted_and_back_off() {
     );
 }
 
+static EMF_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[tokio::test(start_paused = true)]
+async fn a_postponed_copy_keeps_the_first_send_time_and_its_age_is_measured() {
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+    let sqs = std::sync::Arc::new(SqsWorld::default());
+    let st = postponing_state(s3.client(), failing_data_api(true), &sqs, true);
+    let _ = caudal_core::telemetry::set_emf_sink(|l| EMF_LINES.lock().unwrap().push(l.to_owned()));
+
+    // No SentTimestamp and no attribute: the copy says "first sent now".
+    let mut event = event_file("rules-loader-sqs.json");
+    event["Records"][0]["attributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("SentTimestamp");
+    let before = now_ms();
+    invoke(&st, event, ctx(120)).await.unwrap();
+    let first: u64 = sqs.first_sent.lock().unwrap()[0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(first >= before && first <= now_ms(), "{first} not now");
+
+    // An hour-old copy: the next copy keeps the hour, and the age metric says an hour.
+    let hour_ago = (now_ms() - 3_600_000).to_string();
+    let mut event = event_file("rules-loader-sqs.json");
+    event["Records"][0]["messageAttributes"] = json!({"caudal-first-sent":
+        {"stringValue": hour_ago, "stringListValues": [], "binaryListValues": [], "dataType": "Number"}});
+    invoke(&st, event, ctx(120)).await.unwrap();
+    assert_eq!(
+        sqs.first_sent.lock().unwrap()[1].as_deref(),
+        Some(hour_ago.as_str())
+    );
+    let ages: Vec<(f64, f64)> = EMF_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((v["PostponedAgeSeconds"].as_f64()?, v["Postponed"].as_f64()?))
+        })
+        .collect();
+    assert!(
+        ages.iter()
+            .any(|(age, n)| (3600.0..3700.0).contains(age) && *n == 1.0),
+        "{ages:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_message_that_cannot_be_postponed_is_reported_failed() {
     // SQS refuses the copy; or no queue is configured (a direct invocation set-up).

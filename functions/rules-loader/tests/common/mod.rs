@@ -437,6 +437,8 @@ pub type Sent = (String, Option<i32>, Option<String>);
 #[derive(Default)]
 pub struct SqsWorld {
     pub sent: Mutex<Vec<Sent>>,
+    /// The `caudal-first-sent` attribute of every message sent, in order.
+    pub first_sent: Mutex<Vec<Option<String>>>,
     /// Answer every SendMessage with a (non-retryable) error.
     pub refuse: bool,
 }
@@ -451,6 +453,12 @@ impl SqsWorld {
                 move |_| !w.refuse
             })
             .then_compute_output(move |req| {
+                w.first_sent.lock().unwrap().push(
+                    req.message_attributes()
+                        .and_then(|a| a.get("caudal-first-sent"))
+                        .and_then(|v| v.string_value())
+                        .map(str::to_owned),
+                );
                 let mut sent = w.sent.lock().unwrap();
                 sent.push((
                     req.message_body().unwrap_or_default().to_owned(),
