@@ -717,10 +717,21 @@ async fn a_message_that_cannot_be_postponed_is_reported_failed() {
         ..SqsWorld::default()
     });
     let st = postponing_state(s3.client(), failing_data_api(true), &sqs, true);
+    let _ = caudal_core::telemetry::set_emf_sink(|l| EMF_LINES.lock().unwrap().push(l.to_owned()));
     let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(120))
         .await
         .unwrap();
     assert_eq!(failures(&resp), vec![MESSAGE_ID]);
+    let zero_lines = EMF_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["Postponed"].as_f64() == Some(0.0))
+        })
+        .count();
+    assert_eq!(zero_lines, 0, "nothing postponed, no Postponed metric line");
     let mut cfg = config(RULES);
     cfg.migrate_on_start = true;
     let st = rules_loader::State::new(cfg, s3.client(), failing_data_api(true));
