@@ -479,21 +479,11 @@ async fn raw_bucket_keys(stack: &Stack, prefix: &str) -> Vec<String> {
         .bucket("RawBucket")
         .expect("the raw bucket")
         .name;
-    let mut keys = Vec::new();
-    let mut pages = stack
-        .clients()
-        .s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for o in page.expect("list raw bucket").contents() {
-            keys.push(o.key().unwrap_or_default().to_owned());
-        }
-    }
-    keys
+    report::list_keys(stack, bucket, prefix)
+        .await
+        .expect("list raw bucket")
+        .into_iter()
+        .collect()
 }
 
 /// The spill path end to end: while Kinesis refuses every write, every request is still

@@ -94,6 +94,24 @@ fn output(entries: Vec<PutRecordsResultEntry>) -> PutRecordsOutput {
         .unwrap()
 }
 
+/// A Kinesis mock that writes pv-0001 and throttles every other record on every attempt.
+fn only_pv_0001_gets_through() -> Rule {
+    mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
+        output(
+            req.records()
+                .iter()
+                .map(|r| {
+                    if r.partition_key() == Some("pv-0001") {
+                        ok_entry(0)
+                    } else {
+                        err_entry("ProvisionedThroughputExceededException")
+                    }
+                })
+                .collect(),
+        )
+    })
+}
+
 fn all_ok(req: &PutRecordsInput) -> PutRecordsOutput {
     output((0..req.records().len()).map(ok_entry).collect())
 }
@@ -484,20 +502,7 @@ async fn partial_failure_resends_only_failed_records_then_succeeds() {
 #[tokio::test]
 async fn persistent_throttling_gives_retry_receipts_and_503() {
     // pv-0001 is written on the first call; every other record is throttled on every call.
-    let throttled = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
-        output(
-            req.records()
-                .iter()
-                .map(|r| {
-                    if r.partition_key() == Some("pv-0001") {
-                        ok_entry(0)
-                    } else {
-                        err_entry("ProvisionedThroughputExceededException")
-                    }
-                })
-                .collect(),
-        )
-    });
+    let throttled = only_pv_0001_gets_through();
     let st = state(config(&[]), RuleMode::MatchAny, &[&throttled]);
     let r = call(&st, event("v2-batch")).await;
     assert_eq!(r.status, 503, "{}", r.body);
@@ -743,20 +748,7 @@ fn spilling(st: State, s3_rule: &Rule) -> State {
 #[tokio::test]
 async fn events_kinesis_refuses_are_spilled_to_s3_and_accepted() {
     // pv-0001 reaches Kinesis; the other three are throttled on every attempt.
-    let throttled = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
-        output(
-            req.records()
-                .iter()
-                .map(|r| {
-                    if r.partition_key() == Some("pv-0001") {
-                        ok_entry(0)
-                    } else {
-                        err_entry("ProvisionedThroughputExceededException")
-                    }
-                })
-                .collect(),
-        )
-    });
+    let throttled = only_pv_0001_gets_through();
     let (s3_rule, spilled) = spill_s3(200);
     let st = spilling(
         state(config(&[]), RuleMode::MatchAny, &[&throttled]),

@@ -16,7 +16,7 @@ use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::operation::send_message::{SendMessageError, SendMessageOutput};
-use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
@@ -139,10 +139,11 @@ fn s3_error(status: u16, code: &str) -> HttpResponse {
     )
 }
 
-fn s3_client(fail_first: usize, status: u16, code: &'static str) -> (aws_sdk_s3::Client, S3Log) {
-    let log = S3Log::default();
+/// PutObject: the first `fail_first` calls answer `status`/`code`, later ones are recorded in
+/// `log` and succeed.
+fn put_rule(log: &S3Log, fail_first: usize, status: u16, code: &'static str) -> Rule {
     let l = log.clone();
-    let rule = mock!(aws_sdk_s3::Client::put_object).then_compute_response(move |req| {
+    mock!(aws_sdk_s3::Client::put_object).then_compute_response(move |req| {
         let n = l.calls.fetch_add(1, Ordering::SeqCst);
         if n < fail_first {
             return MockResponse::<PutObjectOutput, PutObjectError>::Http(s3_error(status, code));
@@ -154,17 +155,14 @@ fn s3_client(fail_first: usize, status: u16, code: &'static str) -> (aws_sdk_s3:
             metadata: req.metadata().cloned().unwrap_or_default(),
         });
         MockResponse::Output(PutObjectOutput::builder().e_tag("\"etag-1\"").build())
-    });
-    let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
-    (client, log)
+    })
 }
 
-/// An S3 mock serving `objects` (key → body) to GetObject; other keys are 404 NoSuchKey.
-fn s3_objects(objects: HashMap<String, Vec<u8>>) -> (aws_sdk_s3::Client, Arc<AtomicUsize>) {
-    let gets = Arc::new(AtomicUsize::new(0));
+/// GetObject serving `objects` (key → body) from the own raw bucket, counting calls in `gets`;
+/// other keys are 404 NoSuchKey.
+fn get_rule(objects: HashMap<String, Vec<u8>>, gets: &Arc<AtomicUsize>) -> Rule {
     let g = gets.clone();
-    let rule = mock!(aws_sdk_s3::Client::get_object).then_compute_response(move |req| {
+    mock!(aws_sdk_s3::Client::get_object).then_compute_response(move |req| {
         g.fetch_add(1, Ordering::SeqCst);
         assert_eq!(
             req.bucket(),
@@ -180,7 +178,21 @@ fn s3_objects(objects: HashMap<String, Vec<u8>>) -> (aws_sdk_s3::Client, Arc<Ato
             ),
             None => MockResponse::Http(s3_error(404, "NoSuchKey")),
         }
-    });
+    })
+}
+
+fn s3_client(fail_first: usize, status: u16, code: &'static str) -> (aws_sdk_s3::Client, S3Log) {
+    let log = S3Log::default();
+    let rule = put_rule(&log, fail_first, status, code);
+    let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
+    (client, log)
+}
+
+/// An S3 mock serving `objects` (key → body) to GetObject; other keys are 404 NoSuchKey.
+fn s3_objects(objects: HashMap<String, Vec<u8>>) -> (aws_sdk_s3::Client, Arc<AtomicUsize>) {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let rule = get_rule(objects, &gets);
     let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&rule], |c| c
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
     (client, gets)
@@ -1125,34 +1137,8 @@ fn spill_object() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
 /// One S3 client serving `objects` to GetObject (others: 404) and recording every PutObject.
 fn s3_store(objects: HashMap<String, Vec<u8>>) -> (aws_sdk_s3::Client, S3Log) {
     let log = S3Log::default();
-    let l = log.clone();
-    let put = mock!(aws_sdk_s3::Client::put_object).then_compute_response(move |req| {
-        l.calls.fetch_add(1, Ordering::SeqCst);
-        l.puts.lock().unwrap().push(Put {
-            key: req.key().unwrap_or_default().to_owned(),
-            body: req.body().bytes().unwrap_or_default().to_vec(),
-            content_type: req.content_type().unwrap_or_default().to_owned(),
-            metadata: req.metadata().cloned().unwrap_or_default(),
-        });
-        MockResponse::<PutObjectOutput, PutObjectError>::Output(
-            PutObjectOutput::builder().e_tag("\"etag-1\"").build(),
-        )
-    });
-    let get = mock!(aws_sdk_s3::Client::get_object).then_compute_response(move |req| {
-        assert_eq!(
-            req.bucket(),
-            Some(RETRY_BUCKET),
-            "only the own raw bucket is read"
-        );
-        match objects.get(req.key().unwrap_or_default()) {
-            Some(body) => MockResponse::<GetObjectOutput, GetObjectError>::Output(
-                GetObjectOutput::builder()
-                    .body(ByteStream::from(body.clone()))
-                    .build(),
-            ),
-            None => MockResponse::Http(s3_error(404, "NoSuchKey")),
-        }
-    });
+    let put = put_rule(&log, 0, 200, "");
+    let get = get_rule(objects, &Arc::new(AtomicUsize::new(0)));
     let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&put, &get], |c| c
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()));
     (client, log)

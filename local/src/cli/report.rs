@@ -137,7 +137,8 @@ fn template_env(stack: &Stack, name: &str) -> Option<String> {
         .find_map(|f| f.environment.get(name).filter(|v| !v.is_empty()).cloned())
 }
 
-async fn list_keys(
+/// Every key under `prefix` in `bucket` of the stack's S3.
+pub async fn list_keys(
     stack: &Stack,
     bucket: &str,
     prefix: &str,
