@@ -203,7 +203,7 @@ async fn drain_object(
         shard_id: SPILL_SHARD,
         records,
     };
-    let keys = batch_keys(&batch, cfg.codec).map_err(RawWriterError::from)?;
+    let keys = batch_keys(&batch, cfg).map_err(RawWriterError::from)?;
     match write_batch(state, &batch, &keys, deadline, ctx).await? {
         None => Ok(batch.records.len()),
         Some(_) => Err(DrainError::NotWritten {

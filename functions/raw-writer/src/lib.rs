@@ -114,6 +114,12 @@ pub struct Config {
     pub raw_bucket: String,
     /// `COMPRESSION`: `gzip` (default, level 6) or `zstd` (level 3).
     pub codec: Codec,
+    /// `RAW_KEY_REGION`: the region named in raw keys (`raw/…/hr=HH/region=<r>/…`); empty
+    /// (`None`) in the warehouse's home region, so that region's keys stay as they always were.
+    /// A second region's stream has the same shard ids as the first and may hand out the same
+    /// sequence numbers, and the loader knows an object by its key
+    /// ([`caudal_core::keys::BatchId::region`]).
+    pub key_region: Option<String>,
     /// `FIREHOSE_STREAM_NAME`: the lake delivery stream; `None` (empty) disables forwarding.
     pub firehose_stream: Option<String>,
     /// `LAKE_RETRY_QUEUE_URL`: where lines Firehose did not take are deferred ([`lake`]).
@@ -140,6 +146,7 @@ impl Config {
         Self {
             raw_bucket: raw_bucket.into(),
             codec: Codec::default(),
+            key_region: None,
             firehose_stream: None,
             lake_retry_queue: None,
             lake_defer_reserve: Duration::from_secs(10),
@@ -153,12 +160,13 @@ impl Config {
         }
     }
 
-    /// Read `RAW_BUCKET` (required), `COMPRESSION`, `FIREHOSE_STREAM_NAME` and
-    /// `LAKE_RETRY_QUEUE_URL` (required when `FIREHOSE_STREAM_NAME` is set: without it a
+    /// Read `RAW_BUCKET` (required), `COMPRESSION`, `RAW_KEY_REGION`, `FIREHOSE_STREAM_NAME`
+    /// and `LAKE_RETRY_QUEUE_URL` (required when `FIREHOSE_STREAM_NAME` is set: without it a
     /// Firehose outage would stall the shard again).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut cfg = Self::new(env.required("RAW_BUCKET")?);
         cfg.codec = env.parse_or("COMPRESSION", Codec::default())?;
+        cfg.key_region = env.region("RAW_KEY_REGION")?;
         cfg.firehose_stream = env.optional("FIREHOSE_STREAM_NAME");
         cfg.lake_retry_queue = match cfg.firehose_stream {
             Some(_) => Some(env.required("LAKE_RETRY_QUEUE_URL")?),
@@ -305,7 +313,7 @@ async fn process(
     // Name every object before writing any, so a bad key cannot leave a half-written invocation.
     let mut keyed = Vec::with_capacity(batches.len());
     for batch in &batches {
-        let keys = batch_keys(batch, state.config.codec)?;
+        let keys = batch_keys(batch, &state.config)?;
         keyed.push((batch, keys));
     }
     let mut response = KinesisEventResponse::default();
@@ -326,13 +334,16 @@ pub struct BatchKeys {
     pub invalid: String,
 }
 
-/// Keys of a batch: from its shard, first/last sequence numbers and first arrival only.
-pub fn batch_keys(batch: &ShardBatch<'_>, codec: Codec) -> Result<BatchKeys, KeyError> {
+/// Keys of a batch: from its shard, first/last sequence numbers and first arrival only, with
+/// the configured codec suffix and key region.
+pub fn batch_keys(batch: &ShardBatch<'_>, config: &Config) -> Result<BatchKeys, KeyError> {
+    let codec = config.codec;
     let first_arrival = batch
         .records
         .first()
         .map_or(time::OffsetDateTime::UNIX_EPOCH, |r| r.arrival);
     let id = BatchId {
+        region: config.key_region.as_deref(),
         shard_id: batch.shard_id,
         first_seq: batch.first_seq(),
         last_seq: batch.last_seq(),
@@ -661,6 +672,18 @@ mod tests {
             Err(ConfigError::Missing(name)) if name == "RAW_BUCKET"
         ));
         assert!(Config::from_env(&env(&[("RAW_BUCKET", "b"), ("COMPRESSION", "lz4")])).is_err());
+        assert_eq!(c.key_region, None, "unset: the home region's keys");
+        let c = Config::from_env(&env(&[
+            ("RAW_BUCKET", "b"),
+            ("RAW_KEY_REGION", "eu-west-1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.key_region.as_deref(), Some("eu-west-1"));
+        // A key region that could add a path segment fails the cold start.
+        assert!(matches!(
+            Config::from_env(&env(&[("RAW_BUCKET", "b"), ("RAW_KEY_REGION", "eu/../x")])),
+            Err(ConfigError::Invalid { name, .. }) if name == "RAW_KEY_REGION"
+        ));
     }
 
     #[tokio::test]
@@ -695,7 +718,8 @@ mod tests {
         let input = KinesisBatchEvent::parse_value(&v).unwrap();
         let refs = input.records();
         let batches = group(&refs).unwrap();
-        let keys = batch_keys(&batches[0], Codec::default()).unwrap();
+        let cfg = Config::new("b");
+        let keys = batch_keys(&batches[0], &cfg).unwrap();
         assert_eq!(
             keys.raw,
             "raw/dt=2025-11-25/hr=19/shardId-000000000006/\
@@ -703,9 +727,34 @@ mod tests {
              0000000049590338271490256608559692540925702759324208523137515618.ndjson.gz"
         );
         assert_eq!(keys.invalid, keys.raw.replacen("raw/", "raw-invalid/", 1));
-        assert_eq!(batch_keys(&batches[0], Codec::default()).unwrap(), keys);
-        let zst = batch_keys(&batches[0], Codec::Zstd { level: 3 }).unwrap();
+        assert_eq!(batch_keys(&batches[0], &cfg).unwrap(), keys);
+        let zst = batch_keys(
+            &batches[0],
+            &Config {
+                codec: Codec::Zstd { level: 3 },
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
         assert!(zst.raw.ends_with(".ndjson.zst"));
+        // A second region's keys name it, the rest unchanged.
+        let west = batch_keys(
+            &batches[0],
+            &Config {
+                key_region: Some("us-west-2".to_owned()),
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            west.raw,
+            keys.raw.replace("/shardId-", "/region=us-west-2/shardId-")
+        );
+        assert_eq!(
+            west.invalid,
+            keys.invalid
+                .replace("/shardId-", "/region=us-west-2/shardId-")
+        );
         let meta: HashMap<String, String> = object_metadata(&batches[0], Codec::default(), 2, 0)
             .into_iter()
             .collect();

@@ -163,6 +163,21 @@ impl Env {
         }
     }
 
+    /// An optional AWS region name ([`is_region_name`]), or `None` when unset. Region names
+    /// end up in object keys and SQL text (COPY's `REGION`), so a malformed one fails the cold
+    /// start here.
+    pub fn region(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.optional(name) {
+            None => Ok(None),
+            Some(value) if is_region_name(value.trim()) => Ok(Some(value.trim().to_owned())),
+            Some(value) => Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                value,
+                reason: "not a region name ([a-z][a-z0-9-]*, at most 32 characters)".to_owned(),
+            }),
+        }
+    }
+
     /// `name` parsed as a positive integer within `1..=max`, or `default` when unset.
     pub fn bounded_or(&self, name: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
         let v: u64 = self.parse_or(name, default)?;
@@ -175,6 +190,18 @@ impl Env {
         }
         Ok(v)
     }
+}
+
+/// Whether `name` has the shape of an AWS region name (`us-east-1`, `us-gov-west-1`):
+/// `[a-z][a-z0-9-]*`, at most 32 bytes — nothing that could add a path segment to a key or
+/// close a SQL literal.
+pub fn is_region_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 #[cfg(test)]
@@ -193,6 +220,38 @@ mod tests {
             e.required("EMPTY"),
             Err(ConfigError::Missing("EMPTY".into()))
         );
+    }
+
+    #[test]
+    fn regions_are_region_shaped_or_refused_by_name() {
+        let e = env(&[
+            ("R", " eu-west-1 "),
+            ("BAD", "eu-west-1' --"),
+            ("UP", "EU-WEST-1"),
+        ]);
+        assert_eq!(e.region("R"), Ok(Some("eu-west-1".to_owned())));
+        assert_eq!(e.region("UNSET"), Ok(None));
+        for name in ["BAD", "UP"] {
+            assert!(
+                matches!(e.region(name), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}"
+            );
+        }
+        for ok in ["us-east-1", "us-gov-west-1", "a", &"a".repeat(32)] {
+            assert!(is_region_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1us",
+            "-us",
+            "us/east",
+            "us.east",
+            "us_east",
+            "us east",
+            &"a".repeat(33),
+        ] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -33,6 +33,19 @@ pub enum KeyError {
     /// A table name or load id with characters outside `[a-z0-9_-]`.
     #[error("invalid key part {0:?}")]
     Part(String),
+    /// A key region that is not a region-like name (`[a-z][a-z0-9-]*`, at most 32 bytes).
+    #[error("invalid key region {0:?}")]
+    Region(String),
+}
+
+/// Checks a region named in raw keys ([`BatchId::region`]): an AWS region name's shape
+/// ([`crate::config::is_region_name`]), so it cannot add a path segment or hide a `..`.
+pub fn check_key_region(region: &str) -> Result<(), KeyError> {
+    if crate::config::is_region_name(region) {
+        Ok(())
+    } else {
+        Err(KeyError::Region(region.to_owned()))
+    }
 }
 
 fn check_shard(shard_id: &str) -> Result<(), KeyError> {
@@ -71,6 +84,12 @@ fn check_part(part: &str) -> Result<(), KeyError> {
 /// The identity of one raw batch: everything its key is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchId<'a> {
+    /// The region whose stream the batch came from, named in the key (`region=<r>/`) by every
+    /// region but the warehouse's home region: two regions' streams have the same shard ids
+    /// and may hand out the same sequence numbers, and the loader's ledger knows an object by
+    /// its key alone. `None` (the home region, and every single-region stack) keeps the keys
+    /// caudal always wrote, so turning on a second region renames nothing.
+    pub region: Option<&'a str>,
     /// Shard the batch came from.
     pub shard_id: &'a str,
     /// First record's sequence number.
@@ -81,14 +100,21 @@ pub struct BatchId<'a> {
     pub first_arrival: OffsetDateTime,
 }
 
-/// `<prefix>dt=YYYY-MM-DD/hr=HH/<shard-id>/<first-seq>-<last-seq>.ndjson<suffix>`.
+/// `<prefix>dt=YYYY-MM-DD/hr=HH/[region=<r>/]<shard-id>/<first-seq>-<last-seq>.ndjson<suffix>`.
 fn batch_key(prefix: &str, b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError> {
     check_shard(b.shard_id)?;
+    let region = match b.region {
+        Some(r) => {
+            check_key_region(r)?;
+            format!("region={r}/")
+        }
+        None => String::new(),
+    };
     let first = padded_seq(b.first_seq)?;
     let last = padded_seq(b.last_seq)?;
     let t = b.first_arrival.to_offset(time::UtcOffset::UTC);
     Ok(format!(
-        "{prefix}dt={:04}-{:02}-{:02}/hr={:02}/{}/{first}-{last}.ndjson{suffix}",
+        "{prefix}dt={:04}-{:02}-{:02}/hr={:02}/{region}{}/{first}-{last}.ndjson{suffix}",
         t.year(),
         u8::from(t.month()),
         t.day(),
@@ -249,6 +275,7 @@ mod tests {
 
     fn batch<'a>(first: &'a str, last: &'a str) -> BatchId<'a> {
         BatchId {
+            region: None,
             shard_id: "shardId-000000000002",
             first_seq: first,
             last_seq: last,
@@ -273,6 +300,54 @@ mod tests {
                 .unwrap()
                 .starts_with("raw-invalid/dt=2026-11-05/hr=07/")
         );
+    }
+
+    #[test]
+    fn a_key_region_is_a_segment_of_its_own_and_keeps_the_rest() {
+        let home = raw_key(&batch("495", "497"), ".gz").unwrap();
+        let mut b = batch("495", "497");
+        b.region = Some("eu-west-1");
+        let other = raw_key(&b, ".gz").unwrap();
+        assert_ne!(home, other);
+        assert_eq!(
+            other,
+            home.replace("hr=07/shardId", "hr=07/region=eu-west-1/shardId")
+        );
+        assert_eq!(
+            raw_invalid_key(&b, ".gz").unwrap(),
+            other.replacen("raw/", "raw-invalid/", 1)
+        );
+    }
+
+    #[test]
+    fn key_regions_are_region_names_only() {
+        for ok in [
+            "us-east-1",
+            "eu-west-1",
+            "us-gov-west-1",
+            "a",
+            &"a".repeat(32),
+        ] {
+            assert_eq!(check_key_region(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "US-EAST-1",
+            "1us",
+            "-us",
+            "us/east",
+            "us..1",
+            "us_east",
+            &"a".repeat(33),
+        ] {
+            let mut b = batch("1", "2");
+            b.region = Some(bad);
+            assert_eq!(
+                raw_key(&b, ".gz"),
+                Err(KeyError::Region(bad.to_owned())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

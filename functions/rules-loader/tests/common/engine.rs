@@ -48,6 +48,7 @@ pub fn sample_lines() -> Vec<Vec<u8>> {
 pub fn key(shard: &str, first: &str, last: &str) -> String {
     raw_key(
         &BatchId {
+            region: None,
             shard_id: shard,
             first_seq: first,
             last_seq: last,
