@@ -52,6 +52,14 @@ pub struct Config {
     pub schema: Ident,
     /// Role Redshift assumes for COPY.
     pub copy_role_arn: String,
+    /// `REDSHIFT_REGION`: the warehouse's region when it is not this function's (a second
+    /// ingest region loading into the one warehouse); the Data API client is built for it.
+    /// `None`: the warehouse is in this region.
+    pub redshift_region: Option<String>,
+    /// `STAGING_REGION`: the staging bucket's region (this function's), required with
+    /// `REDSHIFT_REGION`: COPY names it, since Redshift reads a bucket outside its own region
+    /// only when told where it is.
+    pub staging_region: Option<String>,
     /// The compiled rules.
     pub rules: Arc<RuleSet>,
     /// Create missing tables / add missing columns before the first load of a cold start.
@@ -115,6 +123,15 @@ impl Config {
             )
         })?;
 
+        let redshift_region = env.region("REDSHIFT_REGION")?;
+        let staging_region = match redshift_region {
+            Some(_) => Some(
+                env.region("STAGING_REGION")?
+                    .ok_or_else(|| EnvError::Missing("STAGING_REGION".to_owned()))?,
+            ),
+            None => None,
+        };
+
         let migrate_on_start = env.flag("MIGRATE_ON_START", true)?;
 
         let hours = env.bounded_or(
@@ -132,6 +149,8 @@ impl Config {
             connection,
             schema,
             copy_role_arn,
+            redshift_region,
+            staging_region,
             rules: Arc::new(rules),
             migrate_on_start,
             dedupe_window,
@@ -250,6 +269,36 @@ mod tests {
             .collect();
         let err = Config::from_env(&env(&pairs)).unwrap_err();
         assert!(err.to_string().contains("REDSHIFT_CLUSTER_ID"), "{err}");
+    }
+
+    #[test]
+    fn a_warehouse_in_another_region_needs_the_staging_region() {
+        let c = Config::from_env(&env(&BASE)).unwrap();
+        assert_eq!((c.redshift_region, c.staging_region), (None, None));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("REDSHIFT_REGION", "us-east-1"));
+        assert!(matches!(
+            Config::from_env(&env(&pairs)),
+            Err(ConfigError::Env(EnvError::Missing(n))) if n == "STAGING_REGION"
+        ));
+        pairs.push(("STAGING_REGION", "us-west-2"));
+        let c = Config::from_env(&env(&pairs)).unwrap();
+        assert_eq!(c.redshift_region.as_deref(), Some("us-east-1"));
+        assert_eq!(c.staging_region.as_deref(), Some("us-west-2"));
+        // Without a warehouse elsewhere the staging region is not used.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("STAGING_REGION", "us-west-2"));
+        assert_eq!(Config::from_env(&env(&pairs)).unwrap().staging_region, None);
+        // Both end up in SQL text or client set-up: malformed ones fail the cold start.
+        for (name, value) in [("REDSHIFT_REGION", "us-east-1'"), ("STAGING_REGION", "x y")] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("REDSHIFT_REGION", "us-east-1"));
+            pairs.push(("STAGING_REGION", "us-west-2"));
+            pairs.retain(|(k, _)| *k != name);
+            pairs.push((name, value));
+            let err = Config::from_env(&env(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -65,12 +65,17 @@ pub use event::{LoaderEvent, LoaderResponse, Summary};
 /// Everything a cold start builds, from the environment and the client factory: what `main`
 /// runs in Lambda and the local stack runs in process.
 pub fn start(env: &Env, clients: &ClientFactory) -> Result<State, ConfigError> {
-    Ok(State::new(
-        Config::from_env(env)?,
-        clients.s3(),
-        clients.redshift_data(),
-    )
-    .with_sqs(clients.sqs()))
+    let config = Config::from_env(env)?;
+    // A second ingest region loads into the one warehouse: its Data API calls go to the
+    // warehouse's region, everything else stays in this one.
+    let redshift_data = match &config.redshift_region {
+        Some(region) => clients
+            .clone()
+            .with_redshift_data_region(region)
+            .redshift_data(),
+        None => clients.redshift_data(),
+    };
+    Ok(State::new(config, clients.s3(), redshift_data).with_sqs(clients.sqs()))
 }
 
 /// The clock used for `loaded_at` (injectable so tests can assert exact SQL).

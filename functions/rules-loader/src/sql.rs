@@ -134,6 +134,8 @@ pub enum Literal<'a> {
     RoleArn(&'a str),
     /// A load id: `[a-z0-9_-]`, at most 128 bytes.
     LoadId(&'a str),
+    /// An AWS region name ([`caudal_core::config::is_region_name`]).
+    Region(&'a str),
 }
 
 fn refused(what: &'static str, value: &str, reason: &'static str) -> SqlError {
@@ -286,6 +288,13 @@ pub fn sql_literal(lit: Literal<'_>) -> Result<String, SqlError> {
             out.push_str("}'");
             Ok(out)
         }
+        Literal::Region(r) => {
+            if caudal_core::config::is_region_name(r) {
+                Ok(format!("'{r}'"))
+            } else {
+                Err(refused("region", r, "not a region name"))
+            }
+        }
         Literal::S3Uri(uri) => {
             let rest = uri
                 .strip_prefix("s3://")
@@ -374,6 +383,9 @@ pub struct LoadPlan<'a> {
     pub copy_options: &'a str,
     /// Role Redshift assumes to read the staging bucket.
     pub copy_role_arn: &'a str,
+    /// The staging bucket's region, when the warehouse is in another one: COPY then names it
+    /// (`REGION '…'`), which Redshift requires for a bucket outside its own region.
+    pub copy_region: Option<&'a str>,
     /// One entry per raw object of the load.
     pub objects: &'a [ObjectStats],
     /// Rule version hash.
@@ -403,8 +415,12 @@ fn copy_statement(
     manifest: &str,
     plan: &LoadPlan<'_>,
 ) -> Result<String, SqlError> {
+    let region = match plan.copy_region {
+        Some(r) => format!(" REGION {}", sql_literal(Literal::Region(r))?),
+        None => String::new(),
+    };
     Ok(format!(
-        "COPY {} ({}) FROM {} IAM_ROLE {} MANIFEST {}",
+        "COPY {} ({}) FROM {} IAM_ROLE {} MANIFEST{region} {}",
         stage.quoted(),
         column_list(cols),
         sql_literal(Literal::S3Uri(manifest))?,
@@ -806,6 +822,45 @@ mod tests {
              IN (:k0, :k1)"
         );
         assert_eq!(params[1], Param::new("k1", "raw/b'x"));
+    }
+
+    #[test]
+    fn copy_names_the_staging_region_only_when_the_warehouse_is_elsewhere() {
+        let schema = Ident::parse("analytics").unwrap();
+        let version = "a".repeat(64);
+        let plan = |copy_region| LoadPlan {
+            schema: &schema,
+            tables: &[],
+            rejects_manifest_uri: None,
+            copy_options: "FORMAT CSV GZIP",
+            copy_role_arn: "arn:aws:iam::123456789012:role/caudal-copy",
+            copy_region,
+            objects: &[],
+            rule_version: &version,
+            loaded_at: OffsetDateTime::UNIX_EPOCH,
+            load_id: "l1",
+            dedupe_window: time::Duration::hours(1),
+        };
+        let stage = Ident::parse("s1").unwrap();
+        let cols = [Ident::parse("event_id").unwrap()];
+        let m = "s3://caudal-staging/staging/t/l1/manifest.json";
+        assert_eq!(
+            copy_statement(&stage, &cols, m, &plan(None)).unwrap(),
+            "COPY \"s1\" (\"event_id\") FROM 's3://caudal-staging/staging/t/l1/manifest.json' \
+             IAM_ROLE 'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT CSV GZIP"
+        );
+        assert_eq!(
+            copy_statement(&stage, &cols, m, &plan(Some("us-west-2"))).unwrap(),
+            "COPY \"s1\" (\"event_id\") FROM 's3://caudal-staging/staging/t/l1/manifest.json' \
+             IAM_ROLE 'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST REGION 'us-west-2' \
+             FORMAT CSV GZIP"
+        );
+        for bad in ["us-west-2' CREDENTIALS 'x", "US", ""] {
+            assert!(
+                copy_statement(&stage, &cols, m, &plan(Some(bad))).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -240,6 +240,18 @@ impl ClientFactory {
         self
     }
 
+    /// The same, with the Data API client in `region` (a loader in a second ingest region
+    /// reaches the warehouse in its home region; every other client stays in this one). The
+    /// endpoint set by [`Self::with_redshift_data_endpoint`] or the environment is kept.
+    pub fn with_redshift_data_region(mut self, region: &str) -> Self {
+        self.redshift_data_sdk = self
+            .redshift_data_sdk
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .build();
+        self
+    }
+
     /// A Kinesis client ([`kinesis`]).
     pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
         kinesis(&self.sdk, &self.opts)
@@ -369,6 +381,30 @@ mod tests {
             Some("http://127.0.0.1:9")
         );
         assert_eq!(f.sdk.endpoint_url(), None, "the other services keep theirs");
+    }
+
+    #[test]
+    fn a_data_api_region_moves_only_the_data_api_and_keeps_its_endpoint() {
+        let f = ClientFactory::new(sdk(), ClientOptions::EMULATOR)
+            .with_redshift_data_endpoint("http://127.0.0.1:9")
+            .with_redshift_data_region("eu-west-1");
+        let region = |c: Option<&Region>| c.map(|r| r.as_ref().to_owned());
+        assert_eq!(
+            region(f.redshift_data().config().region()),
+            Some("eu-west-1".to_owned())
+        );
+        assert_eq!(
+            f.redshift_data_sdk.endpoint_url(),
+            Some("http://127.0.0.1:9")
+        );
+        for r in [
+            region(f.s3().config().region()),
+            region(f.sqs().config().region()),
+            region(f.kinesis().config().region()),
+            region(f.firehose().config().region()),
+        ] {
+            assert_eq!(r, Some("us-east-1".to_owned()));
+        }
     }
 
     #[test]

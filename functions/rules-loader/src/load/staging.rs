@@ -354,6 +354,7 @@ fn load_sqls(state: &State, l: &LoadSql<'_>) -> Result<Vec<String>, LoadError> {
         rejects_manifest_uri: l.rejects_manifest,
         copy_options: COPY_FORMAT_OPTIONS,
         copy_role_arn: &cfg.copy_role_arn,
+        copy_region: cfg.staging_region.as_deref(),
         objects: l.objects,
         rule_version: rules.version(),
         loaded_at: l.loaded_at,

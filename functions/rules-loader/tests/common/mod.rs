@@ -64,6 +64,8 @@ pub fn config(rules: &str) -> Config {
         },
         schema: Ident::parse("analytics").unwrap(),
         copy_role_arn: ROLE.into(),
+        redshift_region: None,
+        staging_region: None,
         rules: Arc::new(RuleSet::from_yaml(rules).unwrap()),
         migrate_on_start: false,
         dedupe_window: time::Duration::hours(168),
