@@ -3,7 +3,7 @@
 //! ```text
 //! caudal-local up [--once] [--run-dir .local] [--template template.yaml] [--rules rules/rules.yaml]
 //!                 [--api-port N] [--events-dir events] [--param NAME=VALUE]... [--no-samples]
-//!                 [--isolation snapshot|serializable] [--chaos SPEC]
+//!                 [--isolation snapshot|serializable] [--chaos SPEC] [--second-region REGION]
 //! caudal-local reset [--run-dir .local]
 //! ```
 
@@ -91,6 +91,11 @@ struct UpArgs {
     /// (LoaderConcurrency) unless --param says otherwise. See docs/LOCAL.md.
     #[arg(long, value_name = "SPEC", value_parser = parse_chaos)]
     chaos: Option<caudal_local::emulators::chaos::ChaosConfig>,
+    /// Run a second ingest region too (e.g. `us-west-2`): its own HTTP API, stream, raw
+    /// archive and functions in that moto region, loading into the one warehouse as a
+    /// deployed second region does (docs/AVAILABILITY.md). The samples go to the home region.
+    #[arg(long, value_name = "REGION")]
+    second_region: Option<String>,
 }
 
 fn parse_chaos(s: &str) -> Result<caudal_local::emulators::chaos::ChaosConfig, String> {
@@ -170,6 +175,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         parameters: args.params.clone(),
         isolation: args.isolation,
         chaos: args.chaos.clone(),
+        second_region: args.second_region.clone(),
     };
     println!(
         "caudal-local: starting moto, PostgreSQL, the Data API and the functions (logs: {})",
@@ -185,7 +191,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     for w in &stack.model().warnings {
         println!("  note: {w}");
     }
-    println!("  HTTP API      {}", stack.api_url());
+    for r in stack.regions() {
+        println!("  HTTP API      {}  ({})", r.api_url(), r.name());
+    }
     println!("  Data API      {}", stack.data_api_url());
     println!("  AWS emulator  {} (moto)", stack.moto_endpoint());
     if let Some(c) = stack.chaos() {

@@ -821,6 +821,61 @@ async fn copy_prefix_zstd_with_staging_options() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_a_bucket_in_another_region_needs_its_region() {
+    let ep = endpoint().await;
+    let t = unique("copyregion");
+    ep.run_ok(&format!("CREATE TABLE {t} (code varchar(8))"))
+        .await;
+    // A bucket in us-west-2 (the warehouse's S3 client is in us-east-1).
+    let b = unique("west").replace('_', "-");
+    ep.s3
+        .create_bucket()
+        .bucket(&b)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create_bucket in us-west-2");
+    ep.put(&b, "in/a.csv", b"x\n".to_vec()).await;
+    for sql in [
+        format!("COPY {t} FROM 's3://{b}/in/' IAM_ROLE 'arn:x' CSV"),
+        format!("COPY {t} FROM 's3://{b}/in/' IAM_ROLE 'arn:x' CSV REGION 'eu-west-1'"),
+    ] {
+        let d = ep.run(&sql).await;
+        assert_eq!(d.status(), Some(&StatusString::Failed), "{sql}");
+        assert!(
+            d.error().unwrap_or("").contains("PermanentRedirect"),
+            "{sql}: {:?}",
+            d.error()
+        );
+    }
+    assert_eq!(ep.count(&t).await, 0);
+    let d = ep
+        .run_ok(&format!(
+            "COPY {t} FROM 's3://{b}/in/' IAM_ROLE 'arn:x' CSV REGION AS 'us-west-2'"
+        ))
+        .await;
+    assert_eq!(d.result_rows(), 1);
+    // A bucket in the warehouse's own region needs no REGION, and a wrong one fails too.
+    let home = ep.bucket().await;
+    ep.put(&home, "in/a.csv", b"y\n".to_vec()).await;
+    ep.run_ok(&format!(
+        "COPY {t} FROM 's3://{home}/in/' IAM_ROLE 'arn:x' CSV"
+    ))
+    .await;
+    let d = ep
+        .run(&format!(
+            "COPY {t} FROM 's3://{home}/in/' IAM_ROLE 'arn:x' CSV REGION 'us-west-2'"
+        ))
+        .await;
+    assert_eq!(d.status(), Some(&StatusString::Failed));
+    assert_eq!(ep.count(&t).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redshift_ddl_runs_and_unsupported_sql_fails_clearly() {
     let ep = endpoint().await;
     let t = unique("ddl");

@@ -150,12 +150,18 @@ impl Drop for Moto {
     }
 }
 
-/// SDK configuration pointing every service at `endpoint` with static test credentials.
-/// S3 clients built from it still need `force_path_style(true)`.
+/// SDK configuration pointing every service at `endpoint` with static test credentials, in
+/// us-east-1. S3 clients built from it still need `force_path_style(true)`.
 pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_in(endpoint, "us-east-1").await
+}
+
+/// The same in `region` (moto keeps each region's streams, queues and delivery streams apart;
+/// S3 buckets are one namespace, as in AWS).
+pub async fn sdk_config_in(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_owned()))
         .credentials_provider(aws_credential_types::Credentials::new(
             "testing", "testing", None, None, "testkit",
         ))

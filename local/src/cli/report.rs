@@ -82,9 +82,12 @@ pub struct Counts {
     pub kinesis_processed: u64,
     /// Stream records given up on (sent to the OnFailure destination).
     pub kinesis_failed: u64,
-    /// Raw bucket.
+    /// The home region's raw bucket.
     pub raw_bucket: String,
-    /// Objects under `raw/`.
+    /// Every region's raw bucket, the home region's first.
+    pub raw_buckets: Vec<String>,
+    /// Objects under `raw/`, in every region's raw bucket (their keys name the region
+    /// everywhere but at home, so they never collide).
     pub raw_objects: BTreeSet<String>,
     /// Objects under `raw-invalid/`.
     pub raw_invalid_objects: u64,
@@ -126,15 +129,6 @@ impl Counts {
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// The environment value `name` of any function in the template.
-fn template_env(stack: &Stack, name: &str) -> Option<String> {
-    stack
-        .model()
-        .functions
-        .iter()
-        .find_map(|f| f.environment.get(name).filter(|v| !v.is_empty()).cloned())
 }
 
 /// Every key under `prefix` in `bucket` of the stack's S3.
@@ -199,40 +193,54 @@ pub async fn event_tables(
 
 /// Collects the counts.
 pub async fn collect(stack: &Stack) -> Result<Counts, ReportError> {
-    let mut c = Counts {
-        api: stack.api().stats.snapshot(),
-        ..Counts::default()
-    };
+    let mut c = Counts::default();
+    for r in stack.regions() {
+        for (k, n) in r.api().stats.snapshot() {
+            *c.api.entry(k).or_default() += n;
+        }
+    }
     collect_pipeline(stack, &mut c).await?;
     collect_warehouse(stack, &mut c).await?;
     Ok(c)
 }
 
-/// The stream pollers, the raw archive in S3, and the queues nothing consumes.
+/// The stream pollers, the raw archives in S3, and the queues nothing consumes, of every
+/// region (a second region's queues are named `<region>/<logical id>`).
 async fn collect_pipeline(stack: &Stack, c: &mut Counts) -> Result<(), ReportError> {
-    for k in stack.kinesis_mappings() {
-        c.kinesis_read += k.stats.received.load(Ordering::Relaxed);
-        c.kinesis_processed += k.stats.succeeded.load(Ordering::Relaxed);
-        c.kinesis_failed += k.stats.sent_to_on_failure.load(Ordering::Relaxed);
-    }
-    if let Some(bucket) = template_env(stack, "RAW_BUCKET") {
-        c.raw_objects = list_keys(stack, &bucket, caudal_core::keys::RAW_PREFIX).await?;
-        c.raw_invalid_objects = list_keys(stack, &bucket, caudal_core::keys::RAW_INVALID_PREFIX)
-            .await?
-            .len() as u64;
-        c.raw_bucket = bucket;
-    }
-    let consumed: BTreeSet<&str> = stack.sqs_mappings().iter().map(|m| m.queue_url()).collect();
-    for q in &stack.model().queues {
-        let Some(url) = stack.queue_url_by_arn(&q.arn) else {
-            continue;
-        };
-        if consumed.contains(url) {
-            continue;
+    for (i, r) in stack.regions().iter().enumerate() {
+        for k in r.kinesis_mappings() {
+            c.kinesis_read += k.stats.received.load(Ordering::Relaxed);
+            c.kinesis_processed += k.stats.succeeded.load(Ordering::Relaxed);
+            c.kinesis_failed += k.stats.sent_to_on_failure.load(Ordering::Relaxed);
         }
-        if let Ok((visible, in_flight)) = queue_depth(&stack.clients().sqs, url).await {
-            c.unconsumed_queues
-                .push((q.logical_id.clone(), visible + in_flight));
+        if let Some(bucket) = r.function_env("RAW_BUCKET") {
+            let keys = list_keys(stack, &bucket, caudal_core::keys::RAW_PREFIX).await?;
+            c.raw_objects.extend(keys);
+            c.raw_invalid_objects +=
+                list_keys(stack, &bucket, caudal_core::keys::RAW_INVALID_PREFIX)
+                    .await?
+                    .len() as u64;
+            if i == 0 {
+                c.raw_bucket = bucket.clone();
+            }
+            c.raw_buckets.push(bucket);
+        }
+        let consumed: BTreeSet<&str> = r.sqs_mappings().iter().map(|m| m.queue_url()).collect();
+        for q in &r.model().queues {
+            let Some(url) = r.queue_url_by_arn(&q.arn) else {
+                continue;
+            };
+            if consumed.contains(url) {
+                continue;
+            }
+            if let Ok((visible, in_flight)) = queue_depth(&r.clients().sqs, url).await {
+                let name = if i == 0 {
+                    q.logical_id.clone()
+                } else {
+                    format!("{}/{}", r.name(), q.logical_id)
+                };
+                c.unconsumed_queues.push((name, visible + in_flight));
+            }
         }
     }
     Ok(())
@@ -241,7 +249,10 @@ async fn collect_pipeline(stack: &Stack, c: &mut Counts) -> Result<(), ReportErr
 /// The warehouse: ledger, event tables, rejects, reconciliation and load latency (each only
 /// when its table exists yet).
 async fn collect_warehouse(stack: &Stack, c: &mut Counts) -> Result<(), ReportError> {
-    let schema = template_env(stack, "REDSHIFT_SCHEMA").unwrap_or_else(|| "public".to_owned());
+    let schema = stack
+        .home()
+        .function_env("REDSHIFT_SCHEMA")
+        .unwrap_or_else(|| "public".to_owned());
     let s = quote_ident(&schema);
     let db = connect(stack).await?;
     if has_table(&db, &schema, "caudal_ledger").await? {
@@ -433,7 +444,12 @@ impl fmt::Display for Counts {
             "  records processed {:>10}   (read {}, given up {})",
             self.kinesis_processed, self.kinesis_read, self.kinesis_failed
         )?;
-        writeln!(f, "Raw archive (s3://{})", self.raw_bucket)?;
+        let buckets: Vec<String> = self
+            .raw_buckets
+            .iter()
+            .map(|b| format!("s3://{b}"))
+            .collect();
+        writeln!(f, "Raw archive ({})", buckets.join(", "))?;
         writeln!(
             f,
             "  raw/ objects      {:>10}   raw-invalid/ objects {}",

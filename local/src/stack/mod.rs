@@ -78,6 +78,10 @@ pub struct StackOptions {
     pub isolation: crate::emulators::dataapi::Isolation,
     /// Faults to inject once the stack has started ([`crate::emulators::chaos`]); `None` = none.
     pub chaos: Option<ChaosConfig>,
+    /// A second ingest region (e.g. `us-west-2`): the template once more in that moto region —
+    /// its own HTTP API, stream, raw archive, queues and functions — deployed the way a second
+    /// region is (`RedshiftRegion` = the home region), loading into the one warehouse.
+    pub second_region: Option<String>,
 }
 
 impl StackOptions {
@@ -92,6 +96,7 @@ impl StackOptions {
             parameters: Vec::new(),
             isolation: crate::emulators::dataapi::Isolation::default(),
             chaos: None,
+            second_region: None,
         }
     }
 }
@@ -157,7 +162,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StackError {
 /// [`caudal_aws::clients`] through [`functions::Clients`].
 #[derive(Debug, Clone)]
 pub struct StackClients {
-    /// The SDK configuration (moto endpoint, test credentials, us-east-1).
+    /// The SDK configuration (moto endpoint, test credentials, the region's name).
     pub sdk: aws_config::SdkConfig,
     /// S3 (path style).
     pub s3: aws_sdk_s3::Client,
@@ -186,24 +191,17 @@ impl StackClients {
     }
 }
 
-/// A running local stack.
+/// A running local stack: the emulators every region shares (moto, PostgreSQL with the Data
+/// API) and one [`StackRegion`] per region the template runs in — the home region first.
 pub struct Stack {
     run_dir: PathBuf,
-    model: Model,
     moto: Option<testkit::Moto>,
     pg: Option<Postgres>,
     trigger: Trigger,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    api: Arc<Api>,
-    api_url: String,
     data_api_url: String,
     aws_endpoint: String,
-    functions: BTreeMap<String, Arc<LocalFunction>>,
-    kinesis: Vec<Arc<KinesisMapping>>,
-    sqs: Vec<Arc<SqsMapping>>,
-    relays: Vec<Arc<Relay>>,
-    queue_urls: BTreeMap<String, String>,
-    clients: StackClients,
+    regions: Vec<StackRegion>,
     chaos: Option<Arc<Chaos>>,
 }
 
@@ -211,8 +209,141 @@ impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack")
             .field("run_dir", &self.run_dir)
-            .field("api_url", &self.api_url)
+            .field(
+                "regions",
+                &self
+                    .regions
+                    .iter()
+                    .map(|r| (&r.name, &r.api_url))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
+    }
+}
+
+/// One region's copy of the template: its resources in moto's region, its functions, its HTTP
+/// API and its event source pollers.
+pub struct StackRegion {
+    name: String,
+    model: Model,
+    api: Arc<Api>,
+    api_url: String,
+    functions: BTreeMap<String, Arc<LocalFunction>>,
+    kinesis: Vec<Arc<KinesisMapping>>,
+    sqs: Vec<Arc<SqsMapping>>,
+    relays: Vec<Arc<Relay>>,
+    queue_urls: BTreeMap<String, String>,
+    clients: StackClients,
+}
+
+impl StackRegion {
+    /// The region's name (`us-east-1` for the home region).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Base URL of this region's HTTP API (`http://127.0.0.1:<port>`).
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// The template as resolved for this region.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Clients pointing at the emulators, in this region.
+    pub fn clients(&self) -> &StackClients {
+        &self.clients
+    }
+
+    /// This region's HTTP API (response counters).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// This region's in-process functions by logical ID.
+    pub fn functions(&self) -> &BTreeMap<String, Arc<LocalFunction>> {
+        &self.functions
+    }
+
+    /// This region's Kinesis event source mappings.
+    pub fn kinesis_mappings(&self) -> &[Arc<KinesisMapping>] {
+        &self.kinesis
+    }
+
+    /// This region's SQS event source mappings.
+    pub fn sqs_mappings(&self) -> &[Arc<SqsMapping>] {
+        &self.sqs
+    }
+
+    /// URL of the queue with this ARN.
+    pub fn queue_url_by_arn(&self, arn: &str) -> Option<&str> {
+        self.queue_urls.get(arn).map(String::as_str)
+    }
+
+    /// URL of the queue with this logical ID.
+    pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
+        let q = self
+            .model
+            .queues
+            .iter()
+            .find(|q| q.logical_id == logical_id)?;
+        self.queue_url_by_arn(&q.arn)
+    }
+
+    /// The value of an environment variable some function of this region's template gets
+    /// (`RAW_BUCKET`, `REDSHIFT_SCHEMA`…), when one does and it is not empty.
+    pub fn function_env(&self, name: &str) -> Option<String> {
+        self.model
+            .functions
+            .iter()
+            .find_map(|f| f.environment.get(name).filter(|v| !v.is_empty()).cloned())
+    }
+
+    /// What this region is still processing, or `None` when nothing.
+    async fn pending_work(&self) -> Option<String> {
+        for k in &self.kinesis {
+            if !k.caught_up() {
+                return Some(format!(
+                    "{}: stream {} not fully processed",
+                    self.name,
+                    k.source().stream_name
+                ));
+            }
+        }
+        for r in &self.relays {
+            if r.busy() {
+                return Some(format!("{}: S3 notifications being relayed", self.name));
+            }
+            match queue_depth(&self.clients.sqs, r.relay_url()).await {
+                Ok((0, 0)) => {}
+                Ok(_) => {
+                    return Some(format!(
+                        "{}: S3 notifications waiting to be relayed",
+                        self.name
+                    ));
+                }
+                Err(e) => return Some(format!("{}: relay queue: {e}", self.name)),
+            }
+        }
+        for s in &self.sqs {
+            let q = &s.source().queue_name;
+            if s.busy() {
+                return Some(format!("{}: queue {q} batch in progress", self.name));
+            }
+            match queue_depth(&self.clients.sqs, s.queue_url()).await {
+                Ok((0, 0)) => {}
+                Ok((visible, in_flight)) => {
+                    return Some(format!(
+                        "{}: queue {q}: {visible} waiting, {in_flight} in flight",
+                        self.name
+                    ));
+                }
+                Err(e) => return Some(format!("{}: queue {q}: {e}", self.name)),
+            }
+        }
+        None
     }
 }
 
@@ -235,6 +366,18 @@ pub struct StackFile {
     pub pg_data_dir: PathBuf,
     /// A psql command line.
     pub psql: String,
+    /// Every region's HTTP API, the home region first (`api_url` is the first one's).
+    #[serde(default)]
+    pub regions: Vec<RegionEndpoint>,
+}
+
+/// One region's HTTP API in `stack.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RegionEndpoint {
+    /// The region.
+    pub region: String,
+    /// Its HTTP API base URL.
+    pub api_url: String,
 }
 
 impl Stack {
@@ -246,11 +389,19 @@ impl Stack {
             pid: std::process::id(),
             moto_pid: moto.pid(),
             moto_endpoint: self.aws_endpoint.clone(),
-            api_url: self.api_url.clone(),
+            api_url: self.home().api_url.clone(),
             data_api_url: self.data_api_url.clone(),
             pg_port: pg.port(),
             pg_data_dir: pg.data_dir().to_path_buf(),
             psql: pg.psql_command(),
+            regions: self
+                .regions
+                .iter()
+                .map(|r| RegionEndpoint {
+                    region: r.name.clone(),
+                    api_url: r.api_url.clone(),
+                })
+                .collect(),
         };
         let path = self.run_dir.join("stack.json");
         let text = serde_json::to_string_pretty(&file).unwrap_or_default();
@@ -285,9 +436,24 @@ impl Stack {
         result
     }
 
-    /// Base URL of the HTTP API (`http://127.0.0.1:<port>`).
+    /// The home region (the warehouse's): always there.
+    pub fn home(&self) -> &StackRegion {
+        &self.regions[0]
+    }
+
+    /// Every region, the home region first.
+    pub fn regions(&self) -> &[StackRegion] {
+        &self.regions
+    }
+
+    /// The region with this name.
+    pub fn region(&self, name: &str) -> Option<&StackRegion> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// Base URL of the home region's HTTP API (`http://127.0.0.1:<port>`).
     pub fn api_url(&self) -> &str {
-        &self.api_url
+        self.home().api_url()
     }
 
     /// URL of the Redshift Data API endpoint.
@@ -322,14 +488,14 @@ impl Stack {
         &self.run_dir
     }
 
-    /// The resolved template.
+    /// The template as resolved for the home region.
     pub fn model(&self) -> &Model {
-        &self.model
+        self.home().model()
     }
 
-    /// Clients pointing at the emulators.
+    /// Clients pointing at the emulators, in the home region.
     pub fn clients(&self) -> &StackClients {
-        &self.clients
+        self.home().clients()
     }
 
     /// The fault injector of a `--chaos` stack (its counters say what was injected).
@@ -337,44 +503,39 @@ impl Stack {
         self.chaos.as_ref()
     }
 
-    /// The HTTP API (response counters).
+    /// The home region's HTTP API (response counters).
     pub fn api(&self) -> &Api {
-        &self.api
+        self.home().api()
     }
 
-    /// The in-process functions by logical ID.
+    /// The home region's in-process functions by logical ID.
     pub fn functions(&self) -> &BTreeMap<String, Arc<LocalFunction>> {
-        &self.functions
+        self.home().functions()
     }
 
-    /// The Kinesis event source mappings.
+    /// The home region's Kinesis event source mappings.
     pub fn kinesis_mappings(&self) -> &[Arc<KinesisMapping>] {
-        &self.kinesis
+        self.home().kinesis_mappings()
     }
 
-    /// The SQS event source mappings.
+    /// The home region's SQS event source mappings.
     pub fn sqs_mappings(&self) -> &[Arc<SqsMapping>] {
-        &self.sqs
+        self.home().sqs_mappings()
     }
 
-    /// URL of the queue with this ARN.
+    /// URL of the home region's queue with this ARN.
     pub fn queue_url_by_arn(&self, arn: &str) -> Option<&str> {
-        self.queue_urls.get(arn).map(String::as_str)
+        self.home().queue_url_by_arn(arn)
     }
 
-    /// URL of the queue with this logical ID.
+    /// URL of the home region's queue with this logical ID.
     pub fn queue_url(&self, logical_id: &str) -> Option<&str> {
-        let q = self
-            .model
-            .queues
-            .iter()
-            .find(|q| q.logical_id == logical_id)?;
-        self.queue_url_by_arn(&q.arn)
+        self.home().queue_url(logical_id)
     }
 
-    /// Waits until every event source is drained: each Kinesis mapping has read and processed
-    /// everything in its stream, and each SQS mapping's queue is empty with nothing in flight
-    /// — twice in a row, half a second apart.
+    /// Waits until every event source of every region is drained: each Kinesis mapping has
+    /// read and processed everything in its stream, and each SQS mapping's queue is empty with
+    /// nothing in flight — twice in a row, half a second apart.
     pub async fn wait_until_drained(&self, timeout: Duration) -> Result<(), StackError> {
         let start = Instant::now();
         let mut stable = 0;
@@ -395,39 +556,11 @@ impl Stack {
         }
     }
 
-    /// What is still being processed, or `None` when nothing is.
+    /// What is still being processed in any region, or `None` when nothing is.
     pub async fn pending_work(&self) -> Option<String> {
-        for k in &self.kinesis {
-            if !k.caught_up() {
-                return Some(format!(
-                    "stream {} not fully processed",
-                    k.source().stream_name
-                ));
-            }
-        }
-        for r in &self.relays {
-            if r.busy() {
-                return Some("S3 notifications being relayed".to_owned());
-            }
-            match queue_depth(&self.clients.sqs, r.relay_url()).await {
-                Ok((0, 0)) => {}
-                Ok(_) => return Some("S3 notifications waiting to be relayed".to_owned()),
-                Err(e) => return Some(format!("relay queue: {e}")),
-            }
-        }
-        for s in &self.sqs {
-            if s.busy() {
-                return Some(format!("queue {} batch in progress", s.source().queue_name));
-            }
-            match queue_depth(&self.clients.sqs, s.queue_url()).await {
-                Ok((0, 0)) => {}
-                Ok((visible, in_flight)) => {
-                    return Some(format!(
-                        "queue {}: {visible} waiting, {in_flight} in flight",
-                        s.source().queue_name
-                    ));
-                }
-                Err(e) => return Some(format!("queue {}: {e}", s.source().queue_name)),
+        for r in &self.regions {
+            if let Some(what) = r.pending_work().await {
+                return Some(what);
             }
         }
         None

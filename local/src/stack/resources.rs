@@ -151,9 +151,24 @@ async fn create_queues(
 }
 
 async fn create_buckets(model: &Model, c: &ResourceClients) -> Result<(), ResourceError> {
+    // Outside us-east-1, S3 (and moto) wants the region as the bucket's location constraint;
+    // it is what GetBucketLocation answers, and what the Data API's COPY checks.
+    let location =
+        c.s3.config()
+            .region()
+            .map(|r| r.as_ref().to_owned())
+            .filter(|r| r != "us-east-1")
+            .map(|r| {
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                        r.as_str(),
+                    ))
+                    .build()
+            });
     for b in &model.buckets {
         c.s3.create_bucket()
             .bucket(&b.name)
+            .set_create_bucket_configuration(location.clone())
             .send()
             .await
             .map_err(|e| err("S3 bucket", &b.name, &e))?;

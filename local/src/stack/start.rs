@@ -1,7 +1,7 @@
 //! [`Stack::start`], one named step per thing it brings up, in the order the module docs of
 //! [`crate::stack`] give: moto and the emulator proxy, the template's model, PostgreSQL and the
-//! Data API, the resources in moto with their notification relays, the functions, the HTTP API,
-//! the event source mappings.
+//! Data API — shared by every region — then per region ([`start_region`]) the resources in
+//! moto with their notification relays, the functions, the HTTP API, the event source mappings.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use super::resources::{self, Created, ResourceClients};
 use super::template::{self as template, LocalNames, Model};
 use super::{
     CHAOS_PARAMETER_DEFAULTS, LOCAL_PARAMETER_DEFAULTS, Stack, StackClients, StackError,
-    StackOptions, absolute, io, reap_stale, wipe,
+    StackOptions, StackRegion, absolute, io, reap_stale, wipe,
 };
 use crate::emulators::chaos::Chaos;
 use crate::emulators::dataapi::{self, DataApiOptions, PgConfig};
@@ -46,21 +46,25 @@ impl Stack {
         let chaos = opts.chaos.clone().map(|c| Arc::new(Chaos::new(c)));
         let (aws_endpoint, functions_endpoint) =
             start_proxies(&moto, chaos.as_ref(), &mut tasks).await?;
-        let sdk = testkit::sdk_config_for(&aws_endpoint).await;
-        let functions_sdk = testkit::sdk_config_for(&functions_endpoint).await;
-        let names = LocalNames::local(&aws_endpoint);
+        let home = LocalNames::local(&aws_endpoint);
 
-        // The template first: a mistake there should not cost a PostgreSQL start.
-        let model = load_model(&opts, &names, chaos.as_deref())?;
+        // The templates first: a mistake there should not cost a PostgreSQL start.
+        let mut planned = vec![(load_model(&opts, &home, &[], chaos.as_deref())?, home)];
+        if let Some(region) = &opts.second_region {
+            let names = second_region_names(&aws_endpoint, region, &planned[0].1)?;
+            // Deployed the way a second region is: the warehouse lives in the home region.
+            let elsewhere = [("RedshiftRegion".to_owned(), planned[0].1.region.clone())];
+            planned.push((
+                load_model(&opts, &names, &elsewhere, chaos.as_deref())?,
+                names,
+            ));
+        }
         let pg = start_postgres(run_dir.join("pg")).await?;
         let (data_listener, data_api_url) = bind_data_api().await?;
-        let fn_clients = Clients {
-            aws: functions_sdk,
-            redshift_data_url: data_api_url.clone(),
-        };
-        let clients = stack_clients(&sdk, &data_api_url);
-        // Redshift's COPY reads S3 with AWS's own retries; so does the emulator standing in.
-        let copy_s3 = clients.s3.clone();
+        // Redshift's COPY reads S3 with AWS's own retries; so does the emulator standing in. It
+        // is the warehouse's, so it sits in the home region.
+        let home_sdk = testkit::sdk_config_in(&aws_endpoint, &planned[0].1.region).await;
+        let copy_s3 = stack_clients(&home_sdk, &data_api_url).s3;
         serve_data_api(
             data_listener,
             &pg,
@@ -69,31 +73,28 @@ impl Stack {
             chaos.as_ref(),
             &mut tasks,
         )?;
-        let created = create_resources(&model, &sdk, &clients).await?;
-        let relays = start_relays(&model, &created, &clients, chaos.as_ref(), &mut tasks);
-        let functions = build_functions(&model, &fn_clients, chaos.as_ref()).await?;
-        let (api, api_url) =
-            start_api(&model, &functions, &names, opts.api_port, &mut tasks).await?;
-        let (kinesis, sqs) =
-            start_mappings(&model, &functions, &created, &clients, &names, &mut tasks).await?;
+        let endpoints = Endpoints {
+            aws: aws_endpoint.clone(),
+            functions: functions_endpoint,
+            data_api: data_api_url.clone(),
+        };
+        let mut regions = Vec::with_capacity(planned.len());
+        for (i, (model, names)) in planned.into_iter().enumerate() {
+            // Only the home region's API takes the requested port.
+            let port = if i == 0 { opts.api_port } else { None };
+            let region = start_region(model, names, &endpoints, port, chaos.as_ref(), &mut tasks);
+            regions.push(region.await?);
+        }
 
         let stack = Stack {
             run_dir,
-            model,
             moto: Some(moto),
             pg: Some(pg),
             trigger,
             tasks: tasks.handles,
-            api,
-            api_url,
             data_api_url,
             aws_endpoint,
-            functions,
-            kinesis,
-            sqs,
-            relays,
-            queue_urls: created.queue_urls,
-            clients,
+            regions,
             chaos,
         };
         stack.write_stack_file()?;
@@ -101,9 +102,72 @@ impl Stack {
             c.arm();
             tracing::info!(chaos = %c.config(), "chaos_armed");
         }
-        tracing::info!(api = %stack.api_url, data_api = %stack.data_api_url, "stack_started");
+        for r in &stack.regions {
+            tracing::info!(region = %r.name, api = %r.api_url, "region_started");
+        }
+        tracing::info!(api = %stack.api_url(), data_api = %stack.data_api_url, "stack_started");
         Ok(stack)
     }
+}
+
+/// Where the emulators listen: moto through the clean proxy (the stack's own clients), moto
+/// through the functions' proxy (with chaos: the fault-injecting one), and the Data API.
+struct Endpoints {
+    aws: String,
+    functions: String,
+    data_api: String,
+}
+
+/// The names of the second region, which must be another region than the home one.
+fn second_region_names(
+    aws_endpoint: &str,
+    region: &str,
+    home: &LocalNames,
+) -> Result<LocalNames, StackError> {
+    if !caudal_core::config::is_region_name(region) || region == home.region {
+        return Err(StackError::Wiring(format!(
+            "second region {region:?}: needs a region name other than the home region {}",
+            home.region
+        )));
+    }
+    Ok(LocalNames::in_region(aws_endpoint, region))
+}
+
+/// One region's part: its resources in moto (in that region), notification relays, functions
+/// (with clients in that region; the Data API is the one warehouse's), HTTP API and event
+/// source mappings.
+async fn start_region(
+    model: Model,
+    names: LocalNames,
+    endpoints: &Endpoints,
+    api_port: Option<u16>,
+    chaos: Option<&Arc<Chaos>>,
+    tasks: &mut Tasks,
+) -> Result<StackRegion, StackError> {
+    let sdk = testkit::sdk_config_in(&endpoints.aws, &names.region).await;
+    let fn_clients = Clients {
+        aws: testkit::sdk_config_in(&endpoints.functions, &names.region).await,
+        redshift_data_url: endpoints.data_api.clone(),
+    };
+    let clients = stack_clients(&sdk, &endpoints.data_api);
+    let created = create_resources(&model, &sdk, &clients).await?;
+    let relays = start_relays(&model, &created, &clients, chaos, tasks);
+    let functions = build_functions(&model, &fn_clients, chaos).await?;
+    let (api, api_url) = start_api(&model, &functions, &names, api_port, tasks).await?;
+    let (kinesis, sqs) =
+        start_mappings(&model, &functions, &created, &clients, &names, tasks).await?;
+    Ok(StackRegion {
+        name: names.region,
+        model,
+        api,
+        api_url,
+        functions,
+        kinesis,
+        sqs,
+        relays,
+        queue_urls: created.queue_urls,
+        clients,
+    })
 }
 
 /// Creates `<run-dir>/logs`, cleans up after a stack killed earlier, and starts moto logging
@@ -164,10 +228,12 @@ async fn serve_proxy(
 }
 
 /// The template's parameter overrides: the local defaults it declares, the rules file, the
-/// chaos defaults, then the user's `--param`s (last wins).
+/// chaos defaults, the region's own (`region`: a second region's `RedshiftRegion`), then the
+/// user's `--param`s (last wins).
 fn parameter_overrides(
     opts: &StackOptions,
     declared: &[String],
+    region: &[(String, String)],
     chaos: bool,
 ) -> Result<Vec<(String, String)>, StackError> {
     let declares = |p: &str| declared.iter().any(|d| d == p);
@@ -190,20 +256,22 @@ fn parameter_overrides(
             }
         }
     }
+    overrides.extend(region.iter().filter(|(k, _)| declares(k)).cloned());
     overrides.extend(opts.parameters.iter().cloned());
     Ok(overrides)
 }
 
-/// Reads the template into the model, with the local parameter values.
+/// Reads the template into the model, with the local parameter values and the region's own.
 fn load_model(
     opts: &StackOptions,
     names: &LocalNames,
+    region: &[(String, String)],
     chaos: Option<&Chaos>,
 ) -> Result<Model, StackError> {
     let text = std::fs::read_to_string(&opts.template)
         .map_err(io(format!("reading {}", opts.template.display())))?;
     let declared = template::declared_parameters(&text)?;
-    let overrides = parameter_overrides(opts, &declared, chaos.is_some())?;
+    let overrides = parameter_overrides(opts, &declared, region, chaos.is_some())?;
     let mut model = Model::from_yaml(&text, &overrides, names)?;
     if let Some(c) = chaos {
         // Killed and failed invocations leave messages in flight: they must come back in

@@ -299,6 +299,60 @@ fn decoder<'a>(
     })
 }
 
+/// Redshift reads S3 in its own region unless COPY says `REGION '…'`: a bucket elsewhere
+/// without it — or with the wrong region — fails with S3's redirect. The warehouse's region is
+/// the region of the S3 client the server reads with.
+struct BucketRegions<'a> {
+    s3: &'a aws_sdk_s3::Client,
+    expected: String,
+    checked: std::collections::BTreeSet<String>,
+}
+
+impl<'a> BucketRegions<'a> {
+    fn new(s3: &'a aws_sdk_s3::Client, plan: &CopyPlan) -> Self {
+        let warehouse = s3
+            .config()
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), |r| r.as_ref().to_owned());
+        BucketRegions {
+            s3,
+            expected: plan.region.clone().unwrap_or(warehouse),
+            checked: std::collections::BTreeSet::new(),
+        }
+    }
+
+    async fn check(&mut self, bucket: &str) -> Result<(), ExecError> {
+        if self.checked.contains(bucket) {
+            return Ok(());
+        }
+        let url = format!("s3://{bucket}");
+        let out = self
+            .s3
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| s3_error("GetBucketLocation", &url, &e))?;
+        // S3 answers no constraint for us-east-1 and the legacy `EU` for eu-west-1.
+        let region = match out.location_constraint().map(|c| c.as_str()) {
+            None | Some("") => "us-east-1",
+            Some("EU") => "eu-west-1",
+            Some(r) => r,
+        };
+        if region != self.expected {
+            return Err(ExecError::Failed(format!(
+                "ERROR: S3ServiceException:The bucket you are attempting to access must be \
+                 addressed using the specified endpoint. Please send all future requests to \
+                 this endpoint.,Status 301,Error PermanentRedirect,Bucket {bucket} is in \
+                 {region}, COPY reads {} (use REGION '{region}')",
+                self.expected
+            )));
+        }
+        self.checked.insert(bucket.to_owned());
+        Ok(())
+    }
+}
+
 /// Runs the COPY; returns the number of rows loaded.
 pub async fn run_copy(
     client: &Client,
@@ -307,7 +361,12 @@ pub async fn run_copy(
     abort: &Arc<AtomicBool>,
 ) -> Result<u64, ExecError> {
     let columns = resolve_columns(client, plan).await?;
+    let mut regions = BucketRegions::new(s3, plan);
+    regions.check(&plan.bucket).await?;
     let sources = list_sources(s3, plan).await?;
+    for source in &sources {
+        regions.check(&source.bucket).await?;
+    }
     let stage = plan.needs_staging().then(|| {
         format!(
             "caudal_copy_stage_{}",

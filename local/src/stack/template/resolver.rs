@@ -33,6 +33,17 @@ impl LocalNames {
         }
     }
 
+    /// The names of a second region's copy of the stack: its own stack name
+    /// (`caudal-local-<region>`), so the physical names the template leaves to CloudFormation
+    /// (which appends a random suffix) do not collide in S3's one bucket namespace.
+    pub fn in_region(sqs_base_url: &str, region: &str) -> LocalNames {
+        LocalNames {
+            stack_name: format!("caudal-local-{region}"),
+            region: region.to_owned(),
+            ..LocalNames::local(sqs_base_url)
+        }
+    }
+
     pub(super) fn stack_id(&self) -> String {
         format!(
             "arn:aws:cloudformation:{}:{}:stack/{}/10ca1000-5eed-4000-8000-00000000ca0d",

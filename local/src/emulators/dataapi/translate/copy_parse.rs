@@ -57,6 +57,9 @@ pub struct CopyPlan {
     pub ignore_header: u64,
     /// EXPLICIT_IDS: without a column list, identity columns are loaded from the data too.
     pub explicit_ids: bool,
+    /// REGION: where the source bucket is, when it is not the warehouse's region. Redshift
+    /// refuses a bucket in another region without it (and with the wrong one).
+    pub region: Option<String>,
 }
 
 impl CopyPlan {
@@ -245,6 +248,7 @@ fn copy_plan(c: &mut Cursor<'_>) -> Result<CopyPlan, Refused> {
         accept_inv_chars: None,
         ignore_header: 0,
         explicit_ids: false,
+        region: None,
     };
     let mut csv = false;
     while let Some(t) = c.peek() {
@@ -358,8 +362,13 @@ fn copy_option(
         | "ACCESS_KEY_ID"
         | "SECRET_ACCESS_KEY"
         | "SESSION_TOKEN"
-        | "REGION"
         | "MASTER_SYMMETRIC_KEY" => access_option(c, option)?,
+        "REGION" => {
+            plan.region = Some(
+                c.string_arg()
+                    .ok_or_else(|| "COPY: REGION needs a quoted region name".to_owned())?,
+            );
+        }
         "FORMAT" | "CSV" | "QUOTE" | "DELIMITER" | "NULL" | "ENCODING" => {
             format_option(c, option, plan, csv)?;
         }

@@ -250,6 +250,15 @@ fn copy_manifest_csv_gzip() {
     assert!(c.manifest && c.empty_as_null && !c.needs_staging());
     assert_eq!(c.compression, Some(Compression::Gzip));
     assert_eq!(c.ignore_header, 1);
+    assert_eq!(c.region.as_deref(), Some("us-east-1"));
+    assert_eq!(
+        copy("COPY t FROM 's3://b/k' IAM_ROLE 'x' CSV REGION AS 'us-west-2'")
+            .region
+            .as_deref(),
+        Some("us-west-2")
+    );
+    assert_eq!(copy("COPY t FROM 's3://b/k' IAM_ROLE 'x' CSV").region, None);
+    assert!(unsupported_msg("COPY t FROM 's3://b/k' IAM_ROLE 'x' CSV REGION").contains("REGION"));
     assert_eq!(c.accept_inv_chars, Some(b'?'));
     assert_eq!(c.delimiter, '\t');
     assert_eq!(c.null_as, "\\N");
