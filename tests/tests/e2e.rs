@@ -13,6 +13,11 @@
 //! 2. Every request is sent again: the event tables do not change.
 //! 3. An S3 notification for an already-loaded raw object is delivered again to the loader's
 //!    queue: the loader runs and loads nothing.
+//! 4. Two-region ingest: the stack runs a second region (`us-west-2`: its own API, stream, raw
+//!    archive and functions, deployed with `RedshiftRegion=us-east-1`). A client sends the
+//!    same events to both regions' APIs and some events to the second only: every event is
+//!    exactly one row, the second region's raw keys name it, the copies count as duplicates,
+//!    and the reconciliation stays at zero.
 //!
 //! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
 
@@ -35,6 +40,7 @@ mod common;
 const EVENTS_PER_REQUEST: usize = 150;
 const RESENT: usize = 500;
 const LOAD_TIMEOUT: Duration = Duration::from_secs(150);
+const SECOND_REGION: &str = "us-west-2";
 
 /// Receipt summary: accepted ids and counts.
 #[derive(Debug, Default)]
@@ -182,6 +188,7 @@ async fn the_pipeline_loads_everything_exactly_once() {
     let run_dir = std::env::temp_dir().join(format!("caudal-{run}"));
     let mut opts = StackOptions::for_repo(&repo());
     opts.run_dir = run_dir.clone();
+    opts.second_region = Some(SECOND_REGION.to_owned());
     let stack = Stack::start(opts).await.expect("local stack starts");
     eprintln!("stack started in {:?}", started.elapsed());
 
@@ -462,7 +469,140 @@ async fn the_pipeline_loads_everything_exactly_once() {
         "nothing in DLQs"
     );
 
+    two_regions(&stack, &run, &pg, &counts3).await;
+
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);
     eprintln!("e2e total {:?}", started.elapsed());
+}
+
+/// Phase 4: the same events sent to both regions, and some to the second only, are each one
+/// row; the second region's raw objects name it and are loaded by its own loader.
+async fn two_regions(stack: &Stack, run: &str, pg: &tokio_postgres::Client, before: &Counts) {
+    let phase = Instant::now();
+    let west = stack.region(SECOND_REGION).expect("the second region runs");
+    let home_region = stack.home().name().to_owned();
+    // Valid events only, so every id must end as exactly one row.
+    let valid: Vec<Item> = (0..3_000)
+        .map(|i| item(&format!("{run}r2"), i))
+        .filter(|i| matches!(i.expect, Expect::Row(_)))
+        .take(900)
+        .collect();
+    let (both, west_only) = valid.split_at(600);
+    let to_requests = |items: &[Item]| -> Vec<Request> {
+        items
+            .chunks(EVENTS_PER_REQUEST)
+            .enumerate()
+            .map(|(n, c)| request(c, n, "caudal-e2e/1.0"))
+            .collect()
+    };
+    let (both_requests, west_requests) = (to_requests(both), to_requests(west_only));
+    let none = HashSet::new();
+    let (home_sent, west_sent, west_only_sent) = tokio::join!(
+        send_all(stack.api_url(), &both_requests, &none, None),
+        send_all(west.api_url(), &both_requests, &none, None),
+        send_all(west.api_url(), &west_requests, &none, None),
+    );
+    for sent in [&home_sent, &west_sent, &west_only_sent] {
+        assert_eq!((sent.rejected, sent.retry), (0, 0), "{:?}", sent.statuses);
+    }
+    assert_eq!(
+        home_sent.accepted.len() + west_sent.accepted.len(),
+        2 * both.len()
+    );
+    assert_eq!(west_only_sent.accepted.len(), west_only.len());
+    let counts = report::wait_until_loaded(stack, LOAD_TIMEOUT)
+        .await
+        .expect("both regions settle");
+
+    // Every event once, whichever region (or both) it was sent to.
+    let rows = rows_by_id_and_table(pg).await;
+    for it in &valid {
+        let Expect::Row(table) = it.expect else {
+            unreachable!("only valid events")
+        };
+        let found: Vec<&(String, i64)> = rows
+            .get(&it.id)
+            .map(|t| t.iter().collect())
+            .unwrap_or_default();
+        assert_eq!(
+            found,
+            vec![&(table.to_owned(), 1)],
+            "{} must be exactly one row in {table}",
+            it.id
+        );
+    }
+    assert_eq!(
+        counts.raw_buckets.len(),
+        2,
+        "each region keeps its own raw archive"
+    );
+    assert!(counts.unloaded().is_empty());
+    assert!(
+        counts.reconciliation.mismatches.is_empty(),
+        "{:?}",
+        counts.reconciliation.mismatches
+    );
+    assert_eq!(
+        counts.duplicates - before.duplicates,
+        both.len() as i64,
+        "the second copy of each event sent to both regions is a duplicate, nothing else"
+    );
+    assert_eq!(
+        counts.raw_lines - before.raw_lines,
+        (2 * both.len() + west_only.len()) as i64,
+        "every copy was archived and accounted for"
+    );
+
+    // The second region's raw objects name it (its stream has the home stream's shard ids and
+    // numbers its records from 1 again) and are loaded from its own bucket by its own loader.
+    let marker = format!("/region={SECOND_REGION}/");
+    let west_keys: Vec<&String> = counts
+        .raw_objects
+        .iter()
+        .filter(|k| k.contains(&marker))
+        .collect();
+    assert!(!west_keys.is_empty(), "no raw key names {SECOND_REGION}");
+    assert!(
+        before.raw_objects.iter().all(|k| !k.contains("/region=")),
+        "the home region's keys name no region"
+    );
+    let west_lines: i64 = pg
+        .query_one(
+            "SELECT COALESCE(SUM(records), 0)::BIGINT FROM public.caudal_ledger WHERE raw_key LIKE $1",
+            &[&format!("%{marker}%")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(west_lines, (both.len() + west_only.len()) as i64);
+    let west_loader = west
+        .model()
+        .functions
+        .iter()
+        .find(|f| f.binary.as_deref() == Some("rules-loader"))
+        .expect("the second region has a loader");
+    assert_eq!(
+        west_loader
+            .environment
+            .get("REDSHIFT_REGION")
+            .map(String::as_str),
+        Some(home_region.as_str()),
+        "the second region's loader is deployed against the home region's warehouse"
+    );
+    assert!(
+        west.functions()[&west_loader.logical_id]
+            .stats
+            .invocations
+            .load(Ordering::Relaxed)
+            > 0
+    );
+    eprintln!(
+        "phase 4: {} events to both regions and {} to {SECOND_REGION} only, each one row, \
+         {} raw objects in {SECOND_REGION}, loaded in {:?}",
+        both.len(),
+        west_only.len(),
+        west_keys.len(),
+        phase.elapsed()
+    );
 }
