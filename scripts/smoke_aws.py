@@ -47,6 +47,12 @@ LOCAL = {
 # whatever endpoint the request went to).
 QUEUES = ("LoaderQueue", "LakeRetryQueue", "SpillQueue")
 
+# Conditions the functions' environment depends on, as they come out with the parameters' defaults
+# (one region, the warehouse's).
+CONDITIONS = {
+    "WarehouseElsewhere": False,
+}
+
 # Values the smoke test must choose itself (the template's defaults leave them empty on purpose).
 OVERRIDES = {
     "RUST_LOG": "info",
@@ -89,7 +95,11 @@ def resolve(value, params, where):
         return str(value).lower() if isinstance(value, bool) else str(value)
     if isinstance(value, dict) and len(value) == 1:
         (fn, arg), = value.items()
+        if fn == "Fn::If" and isinstance(arg, list) and len(arg) == 3 and arg[0] in CONDITIONS:
+            return resolve(arg[1] if CONDITIONS[arg[0]] else arg[2], params, where)
         if fn == "Ref":
+            if arg == "AWS::Region":
+                return REGION
             if arg in params:
                 return str(params[arg].get("Default", ""))
             if arg in QUEUES:

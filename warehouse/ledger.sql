@@ -6,7 +6,7 @@
 -- and starts each load transaction with `LOCK caudal_ledger`: every writer of caudal's tables
 -- takes this one lock first, which serializes loads at SNAPSHOT and SERIALIZABLE isolation.
 --
---   raw_key         S3 key of the raw object (raw/dt=…/hr=…/<shard>/<first>-<last>.ndjson.gz)
+--   raw_key         S3 key of the raw object (raw/dt=…/hr=…/[region=<r>/]<shard>/<first>-<last>.ndjson.gz)
 --   etag            ETag of the object version that was read
 --   records         lines in the object
 --   valid           rows produced by the rules (sum of `loaded`)

@@ -563,8 +563,15 @@ async fn two_regions(stack: &Stack, run: &str, pg: &tokio_postgres::Client, befo
         .filter(|k| k.contains(&marker))
         .collect();
     assert!(!west_keys.is_empty(), "no raw key names {SECOND_REGION}");
+    let home_keys = report::list_keys(stack, &counts.raw_bucket, "raw/")
+        .await
+        .expect("list the home raw bucket");
     assert!(
-        before.raw_objects.iter().all(|k| !k.contains("/region=")),
+        home_keys.len() > before.raw_objects.len(),
+        "phase 4 archived in the home region too"
+    );
+    assert!(
+        home_keys.iter().all(|k| !k.contains("/region=")),
         "the home region's keys name no region"
     );
     let west_lines: i64 = pg

@@ -984,3 +984,69 @@ mod toml_lite {
         }
     }
 }
+
+/// The template resolved in `region` with `extra` parameter values on top of the local ones.
+fn model_in(region: &str, extra: &[(&str, &str)]) -> Result<Model, String> {
+    let text = read(&repo_root().join("template.yaml"));
+    let mut overrides: Vec<(String, String)> = LOCAL_PARAMETER_DEFAULTS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    overrides.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let names = LocalNames::in_region("http://127.0.0.1:4566", region);
+    Model::from_yaml(&text, &overrides, &names).map_err(|e| e.to_string())
+}
+
+fn env_of<'a>(model: &'a Model, binary: &str, name: &str) -> &'a str {
+    model
+        .functions
+        .iter()
+        .find(|f| f.binary.as_deref() == Some(binary))
+        .and_then(|f| f.environment.get(name))
+        .map_or("<unset>", String::as_str)
+}
+
+#[test]
+fn redshift_region_turns_a_stack_into_a_second_region_only_elsewhere() {
+    // A second region: its keys and its loader name the regions.
+    let west = model_in("us-west-2", &[("RedshiftRegion", "us-east-1")]).unwrap();
+    assert_eq!(env_of(&west, "raw-writer", "RAW_KEY_REGION"), "us-west-2");
+    assert_eq!(
+        env_of(&west, "rules-loader", "REDSHIFT_REGION"),
+        "us-east-1"
+    );
+    assert_eq!(env_of(&west, "rules-loader", "STAGING_REGION"), "us-west-2");
+    // The warehouse's own region, named or not: keys and loader as in one region.
+    for extra in [&[("RedshiftRegion", "us-east-1")][..], &[][..]] {
+        let home = model_in("us-east-1", extra).unwrap();
+        assert_eq!(
+            env_of(&home, "raw-writer", "RAW_KEY_REGION"),
+            "",
+            "{extra:?}"
+        );
+        assert_eq!(
+            env_of(&home, "rules-loader", "REDSHIFT_REGION"),
+            "",
+            "{extra:?}"
+        );
+    }
+    // One name for every region needs a zone and a certificate, and no IAM (SigV4 is regional).
+    let cert = "arn:aws:acm:us-west-2:123456789012:certificate/abc";
+    let domain = [("IngestDomainName", "ingest.example.com")];
+    let err = model_in("us-west-2", &domain).unwrap_err();
+    assert!(err.contains("IngestHostedZoneId"), "{err}");
+    let full = [
+        ("IngestDomainName", "ingest.example.com"),
+        ("IngestHostedZoneId", "Z0123456789ABC"),
+        ("IngestCertificateArn", cert),
+    ];
+    model_in("us-west-2", &full).unwrap();
+    let mut iam = full.to_vec();
+    iam.push(("AuthMode", "IAM"));
+    let err = model_in("us-west-2", &iam).unwrap_err();
+    assert!(err.contains("AuthMode"), "{err}");
+}

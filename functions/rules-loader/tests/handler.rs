@@ -767,3 +767,45 @@ async fn no_load_starts_too_close_to_the_deadline() {
     assert_eq!(api.batches().len(), 1);
     assert_eq!(sqs.sent.lock().unwrap().len(), 1, "not postponed again");
 }
+
+/// A loader in a second region: its Data API client goes to the warehouse's region, S3 and SQS
+/// stay in its own (the local Data API does not check the signing region, so only this catches a
+/// client built in the wrong one).
+#[tokio::test]
+async fn a_second_region_loader_calls_the_warehouse_in_its_region() {
+    let sdk = testkit::sdk_config_in("http://127.0.0.1:9", "us-west-2").await;
+    let clients =
+        caudal_aws::clients::ClientFactory::new(sdk, caudal_aws::clients::ClientOptions::EMULATOR);
+    let base = [
+        ("STAGING_BUCKET", "caudal-staging"),
+        ("REDSHIFT_WORKGROUP", "wg"),
+        ("REDSHIFT_DATABASE", "dev"),
+        (
+            "COPY_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/caudal-copy",
+        ),
+    ];
+    let region = |c: Option<&aws_sdk_s3::config::Region>| c.map(|r| r.as_ref().to_owned());
+    let home = rules_loader::start(&caudal_core::config::Env::from_pairs(&base), &clients)
+        .expect("starts");
+    assert_eq!(
+        region(home.redshift.config().region()),
+        Some("us-west-2".into())
+    );
+    let mut pairs = base.to_vec();
+    pairs.extend([
+        ("REDSHIFT_REGION", "us-east-1"),
+        ("STAGING_REGION", "us-west-2"),
+    ]);
+    let second = rules_loader::start(&caudal_core::config::Env::from_pairs(&pairs), &clients)
+        .expect("starts");
+    assert_eq!(
+        region(second.redshift.config().region()),
+        Some("us-east-1".into())
+    );
+    assert_eq!(
+        region(second.s3.config().region()),
+        Some("us-west-2".into())
+    );
+    assert_eq!(second.config.staging_region.as_deref(), Some("us-west-2"));
+}

@@ -236,7 +236,12 @@ impl ClientFactory {
     /// The same, with the Data API at `url` (what `AWS_ENDPOINT_URL_REDSHIFT_DATA` does in a
     /// deployed function; the local stack's Data API endpoint is not moto's).
     pub fn with_redshift_data_endpoint(mut self, url: &str) -> Self {
-        self.redshift_data_sdk = self.sdk.to_builder().endpoint_url(url).build();
+        // From the Data API's own configuration, so a region set before is kept.
+        self.redshift_data_sdk = self
+            .redshift_data_sdk
+            .to_builder()
+            .endpoint_url(url)
+            .build();
         self
     }
 
@@ -385,6 +390,21 @@ mod tests {
 
     #[test]
     fn a_data_api_region_moves_only_the_data_api_and_keeps_its_endpoint() {
+        // Either order keeps both.
+        let g = ClientFactory::new(sdk(), ClientOptions::EMULATOR)
+            .with_redshift_data_region("eu-west-1")
+            .with_redshift_data_endpoint("http://127.0.0.1:9");
+        assert_eq!(
+            g.redshift_data()
+                .config()
+                .region()
+                .map(|r| r.as_ref().to_owned()),
+            Some("eu-west-1".to_owned())
+        );
+        assert_eq!(
+            g.redshift_data_sdk.endpoint_url(),
+            Some("http://127.0.0.1:9")
+        );
         let f = ClientFactory::new(sdk(), ClientOptions::EMULATOR)
             .with_redshift_data_endpoint("http://127.0.0.1:9")
             .with_redshift_data_region("eu-west-1");
