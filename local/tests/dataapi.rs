@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_redshiftdata::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
 use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use caudal_core::codec::Codec;
 use caudal_local::emulators::dataapi::{DataApiOptions, Isolation, serve};
 use caudal_local::emulators::postgres::Postgres;
@@ -221,10 +222,20 @@ impl Endpoint {
     }
 
     async fn bucket(&self) -> String {
+        self.bucket_in(None).await
+    }
+
+    /// A new bucket in `region` (`None`: us-east-1, the warehouse's region here).
+    async fn bucket_in(&self, region: Option<BucketLocationConstraint>) -> String {
         let name = unique("bkt").replace('_', "-");
         self.s3
             .create_bucket()
             .bucket(&name)
+            .set_create_bucket_configuration(region.map(|r| {
+                CreateBucketConfiguration::builder()
+                    .location_constraint(r)
+                    .build()
+            }))
             .send()
             .await
             .expect("create_bucket");
@@ -827,18 +838,7 @@ async fn copy_from_a_bucket_in_another_region_needs_its_region() {
     ep.run_ok(&format!("CREATE TABLE {t} (code varchar(8))"))
         .await;
     // A bucket in us-west-2 (the warehouse's S3 client is in us-east-1).
-    let b = unique("west").replace('_', "-");
-    ep.s3
-        .create_bucket()
-        .bucket(&b)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("create_bucket in us-west-2");
+    let b = ep.bucket_in(Some(BucketLocationConstraint::UsWest2)).await;
     ep.put(&b, "in/a.csv", b"x\n".to_vec()).await;
     for sql in [
         format!("COPY {t} FROM 's3://{b}/in/' IAM_ROLE 'arn:x' CSV"),

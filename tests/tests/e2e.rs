@@ -393,9 +393,7 @@ async fn the_pipeline_loads_everything_exactly_once() {
     // ---- Phase 3: a redelivered S3 notification loads nothing twice. ----------------------
     let loader = stack
         .model()
-        .functions
-        .iter()
-        .find(|f| f.binary.as_deref() == Some("rules-loader"))
+        .function_by_binary("rules-loader")
         .expect("the template has the loader");
     let queue_url = stack
         .queue_url_by_arn(&loader.sqs[0].queue_arn)
@@ -411,7 +409,7 @@ async fn the_pipeline_loads_everything_exactly_once() {
         .clients()
         .s3
         .head_object()
-        .bucket(&counts2.raw_bucket)
+        .bucket(counts2.raw_bucket())
         .key(&key)
         .send()
         .await
@@ -422,8 +420,8 @@ async fn the_pipeline_loads_everything_exactly_once() {
         "userIdentity": {"principalId": "AWS:AIDAE2E"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
         "responseElements": {"x-amz-request-id": "E2E", "x-amz-id-2": "E2E"},
         "s3": {"s3SchemaVersion": "1.0", "configurationId": "redelivery",
-               "bucket": {"name": counts2.raw_bucket, "ownerIdentity": {"principalId": "E2E"},
-                          "arn": format!("arn:aws:s3:::{}", counts2.raw_bucket)},
+               "bucket": {"name": counts2.raw_bucket(), "ownerIdentity": {"principalId": "E2E"},
+                          "arn": format!("arn:aws:s3:::{}", counts2.raw_bucket())},
                "object": {"key": key, "size": head.content_length().unwrap_or(0),
                           "eTag": head.e_tag().unwrap_or_default().trim_matches('"'),
                           "versionId": head.version_id(), "sequencer": "00E2E"}}
@@ -563,7 +561,7 @@ async fn two_regions(stack: &Stack, run: &str, pg: &tokio_postgres::Client, befo
         .filter(|k| k.contains(&marker))
         .collect();
     assert!(!west_keys.is_empty(), "no raw key names {SECOND_REGION}");
-    let home_keys = report::list_keys(stack, &counts.raw_bucket, "raw/")
+    let home_keys = report::list_keys(stack, counts.raw_bucket(), caudal_core::keys::RAW_PREFIX)
         .await
         .expect("list the home raw bucket");
     assert!(
@@ -585,9 +583,7 @@ async fn two_regions(stack: &Stack, run: &str, pg: &tokio_postgres::Client, befo
     assert_eq!(west_lines, (both.len() + west_only.len()) as i64);
     let west_loader = west
         .model()
-        .functions
-        .iter()
-        .find(|f| f.binary.as_deref() == Some("rules-loader"))
+        .function_by_binary("rules-loader")
         .expect("the second region has a loader");
     assert_eq!(
         west_loader

@@ -1003,9 +1003,7 @@ fn model_in(region: &str, extra: &[(&str, &str)]) -> Result<Model, String> {
 
 fn env_of<'a>(model: &'a Model, binary: &str, name: &str) -> &'a str {
     model
-        .functions
-        .iter()
-        .find(|f| f.binary.as_deref() == Some(binary))
+        .function_by_binary(binary)
         .and_then(|f| f.environment.get(name))
         .map_or("<unset>", String::as_str)
 }

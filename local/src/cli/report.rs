@@ -82,8 +82,6 @@ pub struct Counts {
     pub kinesis_processed: u64,
     /// Stream records given up on (sent to the OnFailure destination).
     pub kinesis_failed: u64,
-    /// The home region's raw bucket.
-    pub raw_bucket: String,
     /// Every region's raw bucket, the home region's first.
     pub raw_buckets: Vec<String>,
     /// Objects under `raw/`, in every region's raw bucket (their keys name the region
@@ -116,6 +114,11 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The home region's raw bucket (empty when the template has none).
+    pub fn raw_bucket(&self) -> &str {
+        self.raw_buckets.first().map_or("", String::as_str)
+    }
+
     /// Raw objects that have no ledger row yet.
     pub fn unloaded(&self) -> Vec<&String> {
         self.raw_objects.difference(&self.ledger_objects).collect()
@@ -220,9 +223,6 @@ async fn collect_pipeline(stack: &Stack, c: &mut Counts) -> Result<(), ReportErr
                 list_keys(stack, &bucket, caudal_core::keys::RAW_INVALID_PREFIX)
                     .await?
                     .len() as u64;
-            if i == 0 {
-                c.raw_bucket = bucket.clone();
-            }
             c.raw_buckets.push(bucket);
         }
         let consumed: BTreeSet<&str> = r.sqs_mappings().iter().map(|m| m.queue_url()).collect();

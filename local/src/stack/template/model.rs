@@ -226,6 +226,13 @@ pub struct Model {
 }
 
 impl Model {
+    /// The function whose `Metadata.BuildProperties.Binary` is `binary` (`rules-loader`…).
+    pub fn function_by_binary(&self, binary: &str) -> Option<&Function> {
+        self.functions
+            .iter()
+            .find(|f| f.binary.as_deref() == Some(binary))
+    }
+
     /// Reads and resolves the template at `path`.
     pub fn load(path: &Path, overrides: &[(String, String)], names: &LocalNames) -> Result<Model> {
         let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
