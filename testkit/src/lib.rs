@@ -183,6 +183,38 @@ fn http_ok(addr: SocketAddr, path: &str) -> bool {
     matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1."))
 }
 
+/// A rules fix, as an operator would deploy one, applied to the shipped `rules/rules.yaml`
+/// text: the purchases' currency is lower-cased instead of upper-cased (a mapping change),
+/// page views of `/healthz` are no longer filtered (the filter now matches `/health-check`), and
+/// search queries longer than 5 characters are rejected (a schema change). No table's DDL
+/// changes. Panics when the shipped file no longer has a line it changes (the fixture must then
+/// follow the file).
+pub fn rules_fix(shipped: &str) -> String {
+    let changes = [
+        (
+            "currency: {from: /event/currency, then: [upper]}",
+            "currency: {from: /event/currency, then: [lower]}",
+        ),
+        (
+            "drop_if: \"event.page.url.contains('/healthz')\"",
+            "drop_if: \"event.page.url.contains('/health-check')\"",
+        ),
+        (
+            "query: {type: string, minLength: 1}",
+            "query: {type: string, minLength: 1, maxLength: 5}",
+        ),
+    ];
+    let mut text = shipped.to_owned();
+    for (from, to) in changes {
+        assert!(
+            text.contains(from),
+            "rules/rules.yaml no longer has {from:?}"
+        );
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,11 +12,19 @@
 //! * keys are URL-decoded ([`caudal_core::keys::decode_notification_key`]); a `raw/` key outside the
 //!   strict key alphabet, an undecodable body or a bucket name that is not one — a permanent
 //!   failure of that message (it reaches the DLQ after the queue's bounded receives).
+//!
+//! Beside notifications the queue carries operator commands
+//! ([`caudal_core::command::CommandMessage`], from `caudal replay`, `redrive` and
+//! `reprocess`): one raw object each, checked like a notification's (bucket name, `raw/` key in
+//! the strict alphabet), with `reprocess` set on its [`Notice`] for a reprocess. A body with a
+//! `caudal` member that is not a valid command fails permanently with the reason.
 
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+
+use caudal_core::command::{Action, COMMAND_MEMBER, CommandMessage};
 
 use crate::sql::{check_bucket, check_raw_key};
 
@@ -102,6 +110,9 @@ pub struct Notice {
     pub bucket: String,
     /// Decoded key (validated: under `raw/`, strict alphabet).
     pub key: String,
+    /// An operator's `reprocess` command: load with the current rules, replacing an earlier
+    /// rule version's result.
+    pub reprocess: bool,
 }
 
 /// A message that failed before any object was read.
@@ -184,8 +195,36 @@ fn from_s3(event: &S3Event, message: usize, out: &mut Notices) {
             message,
             bucket,
             key,
+            reprocess: false,
         });
     }
+}
+
+/// An operator command (`value` has the [`COMMAND_MEMBER`]): one notice, or a bad message.
+fn from_command(value: Value, message: usize, out: &mut Notices) {
+    let command = match serde_json::from_value::<CommandMessage>(value) {
+        Ok(c) => c.caudal,
+        Err(e) => {
+            out.bad.push(BadMessage {
+                message,
+                reason: format!("not a caudal command: {e}"),
+            });
+            return;
+        }
+    };
+    if let Err(e) = check_bucket(&command.bucket).and_then(|()| check_raw_key(&command.key)) {
+        out.bad.push(BadMessage {
+            message,
+            reason: format!("caudal command: {e}"),
+        });
+        return;
+    }
+    out.objects.push(Notice {
+        message,
+        bucket: command.bucket,
+        key: command.key,
+        reprocess: command.action == Action::Reprocess,
+    });
 }
 
 /// Flatten an event into notices (see the module docs).
@@ -232,6 +271,10 @@ pub fn notices(event: &LoaderEvent) -> Notices {
                     out.ignored += 1;
                     continue;
                 }
+                if value.get(COMMAND_MEMBER).is_some() {
+                    from_command(value, i, &mut out);
+                    continue;
+                }
                 match serde_json::from_value::<S3Event>(value) {
                     Ok(s3) => from_s3(&s3, i, &mut out),
                     Err(e) => out.bad.push(BadMessage {
@@ -243,4 +286,67 @@ pub fn notices(event: &LoaderEvent) -> Notices {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqs(bodies: &[&str]) -> LoaderEvent {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                serde_json::json!({"messageId": format!("m-{i}"), "body": b,
+                    "eventSource": "aws:sqs", "messageAttributes": {}, "attributes": {}})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    #[test]
+    fn operator_commands_become_notices_and_bad_ones_fail_with_their_reason() {
+        let key = "raw/dt=2026-12-03/hr=07/shardId-000000000000/1-2.ndjson.gz";
+        let reprocess = CommandMessage::new(Action::Reprocess, "caudal-raw", key).to_body();
+        let load = CommandMessage::new(Action::Load, "caudal-raw", key).to_body();
+        let outside = CommandMessage::new(Action::Load, "caudal-raw", "staging/x").to_body();
+        let bad_bucket = CommandMessage::new(Action::Load, "Bad_Bucket", key).to_body();
+        let n = notices(&sqs(&[
+            &reprocess,
+            &load,
+            r#"{"caudal":{"action":"drop","bucket":"b","key":"raw/x"}}"#,
+            &outside,
+            &bad_bucket,
+        ]));
+        assert_eq!(
+            n.objects,
+            vec![
+                Notice {
+                    message: 0,
+                    bucket: "caudal-raw".into(),
+                    key: key.into(),
+                    reprocess: true
+                },
+                Notice {
+                    message: 1,
+                    bucket: "caudal-raw".into(),
+                    key: key.into(),
+                    reprocess: false
+                },
+            ]
+        );
+        let bad: Vec<(usize, &str)> = n
+            .bad
+            .iter()
+            .map(|b| (b.message, b.reason.as_str()))
+            .collect();
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert_eq!(bad[0].0, 2);
+        assert!(bad[0].1.starts_with("not a caudal command"), "{bad:?}");
+        assert_eq!(bad[1].0, 3);
+        assert!(bad[1].1.contains("raw/"), "{bad:?}");
+        assert_eq!(bad[2].0, 4);
+        assert!(bad[2].1.contains("bucket"), "{bad:?}");
+        assert_eq!(n.ignored, 0);
+    }
 }

@@ -68,12 +68,25 @@ pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
 pub const STATEMENTS_PER_TABLE: usize = 3;
 /// Statements before the first table's in a load (the `LOCK`).
 pub const LEADING_STATEMENTS: usize = 1;
+/// Statements a reprocess adds after the `LOCK`, besides one per rules table: the rejects'
+/// and the ledger's `DELETE`.
+pub const REPLACE_STATEMENTS: usize = 2;
+/// A reprocess load's keys add up to at most this many bytes: each of its `DELETE`s lists them
+/// and must stay within [`MAX_STATEMENT_BYTES`].
+pub const MAX_REPLACE_KEY_BYTES: usize = 64 * 1024;
 /// Longest load id accepted in SQL (the ledger column is `VARCHAR(128)`).
 pub const MAX_LOAD_ID_BYTES: usize = 128;
 
-/// Position in the load batch of table `i`'s `INSERT` (its `result_rows` is what went in).
-pub fn insert_statement_index(i: usize) -> usize {
-    LEADING_STATEMENTS + i * STATEMENTS_PER_TABLE + 2
+/// Position in the load batch of table `i`'s `INSERT` (its `result_rows` is what went in),
+/// when `leading` statements come before the first table's ([`leading_statements`]).
+pub fn insert_statement_index(leading: usize, i: usize) -> usize {
+    leading + i * STATEMENTS_PER_TABLE + 2
+}
+
+/// Statements before the first table's: the `LOCK`, and for a reprocess that replaces the
+/// results in `replaced` tables, their `DELETE`s and the rejects' and the ledger's.
+pub fn leading_statements(replaced: Option<usize>) -> usize {
+    LEADING_STATEMENTS + replaced.map_or(0, |tables| tables + REPLACE_STATEMENTS)
 }
 /// Raw objects per load: keeps the ledger statement and the look-up parameter list small.
 pub const MAX_OBJECTS_PER_LOAD: usize = 100;
@@ -396,6 +409,12 @@ pub struct LoadPlan<'a> {
     pub load_id: &'a str,
     /// How far back (by the rejects' `loaded_at`) a rejected event id is looked for.
     pub dedupe_window: time::Duration,
+    /// A reprocess: the rules' tables (every one, with rows in this load or not). The result
+    /// of an earlier rule version — the objects' rows in these tables, their rejects and their
+    /// ledger rows — is deleted first, in the same transaction, so each object ends either
+    /// old or new. Objects the ledger holds under `rule_version` already are left alone (the
+    /// guarded inserts then skip them too). `None`: an ordinary load.
+    pub replace: Option<&'a [Ident]>,
 }
 
 fn ident(s: &str) -> Result<Ident, SqlError> {
@@ -486,6 +505,9 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
     let n = LoadNames::new(plan)?;
     // First, before anything that takes the snapshot (see the module docs).
     let mut sqls = vec![format!("LOCK {}", n.ledger)];
+    if let Some(tables) = plan.replace {
+        replace_statements(plan, &n, tables, &mut sqls)?;
+    }
     let mut inserted_parts = Vec::new();
     for (i, st) in plan.tables.iter().enumerate() {
         table_statements(plan, &n, i, st, &mut sqls, &mut inserted_parts)?;
@@ -508,6 +530,37 @@ pub fn load_batch(plan: &LoadPlan<'_>) -> Result<Vec<String>, SqlError> {
         });
     }
     Ok(sqls)
+}
+
+/// A reprocess's deletes (see [`LoadPlan::replace`]): per table, then the rejects, the rows
+/// of the load's objects whose ledger row has another rule version; then those ledger rows.
+/// Each `DELETE` finds the objects through the ledger, so it must come last.
+fn replace_statements(
+    plan: &LoadPlan<'_>,
+    n: &LoadNames,
+    tables: &[Ident],
+    sqls: &mut Vec<String>,
+) -> Result<(), SqlError> {
+    let keys = plan
+        .objects
+        .iter()
+        .map(|o| sql_literal(Literal::RawKey(&o.raw_key)))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    let version = sql_literal(Literal::RuleVersion(plan.rule_version))?;
+    let stale = format!("\"raw_key\" IN ({keys}) AND \"rule_version\" <> {version}");
+    let rejects = ident(REJECTS_TABLE)?;
+    for t in tables.iter().chain(std::iter::once(&rejects)) {
+        sqls.push(format!(
+            "DELETE FROM {}.{} WHERE {rk} IN (SELECT l.\"raw_key\" FROM {} AS l WHERE l.{stale})",
+            n.schema,
+            t.quoted(),
+            n.ledger,
+            rk = n.raw_key,
+        ));
+    }
+    sqls.push(format!("DELETE FROM {} WHERE {stale}", n.ledger));
+    Ok(())
 }
 
 /// The [`STATEMENTS_PER_TABLE`] statements of staged table `i` (temp table, COPY, guarded
@@ -690,11 +743,12 @@ fn ledger_inserts(plan: &LoadPlan<'_>, inserted_parts: &[String]) -> Result<Vec<
     Ok(out)
 }
 
-/// `SELECT raw_key, etag FROM ledger WHERE raw_key IN (:k0, …)` with one parameter per key.
+/// `SELECT raw_key, etag, rule_version FROM ledger WHERE raw_key IN (:k0, …)` with one
+/// parameter per key.
 pub fn ledger_lookup(schema: &Ident, keys: &[&str]) -> (String, Vec<Param>) {
     let names: Vec<String> = (0..keys.len()).map(|i| format!(":k{i}")).collect();
     let sql = format!(
-        "SELECT \"raw_key\", \"etag\" FROM {}.\"{LEDGER_TABLE}\" WHERE \"raw_key\" IN ({})",
+        "SELECT \"raw_key\", \"etag\", \"rule_version\" FROM {}.\"{LEDGER_TABLE}\" WHERE \"raw_key\" IN ({})",
         schema.quoted(),
         names.join(", ")
     );
@@ -818,8 +872,8 @@ mod tests {
         let (sql, params) = ledger_lookup(&schema, &["raw/a", "raw/b'x"]);
         assert_eq!(
             sql,
-            "SELECT \"raw_key\", \"etag\" FROM \"analytics\".\"caudal_ledger\" WHERE \"raw_key\" \
-             IN (:k0, :k1)"
+            "SELECT \"raw_key\", \"etag\", \"rule_version\" FROM \"analytics\".\"caudal_ledger\" \
+             WHERE \"raw_key\" IN (:k0, :k1)"
         );
         assert_eq!(params[1], Param::new("k1", "raw/b'x"));
     }
@@ -840,6 +894,7 @@ mod tests {
             loaded_at: OffsetDateTime::UNIX_EPOCH,
             load_id: "l1",
             dedupe_window: time::Duration::hours(1),
+            replace: None,
         };
         let stage = Ident::parse("s1").unwrap();
         let cols = [Ident::parse("event_id").unwrap()];
@@ -861,6 +916,67 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn stats(key: &str) -> ObjectStats {
+        ObjectStats {
+            raw_key: key.to_owned(),
+            etag: "d41d8cd98f00b204e9800998ecf8427e".to_owned(),
+            records: 3,
+            valid: 2,
+            filtered: BTreeMap::new(),
+            rejected: 1,
+            rows: BTreeMap::from([("page_views".to_owned(), 2)]),
+        }
+    }
+
+    #[test]
+    fn a_reprocess_deletes_the_earlier_versions_result_after_the_lock_and_before_any_insert() {
+        let schema = Ident::parse("analytics").unwrap();
+        let version = "b".repeat(64);
+        let objects = [stats("raw/a.ndjson.gz"), stats("raw/b.ndjson.gz")];
+        let names = [
+            Ident::parse("page_views").unwrap(),
+            Ident::parse("signups").unwrap(),
+        ];
+        let plan = |replace| LoadPlan {
+            schema: &schema,
+            tables: &[],
+            rejects_manifest_uri: None,
+            copy_options: "FORMAT CSV GZIP",
+            copy_role_arn: "arn:aws:iam::123456789012:role/caudal-copy",
+            copy_region: None,
+            objects: &objects,
+            rule_version: &version,
+            loaded_at: OffsetDateTime::UNIX_EPOCH,
+            load_id: "l1",
+            dedupe_window: time::Duration::hours(1),
+            replace,
+        };
+        let load = load_batch(&plan(None)).unwrap();
+        let sqls = load_batch(&plan(Some(&names))).unwrap();
+        assert_eq!(leading_statements(None), 1);
+        assert_eq!(leading_statements(Some(names.len())), 1 + names.len() + 2);
+        assert_eq!(sqls.len(), load.len() + names.len() + 2);
+        assert_eq!(sqls[0], "LOCK \"analytics\".\"caudal_ledger\"");
+        let stale = format!(
+            "\"raw_key\" IN ('raw/a.ndjson.gz', 'raw/b.ndjson.gz') AND \"rule_version\" <> '{version}'"
+        );
+        let rows = |t: &str| {
+            format!(
+                "DELETE FROM \"analytics\".\"{t}\" WHERE \"raw_key\" IN (SELECT l.\"raw_key\" FROM \
+                 \"analytics\".\"caudal_ledger\" AS l WHERE l.{stale})"
+            )
+        };
+        assert_eq!(sqls[1], rows("page_views"));
+        assert_eq!(sqls[2], rows("signups"));
+        assert_eq!(sqls[3], rows("caudal_rejects"));
+        assert_eq!(
+            sqls[4],
+            format!("DELETE FROM \"analytics\".\"caudal_ledger\" WHERE {stale}")
+        );
+        // Then exactly the ordinary load's statements.
+        assert_eq!(&sqls[5..], &load[1..]);
     }
 
     #[test]

@@ -129,11 +129,9 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
 
     // The ledger was asked first, with the decoded key as a real parameter.
     let executes = api.executes.lock().unwrap().clone();
-    assert!(
-        executes[0]
-            .0
-            .starts_with("SELECT \"raw_key\", \"etag\" FROM \"analytics\".\"caudal_ledger\"")
-    );
+    assert!(executes[0].0.starts_with(
+        "SELECT \"raw_key\", \"etag\", \"rule_version\" FROM \"analytics\".\"caudal_ledger\""
+    ));
     assert_eq!(executes[0].1, vec![("k0".to_owned(), key1())]);
 
     let load_id = caudal_core::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);

@@ -525,3 +525,235 @@ async fn dedupe_is_scoped_to_the_principal() {
         "{recon:?}"
     );
 }
+
+/// `(event_id, table)` of every row of `raw_key`'s object, and `(event_id, code)` of its
+/// rejects, sorted.
+async fn result_of(h: &Harness, raw_key: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let union = EVENT_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT event_id, '{t}' AS t FROM \"analytics\".{t} WHERE raw_key = '{raw_key}'"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let pairs = |rows: Vec<Vec<caudal_core::warehouse::Value>>| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|r| {
+                let s = |i: usize| r[i].as_str().unwrap_or("").to_owned();
+                (s(0), s(1))
+            })
+            .collect()
+    };
+    let rows = pairs(
+        h.rows(&format!(
+            "SELECT event_id, t FROM ({union}) u ORDER BY 1, 2"
+        ))
+        .await,
+    );
+    let rejects = pairs(
+        h.rows(&format!(
+            "SELECT COALESCE(event_id, ''), code FROM \"analytics\".caudal_rejects WHERE raw_key = \
+             '{raw_key}' ORDER BY 1, 2"
+        ))
+        .await,
+    );
+    (rows, rejects)
+}
+
+/// The ledger's rule version of `raw_key`.
+async fn version_of(h: &Harness, raw_key: &str) -> String {
+    let r = h
+        .rows(&format!(
+            "SELECT rule_version FROM \"analytics\".caudal_ledger WHERE raw_key = '{raw_key}'"
+        ))
+        .await;
+    assert_eq!(r.len(), 1, "one ledger row for {raw_key}: {r:?}");
+    r[0][0].as_str().unwrap().to_owned()
+}
+
+fn assert_reconciled(recon: &[Vec<caudal_core::warehouse::Value>]) {
+    for row in recon {
+        assert_eq!(int(&row[8]), 0, "difference must be 0: {row:?}");
+        assert_eq!(int(&row[9]), 0, "ledger difference must be 0: {row:?}");
+    }
+}
+
+/// A rules fix, then `reprocess`: an object's rows, rejects and ledger row are replaced by the
+/// new rules' result in one transaction — a statement failing part way leaves the old result
+/// whole, two loaders reprocessing the same object at once replace it once, a repeated
+/// reprocess changes nothing, a reprocess of an object never loaded loads it, and an object
+/// not named keeps its old result. Reconciliation is 0 after every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_replaces_an_objects_result_with_the_current_rules_in_one_transaction() {
+    use caudal_core::command::Action;
+    let h = Harness::start("reprocess", Isolation::Snapshot).await;
+    let lines = sample_lines();
+    let key_a = key("shardId-000000000000", "100", "199");
+    let key_b = key("shardId-000000000000", "200", "299");
+    let key_c = key("shardId-000000000001", "100", "199");
+    h.put_raw(&key_a, &common::gzip(&lines.join(&b'\n'))).await;
+    // B repeats A's first four records: duplicates of A's rows.
+    h.put_raw(&key_b, &common::gzip(&lines[..4].join(&b'\n')))
+        .await;
+    h.put_raw(&key_c, &common::gzip(&lines.join(&b'\n'))).await;
+    let old = h.loader();
+    let out = invoke(
+        &old,
+        sqs_event(&[(RAW_BUCKET, &key_a), (RAW_BUCKET, &key_b)]),
+        common::ctx(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    let v1 = old.config.rules.version().to_owned();
+    let (rows_v1, rejects_v1) = result_of(&h, &key_a).await;
+    let b_v1 = result_of(&h, &key_b).await;
+    assert!(
+        rows_v1.contains(&("se-0001".into(), "searches".into())),
+        "{rows_v1:?}"
+    );
+    assert!(
+        !rows_v1.iter().any(|(id, _)| id == "pv-health"),
+        "filtered under v1"
+    );
+
+    // The fix is deployed: a new loader (a new execution environment) with the new rules.
+    let shipped = caudal_core::rules::BUNDLED_RULES_YAML;
+    let new = h.loader_with_rules(&testkit::rules_fix(shipped));
+    let v2 = new.config.rules.version().to_owned();
+    assert_ne!(v1, v2);
+    // Its first invocation (an ordinary notification of B, already loaded) migrates; nothing
+    // changes.
+    let out = invoke(
+        &new,
+        command_event(Action::Load, &[(RAW_BUCKET, &key_b)]),
+        common::ctx(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(version_of(&h, &key_b).await, v1);
+
+    // 1. A statement fails part way (the last table's COPY names a column that is gone): the
+    //    deletes and the first tables' inserts roll back with it; A keeps its v1 result whole.
+    let (pg, conn) = h.pg_config().connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    pg.batch_execute("ALTER TABLE analytics.unknown_events RENAME COLUMN payload TO payload_gone")
+        .await
+        .unwrap();
+    let reprocess_a = command_event(Action::Reprocess, &[(RAW_BUCKET, &key_a)]);
+    let out = invoke(&new, reprocess_a.clone(), common::ctx(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        out["batchItemFailures"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
+    assert_eq!(version_of(&h, &key_a).await, v1);
+    assert_eq!(
+        result_of(&h, &key_a).await,
+        (rows_v1.clone(), rejects_v1.clone())
+    );
+    assert_reconciled(&h.rows(RECONCILIATION).await);
+    pg.batch_execute("ALTER TABLE analytics.unknown_events RENAME COLUMN payload_gone TO payload")
+        .await
+        .unwrap();
+
+    // 2. The message comes back (after its visibility timeout: an invocation's failed token is
+    //    only given up for the next generation once it is older than the invocation) while a
+    //    second loader (another execution environment) got the same command: both run at
+    //    once, A is replaced once.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let other = h.loader_with_rules(&testkit::rules_fix(shipped));
+    let (x, y) = tokio::join!(
+        invoke(&new, reprocess_a.clone(), common::ctx(120)),
+        invoke(&other, reprocess_a.clone(), common::ctx(120)),
+    );
+    for out in [x.unwrap(), y.unwrap()] {
+        assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    }
+    assert_eq!(version_of(&h, &key_a).await, v2);
+    let (rows_v2, rejects_v2) = result_of(&h, &key_a).await;
+    assert!(
+        rows_v2.contains(&("pv-health".into(), "page_views".into())),
+        "no longer filtered"
+    );
+    assert!(
+        !rows_v2.iter().any(|(id, _)| id == "se-0001"),
+        "rejected under v2"
+    );
+    assert!(
+        rejects_v2.iter().any(|(id, _)| id == "se-0001"),
+        "{rejects_v2:?}"
+    );
+    let mut ids: Vec<&str> = rows_v2.iter().map(|(id, _)| id.as_str()).collect();
+    ids.extend(
+        rejects_v2
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| !id.is_empty()),
+    );
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "every event of A once, as a row or a reject");
+    let currencies = h
+        .rows(&format!(
+            "SELECT DISTINCT currency FROM \"analytics\".purchases WHERE raw_key = '{key_a}'"
+        ))
+        .await;
+    let currencies: Vec<Option<&str>> = currencies.iter().map(|r| r[0].as_str()).collect();
+    assert!(
+        !currencies.is_empty()
+            && currencies
+                .iter()
+                .all(|c| c.is_some_and(|c| c.len() == 3 && c == c.to_lowercase())),
+        "lower-cased by the new mapping: {currencies:?}"
+    );
+    let ledger = h
+        .rows(&format!(
+            "SELECT COUNT(*), COUNT(DISTINCT load_id) FROM \"analytics\".caudal_ledger WHERE raw_key = '{key_a}'"
+        ))
+        .await;
+    assert_eq!(int(&ledger[0][0]), 1, "one ledger row");
+    assert_eq!(
+        result_of(&h, &key_b).await,
+        b_v1,
+        "B was not named: unchanged"
+    );
+    assert_eq!(version_of(&h, &key_b).await, v1);
+    assert_reconciled(&h.rows(RECONCILIATION).await);
+
+    // 3. The same command again, and a reprocess of C, never loaded: A is untouched, C loads.
+    let load_a = h
+        .rows(&format!(
+            "SELECT load_id FROM \"analytics\".caudal_ledger WHERE raw_key = '{key_a}'"
+        ))
+        .await;
+    let out = invoke(
+        &new,
+        command_event(
+            Action::Reprocess,
+            &[(RAW_BUCKET, &key_a), (RAW_BUCKET, &key_c)],
+        ),
+        common::ctx(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(
+        h.rows(&format!(
+            "SELECT load_id FROM \"analytics\".caudal_ledger WHERE raw_key = '{key_a}'"
+        ))
+        .await,
+        load_a
+    );
+    assert_eq!(result_of(&h, &key_a).await, (rows_v2, rejects_v2));
+    assert_eq!(version_of(&h, &key_c).await, v2);
+    let recon = h.rows(RECONCILIATION).await;
+    assert_eq!(recon.len(), 3);
+    assert_reconciled(&recon);
+}

@@ -16,6 +16,7 @@
 //! | [`raw`] | the raw-archive NDJSON line: envelope + Kinesis coordinates | yes |
 //! | [`keys`] | deterministic S3 key naming (raw, raw-invalid, staging, rejected) | yes |
 //! | [`codec`] | gzip/zstd encoders and capped decoders | yes |
+//! | [`command`] | operator commands on the loader's queue (load, reprocess one raw object) | yes |
 //! | [`rules`] | the business-rules engine (schemas, filters, mappings, routes, DDL) | yes |
 //! | [`telemetry`] | tracing set-up and CloudWatch EMF metric lines | yes |
 //! | [`spill`] | the spill path: objects ingest writes when Kinesis refuses, read back by the drain | yes |
@@ -27,6 +28,7 @@
 
 pub mod batching;
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod envelope;
 pub mod event;

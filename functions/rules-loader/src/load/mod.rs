@@ -14,6 +14,12 @@
 //! 5. FINISHED → loaded (the ledger rows carry the load id, written in the same transaction);
 //!    anything else → the load's messages are reported failed and come back.
 //!
+//! Objects named by an operator's `reprocess` command load in loads of their own: in step 1 an
+//! object counts as done only when the ledger holds it under the current rule version; its load
+//! id also covers the rule version (so a reprocess never re-submits an earlier rule version's
+//! staged SQL), and its transaction first deletes the earlier version's rows, rejects and
+//! ledger row ([`sql::LoadPlan::replace`]).
+//!
 //! Step 3 (the descriptor, the rules and every staging upload) is the submodule `staging`; this
 //! module runs the steps in order and turns their results into per-message outcomes.
 
@@ -85,13 +91,15 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
         failed_messages.insert(bad.message);
     }
 
-    // Unique objects, sorted by key, each with the messages that reference it.
-    let mut objects: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    // Unique objects, sorted by key, each with the messages that reference it and whether one
+    // of them asks for a reprocess (which also loads an object not loaded yet).
+    let mut objects: BTreeMap<(String, String), (Vec<usize>, bool)> = BTreeMap::new();
     for n in &notices.objects {
-        objects
+        let e = objects
             .entry((n.key.clone(), n.bucket.clone()))
-            .or_default()
-            .push(n.message);
+            .or_default();
+        e.0.push(n.message);
+        e.1 |= n.reprocess;
     }
 
     let mut blocked = std::sync::Arc::default();
@@ -100,7 +108,7 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
             Ok(b) => blocked = b,
             Err(e) => {
                 tracing::error!(error = %e, retryable = e.is_retryable(), "migration failed; no object tried, their messages are postponed");
-                for msgs in objects.values() {
+                for (msgs, _) in objects.values() {
                     postponed_messages.extend(msgs);
                 }
                 summary.postponed = objects.len();
@@ -109,8 +117,24 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
         }
     }
 
-    let all: Vec<((String, String), Vec<usize>)> = objects.into_iter().collect();
-    for chunk in all.chunks(MAX_OBJECTS_PER_LOAD) {
+    // Loads first, then reprocesses, each in loads of their own.
+    let mut groups: [(Vec<ItemMessages>, bool); 2] = [(Vec::new(), false), (Vec::new(), true)];
+    for (item, (msgs, reprocess)) in objects {
+        groups[usize::from(reprocess)].0.push((item, msgs));
+    }
+    let mut chunks: Vec<(&[ItemMessages], bool)> = Vec::new();
+    for (all, reprocess) in &groups {
+        // A reprocess names its keys in its deletes: those statements stay within the limit.
+        let key_bytes = if *reprocess {
+            sql::MAX_REPLACE_KEY_BYTES
+        } else {
+            usize::MAX
+        };
+        for c in chunks_within(all, MAX_OBJECTS_PER_LOAD, key_bytes) {
+            chunks.push((c, *reprocess));
+        }
+    }
+    for (chunk, reprocess) in chunks {
         let left = deadline.saturating_duration_since(Instant::now());
         let outcome = if left < state.min_load_time {
             tracing::warn!(
@@ -120,7 +144,7 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
             );
             vec![ObjectOutcome::Untried; chunk.len()]
         } else {
-            load_chunk(state, chunk, &blocked, deadline, started).await
+            load_chunk(state, chunk, reprocess, &blocked, deadline, started).await
         };
         for (i, (_, msgs)) in chunk.iter().enumerate() {
             match &outcome[i] {
@@ -138,6 +162,24 @@ pub async fn run(state: &State, notices: &Notices, deadline: Instant) -> RunResu
         }
     }
     finish(notices, failed_messages, postponed_messages, summary)
+}
+
+/// `all` cut into runs of at most `max` objects whose keys add up to at most `max_key_bytes`
+/// (a run always holds at least one object).
+fn chunks_within<T>(all: &[(Item, T)], max: usize, max_key_bytes: usize) -> Vec<&[(Item, T)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, ((key, _), _)) in all.iter().enumerate() {
+        if i > start && (i - start == max || bytes.saturating_add(key.len()) > max_key_bytes) {
+            out.push(&all[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(key.len());
+    }
+    if start < all.len() {
+        out.push(&all[start..]);
+    }
+    out
 }
 
 /// The answer: `failed` messages are reported; `postponed` ones (unless also failed: a message
@@ -191,11 +233,19 @@ fn log_failure(key: &str, e: &LoadError) {
     tracing::error!(raw_key = key, error = %e, retryable = e.is_retryable(), "raw object not loaded");
 }
 
+/// A raw object: (key, bucket).
+type Item = (String, String);
+/// A raw object and the messages (indices) that name it.
+type ItemMessages = (Item, Vec<usize>);
+/// What the ledger holds of a chunk's objects: key → (ETag, rule version).
+type Ledgered = BTreeMap<String, (String, String)>;
+
 /// One load: ledger → read → stage → submit. Every object starts as failed; each step settles
 /// the ones it can (already loaded, untried, loaded) and returns early when nothing is left.
 async fn load_chunk(
     state: &State,
-    chunk: &[((String, String), Vec<usize>)],
+    chunk: &[ItemMessages],
+    reprocess: bool,
     blocked: &BTreeMap<String, RulesError>,
     deadline: Instant,
     started: SystemTime,
@@ -204,29 +254,33 @@ async fn load_chunk(
     let Some(loaded) = ledger_step(state, chunk, deadline, &mut out).await else {
         return out;
     };
-    let set = read_step(state, chunk, &loaded, blocked, deadline, &mut out).await;
+    let set = read_step(
+        state, chunk, &loaded, reprocess, blocked, deadline, &mut out,
+    )
+    .await;
     if set.is_empty() {
         return out;
     }
-    let Some(descriptor) = stage_step(state, &set, deadline).await else {
+    let Some(descriptor) = stage_step(state, &set, reprocess, deadline).await else {
         return out;
     };
     submit_step(state, &descriptor, &set, deadline, started, &mut out).await;
     out
 }
 
-/// Step 1, the ledger: the chunk's keys already loaded (key → ETag). `None` when the look-up
-/// failed: a transient failure marks every object untried in `out` (nothing was read).
+/// Step 1, the ledger: the chunk's keys already loaded (key → ETag, rule version). `None` when
+/// the look-up failed: a transient failure marks every object untried in `out` (nothing was
+/// read).
 async fn ledger_step(
     state: &State,
-    chunk: &[((String, String), Vec<usize>)],
+    chunk: &[ItemMessages],
     deadline: Instant,
     out: &mut [ObjectOutcome],
-) -> Option<BTreeMap<String, String>> {
+) -> Option<Ledgered> {
     let cfg = &state.config;
     let keys: Vec<&str> = chunk.iter().map(|((k, _), _)| k.as_str()).collect();
     let (lookup, params) = sql::ledger_lookup(&cfg.schema, &keys);
-    let loaded: BTreeMap<String, String> = match redshift::query(
+    let loaded: Ledgered = match redshift::query(
         &state.redshift,
         &cfg.connection,
         &lookup,
@@ -240,8 +294,8 @@ async fn ledger_step(
             .into_iter()
             .filter_map(|r| {
                 let key = r.first()?.as_str()?.to_owned();
-                let etag = r.get(1).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-                Some((key, etag))
+                let text = |i: usize| r.get(i).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                Some((key, (text(1), text(2))))
             })
             .collect(),
         Err(e) => {
@@ -259,21 +313,27 @@ async fn ledger_step(
     Some(loaded)
 }
 
-/// Step 2, read what is not loaded yet (bounded concurrency; the loaded ones are marked in
-/// `out`), dropping objects that cannot be read or that a migration conflict holds: (index in
-/// the chunk, object).
+/// Step 2, read what is not loaded yet — for a `reprocess`, what the ledger does not hold
+/// under the current rule version — (bounded concurrency; the others are marked in `out`),
+/// dropping objects that cannot be read or that a migration conflict holds: (index in the
+/// chunk, object).
 async fn read_step(
     state: &State,
-    chunk: &[((String, String), Vec<usize>)],
-    loaded: &BTreeMap<String, String>,
+    chunk: &[ItemMessages],
+    loaded: &Ledgered,
+    reprocess: bool,
     blocked: &BTreeMap<String, RulesError>,
     deadline: Instant,
     out: &mut [ObjectOutcome],
 ) -> Vec<(usize, Fetched)> {
+    let current = state.config.rules.version();
     let mut todo = Vec::new();
     for (i, ((key, bucket), _)) in chunk.iter().enumerate() {
-        if let Some(etag) = loaded.get(key) {
-            tracing::debug!(raw_key = %key, ledger_etag = %etag, "already loaded");
+        let done = loaded
+            .get(key)
+            .filter(|(_, version)| !reprocess || version == current);
+        if let Some((etag, version)) = done {
+            tracing::debug!(raw_key = %key, ledger_etag = %etag, rule_version = %version, reprocess, "already loaded");
             out[i] = ObjectOutcome::AlreadyLoaded;
         } else {
             todo.push((i, bucket.clone(), key.clone()));
@@ -318,13 +378,20 @@ async fn read_step(
 async fn stage_step(
     state: &State,
     set: &[(usize, Fetched)],
+    reprocess: bool,
     deadline: Instant,
 ) -> Option<Descriptor> {
+    let scope = state.config.load_scope();
+    let scope = if reprocess {
+        format!("{scope}/reprocess/{}", state.config.rules.version())
+    } else {
+        scope
+    };
     let load_id = caudal_core::keys::load_id(
-        &state.config.load_scope(),
+        &scope,
         set.iter().map(|(_, f)| (f.key.as_str(), f.etag.as_str())),
     );
-    let descriptor = match descriptor_for(state, &load_id, set, deadline).await {
+    let descriptor = match descriptor_for(state, &load_id, set, reprocess, deadline).await {
         Ok(d) => d,
         Err(e) => {
             for (_, f) in set {
@@ -459,7 +526,7 @@ fn emit_metrics(d: &Descriptor, desc: &Described, elapsed: Duration, id: &str) {
         .enumerate()
         .map(|(i, _)| {
             desc.sub_statements
-                .get(sql::insert_statement_index(i))
+                .get(sql::insert_statement_index(d.leading_statements, i))
                 .map(|s| s.result_rows)
         })
         .sum();
@@ -499,4 +566,40 @@ fn emit_metrics(d: &Descriptor, desc: &Described, elapsed: Duration, id: &str) {
         statement_ms = elapsed.as_millis() as u64,
         "load finished"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(lens: &[usize]) -> Vec<(Item, ())> {
+        lens.iter()
+            .map(|&n| (("k".repeat(n), "b".to_owned()), ()))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_keep_to_the_object_and_key_byte_limits() {
+        let sizes = |all: &[(Item, ())], max, bytes| -> Vec<usize> {
+            chunks_within(all, max, bytes)
+                .iter()
+                .map(|c| c.len())
+                .collect()
+        };
+        let all = items(&[10; 7]);
+        assert_eq!(sizes(&all, 3, usize::MAX), [3, 3, 1]);
+        assert_eq!(sizes(&all, 7, usize::MAX), [7]);
+        assert_eq!(
+            sizes(&all, 100, 30),
+            [3, 3, 1],
+            "30 bytes hold exactly three keys"
+        );
+        assert_eq!(sizes(&all, 100, 29), [2, 2, 2, 1]);
+        assert_eq!(
+            sizes(&items(&[50, 5]), 100, 20),
+            [1, 1],
+            "an oversized key is alone"
+        );
+        assert!(chunks_within(&items(&[]), 3, 10).is_empty());
+    }
 }

@@ -37,6 +37,14 @@ pub struct Descriptor {
     pub failed: Vec<(String, String)>,
     /// Rows staged per table (table name → rows), in batch order.
     pub staged: Vec<(String, u64)>,
+    /// Statements before the first table's ([`sql::leading_statements`]): 1 for a load, more
+    /// for a reprocess (its deletes). Descriptors written before reprocessing existed have 1.
+    #[serde(default = "one")]
+    pub leading_statements: usize,
+}
+
+fn one() -> usize {
+    sql::LEADING_STATEMENTS
 }
 
 /// A raw object read from S3, ready to stage.
@@ -51,6 +59,7 @@ pub(super) async fn descriptor_for(
     state: &State,
     load_id: &str,
     set: &[(usize, Fetched)],
+    reprocess: bool,
     deadline: Instant,
 ) -> Result<Descriptor, LoadError> {
     let cfg = &state.config;
@@ -80,7 +89,7 @@ pub(super) async fn descriptor_for(
     }
 
     let staging_id = format!("{load_id}-{}", (state.attempt_id)());
-    let d = stage_load(state, load_id, &staging_id, set, deadline).await?;
+    let d = stage_load(state, load_id, &staging_id, set, reprocess, deadline).await?;
     let body = serde_json::to_vec(&d).map_err(|e| LoadError::Descriptor {
         key: key.clone(),
         reason: e.to_string(),
@@ -183,12 +192,14 @@ fn now_micros(state: &State) -> OffsetDateTime {
 type Uploaded = BTreeMap<Option<usize>, Vec<(String, usize)>>;
 
 /// Run the rules over the load's objects and upload everything its SQL reads, under
-/// `staging_id` (the load id plus this attempt's id).
+/// `staging_id` (the load id plus this attempt's id). A `reprocess` replaces an earlier rule
+/// version's result ([`LoadPlan::replace`]).
 async fn stage_load(
     state: &State,
     load_id: &str,
     staging_id: &str,
     set: &[(usize, Fetched)],
+    reprocess: bool,
     deadline: Instant,
 ) -> Result<Descriptor, LoadError> {
     let rules = state.config.rules.as_ref();
@@ -229,6 +240,7 @@ async fn stage_load(
                 manifests: &manifests,
                 rejects_manifest: rejects_manifest.as_deref(),
                 min_received_at: &staged.min_received_at,
+                reprocess,
             },
         )?
     };
@@ -250,6 +262,7 @@ async fn stage_load(
         objects,
         failed,
         staged: staged_counts,
+        leading_statements: sql::leading_statements(reprocess.then_some(tables.len())),
     })
 }
 
@@ -330,6 +343,7 @@ struct LoadSql<'a> {
     manifests: &'a [(usize, String)],
     rejects_manifest: Option<&'a str>,
     min_received_at: &'a BTreeMap<usize, OffsetDateTime>,
+    reprocess: bool,
 }
 
 /// The load's batch of statements ([`sql::load_batch`]).
@@ -348,6 +362,7 @@ fn load_sqls(state: &State, l: &LoadSql<'_>) -> Result<Vec<String>, LoadError> {
             })
         })
         .collect();
+    let names: Vec<_> = tables.iter().map(|t| t.name.clone()).collect();
     Ok(sql::load_batch(&LoadPlan {
         schema: &cfg.schema,
         tables: &staged_tables,
@@ -360,6 +375,7 @@ fn load_sqls(state: &State, l: &LoadSql<'_>) -> Result<Vec<String>, LoadError> {
         loaded_at: l.loaded_at,
         load_id: l.load_id,
         dedupe_window: cfg.dedupe_window,
+        replace: l.reprocess.then_some(names.as_slice()),
     })?)
 }
 

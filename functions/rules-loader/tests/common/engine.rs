@@ -59,22 +59,28 @@ pub fn key(shard: &str, first: &str, last: &str) -> String {
     .unwrap()
 }
 
-pub fn sqs_event(objects: &[(&str, &str)]) -> serde_json::Value {
-    let records: Vec<serde_json::Value> = objects
+/// An SQS event of one operator command per object.
+pub fn command_event(
+    action: caudal_core::command::Action,
+    objects: &[(&str, &str)],
+) -> serde_json::Value {
+    let bodies: Vec<String> = objects
+        .iter()
+        .map(|(bucket, key)| {
+            caudal_core::command::CommandMessage::new(action, bucket, key).to_body()
+        })
+        .collect();
+    sqs_messages(&bodies)
+}
+
+/// An SQS event carrying `bodies`, one message each.
+pub fn sqs_messages(bodies: &[String]) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = bodies
         .iter()
         .enumerate()
-        .map(|(i, (bucket, key))| {
-            let body = serde_json::json!({"Records": [{
-                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                "eventTime": "2026-11-25T20:00:03.412Z", "eventName": "ObjectCreated:Put",
-                "userIdentity": {"principalId": "AWS:local"},
-                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-                "responseElements": {},
-                "s3": {"s3SchemaVersion": "1.0", "configurationId": "raw",
-                       "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
-                       "object": {"key": key.replace('=', "%3D"), "size": 1}}}]});
+        .map(|(i, body)| {
             serde_json::json!({
-                "messageId": format!("m-{i}"), "receiptHandle": "r", "body": body.to_string(),
+                "messageId": format!("m-{i}"), "receiptHandle": "r", "body": body,
                 "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
                 "eventSource": "aws:sqs",
                 "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:loader",
@@ -83,6 +89,25 @@ pub fn sqs_event(objects: &[(&str, &str)]) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "Records": records })
+}
+
+pub fn sqs_event(objects: &[(&str, &str)]) -> serde_json::Value {
+    let bodies: Vec<String> = objects
+        .iter()
+        .map(|(bucket, key)| {
+            serde_json::json!({"Records": [{
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2026-11-25T20:00:03.412Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:local"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {},
+                "s3": {"s3SchemaVersion": "1.0", "configurationId": "raw",
+                       "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                       "object": {"key": key.replace('=', "%3D"), "size": 1}}}]})
+            .to_string()
+        })
+        .collect();
+    sqs_messages(&bodies)
 }
 
 pub async fn rows(
@@ -198,6 +223,13 @@ impl Harness {
     /// A loader instance (one Lambda execution environment).
     pub fn loader(&self) -> State {
         State::new(self.config.clone(), self.s3.clone(), self.api.clone())
+    }
+
+    /// A loader instance deployed with the rules file `rules` (YAML) instead of the shipped one.
+    pub fn loader_with_rules(&self, rules: &str) -> State {
+        let mut config = self.config.clone();
+        config.rules = std::sync::Arc::new(caudal_core::rules::RuleSet::from_yaml(rules).unwrap());
+        State::new(config, self.s3.clone(), self.api.clone())
     }
 
     pub async fn put_raw(&self, key: &str, body: &[u8]) {
