@@ -98,7 +98,9 @@ pub struct LocalFunction {
     pub memory_mb: u32,
     /// Invocation counters.
     pub stats: InvocationStats,
-    handler: Arc<dyn Handler>,
+    /// The deployed code: replaced by [`LocalFunction::deploy`] (invocations already running
+    /// finish on the code they started with, as in Lambda).
+    handler: std::sync::RwLock<Arc<dyn Handler>>,
     chaos: Option<Arc<Chaos>>,
     /// Moving average of successful run times, in microseconds: where a kill may land.
     typical_us: AtomicU64,
@@ -129,7 +131,7 @@ impl LocalFunction {
             timeout: function.timeout,
             memory_mb: function.memory_mb,
             stats: InvocationStats::default(),
-            handler,
+            handler: std::sync::RwLock::new(handler),
             chaos: None,
             typical_us: AtomicU64::new(FIRST_TYPICAL.as_micros() as u64),
         }
@@ -144,9 +146,18 @@ impl LocalFunction {
             timeout,
             memory_mb: 128,
             stats: InvocationStats::default(),
-            handler,
+            handler: std::sync::RwLock::new(handler),
             chaos: None,
             typical_us: AtomicU64::new(FIRST_TYPICAL.as_micros() as u64),
+        }
+    }
+
+    /// Deploys new code: every invocation from now on runs `handler` (a new version's cold
+    /// start, e.g. with a changed rules file); running ones finish on the old code.
+    pub fn deploy(&self, handler: Arc<dyn Handler>) {
+        match self.handler.write() {
+            Ok(mut h) => *h = handler,
+            Err(poisoned) => *poisoned.into_inner() = handler,
         }
     }
 
@@ -176,7 +187,11 @@ impl LocalFunction {
         let ctx = self.context();
         let span =
             tracing::info_span!("invoke", function = %self.name, request_id = %ctx.request_id);
-        let fut = self.handler.call(payload, ctx);
+        let handler = match self.handler.read() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let fut = handler.call(payload, ctx);
         // A separate task so a panic unwinds only that task and is reported like Lambda's
         // Runtime.ExitError; the timeout aborts it like Lambda kills a timed-out sandbox.
         let task = tokio::spawn(fut.instrument(span));

@@ -234,9 +234,34 @@ pub struct StackRegion {
     relays: Vec<Arc<Relay>>,
     queue_urls: BTreeMap<String, String>,
     clients: StackClients,
+    fn_clients: functions::Clients,
 }
 
 impl StackRegion {
+    /// Deploys the function `logical_id` again, as `sam deploy` of a new version would: its
+    /// handler is built anew from the template's environment (a changed rules file is read
+    /// again, the loader migrates) and serves every later invocation.
+    pub async fn redeploy(&self, logical_id: &str) -> Result<(), StackError> {
+        let f = self
+            .model
+            .functions
+            .iter()
+            .find(|f| f.logical_id == logical_id)
+            .ok_or_else(|| StackError::Wiring(format!("no function {logical_id} in the template")))?;
+        let local = self
+            .functions
+            .get(logical_id)
+            .ok_or_else(|| StackError::Wiring(format!("function {logical_id} is not running")))?;
+        let binary = f
+            .binary
+            .as_deref()
+            .ok_or_else(|| StackError::Wiring(format!("{logical_id} has no local implementation")))?;
+        let handler = functions::build(binary, &f.environment, &self.fn_clients).await?;
+        local.deploy(handler);
+        tracing::info!(function = %f.name, "function_redeployed");
+        Ok(())
+    }
+
     /// The region's name (`us-east-1` for the home region).
     pub fn name(&self) -> &str {
         &self.name
@@ -378,6 +403,10 @@ pub struct RegionEndpoint {
     pub region: String,
     /// Its HTTP API base URL.
     pub api_url: String,
+    /// The region's stack outputs, as `caudal` reads them from a deployed stack
+    /// ([`crate::stack::template::Model::outputs`]; `ApiUrl` is the local API's URL).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl Stack {
@@ -397,9 +426,14 @@ impl Stack {
             regions: self
                 .regions
                 .iter()
-                .map(|r| RegionEndpoint {
-                    region: r.name.clone(),
-                    api_url: r.api_url.clone(),
+                .map(|r| {
+                    let mut outputs = r.model.outputs.clone();
+                    outputs.insert("ApiUrl".to_owned(), format!("{}/", r.api_url.trim_end_matches('/')));
+                    RegionEndpoint {
+                        region: r.name.clone(),
+                        api_url: r.api_url.clone(),
+                        outputs,
+                    }
                 })
                 .collect(),
         };

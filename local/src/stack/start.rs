@@ -167,6 +167,7 @@ async fn start_region(
         relays,
         queue_urls: created.queue_urls,
         clients,
+        fn_clients,
     })
 }
 

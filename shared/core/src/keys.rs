@@ -100,6 +100,19 @@ pub struct BatchId<'a> {
     pub first_arrival: OffsetDateTime,
 }
 
+/// `<prefix>dt=YYYY-MM-DD/hr=HH/`: the folder of the hour `at` (UTC) under `prefix` (`raw/`,
+/// `raw-invalid/`, `spill/`), where every key of that hour starts.
+pub fn hour_prefix(prefix: &str, at: OffsetDateTime) -> String {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{prefix}dt={:04}-{:02}-{:02}/hr={:02}/",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour()
+    )
+}
+
 /// `<prefix>dt=YYYY-MM-DD/hr=HH/[region=<r>/]<shard-id>/<first-seq>-<last-seq>.ndjson<suffix>`.
 fn batch_key(prefix: &str, b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError> {
     check_shard(b.shard_id)?;
@@ -112,15 +125,57 @@ fn batch_key(prefix: &str, b: &BatchId<'_>, suffix: &str) -> Result<String, KeyE
     };
     let first = padded_seq(b.first_seq)?;
     let last = padded_seq(b.last_seq)?;
-    let t = b.first_arrival.to_offset(time::UtcOffset::UTC);
     Ok(format!(
-        "{prefix}dt={:04}-{:02}-{:02}/hr={:02}/{region}{}/{first}-{last}.ndjson{suffix}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
+        "{}{region}{}/{first}-{last}.ndjson{suffix}",
+        hour_prefix(prefix, b.first_arrival),
         b.shard_id
     ))
+}
+
+/// What a `raw/` or `raw-invalid/` key names ([`raw_key`]'s inverse, but for the arrival
+/// time, of which the key keeps the hour only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchKey {
+    /// `raw/` or `raw-invalid/`.
+    pub prefix: &'static str,
+    /// `region=<r>/`, when the key names one.
+    pub region: Option<String>,
+    /// Shard.
+    pub shard_id: String,
+    /// First record's sequence number (as padded in the key).
+    pub first_seq: String,
+    /// Last record's sequence number (as padded in the key).
+    pub last_seq: String,
+}
+
+/// Parses a batch key (`None` for anything else: spill objects, hand-made keys).
+pub fn parse_batch_key(key: &str) -> Option<BatchKey> {
+    let (prefix, rest) = [RAW_PREFIX, RAW_INVALID_PREFIX]
+        .into_iter()
+        .find_map(|p| key.strip_prefix(p).map(|r| (p, r)))?;
+    let mut parts: Vec<&str> = rest.split('/').collect();
+    let file = parts.pop()?;
+    let (dt, hr) = (parts.first()?, parts.get(1)?);
+    if !dt.starts_with("dt=") || !hr.starts_with("hr=") {
+        return None;
+    }
+    let (region, shard) = match &parts[2..] {
+        [shard] => (None, *shard),
+        [region, shard] => (Some(region.strip_prefix("region=")?.to_owned()), *shard),
+        _ => return None,
+    };
+    check_shard(shard).ok()?;
+    let (range, _) = file.split_once(".ndjson")?;
+    let (first, last) = range.split_once('-')?;
+    padded_seq(first).ok()?;
+    padded_seq(last).ok()?;
+    Some(BatchKey {
+        prefix,
+        region,
+        shard_id: shard.to_owned(),
+        first_seq: first.to_owned(),
+        last_seq: last.to_owned(),
+    })
 }
 
 /// Key of the raw object for a batch; `suffix` is the codec suffix (`.gz`, `.zst`).
@@ -137,15 +192,7 @@ pub fn raw_invalid_key(b: &BatchId<'_>, suffix: &str) -> Result<String, KeyError
 /// when it was spilled. Unlike the other keys it names a fresh id: every spill is a new object
 /// (written with `If-None-Match`), and the drain derives deterministic raw keys from the id.
 pub fn spill_key(id: crate::spill::SpillId, at: OffsetDateTime) -> String {
-    let t = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{SPILL_PREFIX}dt={:04}-{:02}-{:02}/hr={:02}/{}.ndjson",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        id.hex()
-    )
+    format!("{}{}.ndjson", hour_prefix(SPILL_PREFIX, at), id.hex())
 }
 
 /// The id a spill object's key names ([`spill_key`]'s inverse on the id; the date parts are
@@ -241,6 +288,45 @@ pub fn decode_notification_key(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batch_keys_parse_back() {
+        let t = time::macros::datetime!(2026-12-03 07:20:00 UTC);
+        for region in [None, Some("us-west-2")] {
+            let b = BatchId {
+                region,
+                shard_id: "shardId-000000000001",
+                first_seq: "4960",
+                last_seq: "4999",
+                first_arrival: t,
+            };
+            for (key, prefix) in [
+                (raw_key(&b, ".gz").unwrap(), RAW_PREFIX),
+                (raw_invalid_key(&b, ".zst").unwrap(), RAW_INVALID_PREFIX),
+            ] {
+                let p = parse_batch_key(&key).unwrap();
+                assert_eq!(p.prefix, prefix);
+                assert_eq!(p.region.as_deref(), region);
+                assert_eq!(p.shard_id, "shardId-000000000001");
+                assert_eq!(p.first_seq.trim_start_matches('0'), "4960");
+                assert_eq!(p.last_seq.trim_start_matches('0'), "4999");
+            }
+        }
+        for bad in [
+            "raw/x.ndjson.gz",
+            "staging/dt=2026-12-03/hr=07/s/1-2.ndjson.gz",
+            "raw/dt=2026-12-03/hr=07/s/1-2.csv",
+            "raw/dt=2026-12-03/hr=07/s/12.ndjson.gz",
+            "raw/dt=2026-12-03/hr=07/s/a-2.ndjson.gz",
+            "raw/dt=2026-12-03/hr=07/us-west-2/s/1-2.ndjson.gz",
+            "raw/dt=2026-12-03/hr=07/a/b/c/1-2.ndjson.gz",
+            "raw/day=2026-12-03/hr=07/s/1-2.ndjson.gz",
+            "raw/dt=2026-12-03/h=07/s/1-2.ndjson.gz",
+            "raw/dt=2026-12-03/hr=07/s p/1-2.ndjson.gz",
+        ] {
+            assert_eq!(parse_batch_key(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

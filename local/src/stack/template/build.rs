@@ -80,6 +80,7 @@ impl Resolver {
             .filter_map(|q| q.redrive.as_ref().map(|r| r.dead_letter_arn.clone()))
             .collect();
         m.queues.sort_by_key(|q| !dlqs.contains(&q.arn));
+        self.outputs(&mut m);
         for f in &m.functions {
             if f.binary.is_none() {
                 m.warnings.push(format!(
@@ -89,6 +90,30 @@ impl Resolver {
             }
         }
         Ok(m)
+    }
+
+    /// The template's `Outputs` (see [`Model::outputs`]).
+    fn outputs(&self, m: &mut Model) {
+        for (name, o) in &self.outputs {
+            let at = format!("Outputs.{name}");
+            let enabled = match o.get("Condition").and_then(Value::as_str) {
+                Some(c) => self.condition(c),
+                None => Ok(true),
+            };
+            let value = enabled.and_then(|on| match (on, o.get("Value")) {
+                (true, Some(v)) => self.resolve(v, &format!("{at}.Value")),
+                _ => Ok(None),
+            });
+            match value {
+                Ok(Some(v)) => {
+                    if let Some(text) = scalar_string(&v) {
+                        m.outputs.insert(name.clone(), text);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => m.warnings.push(format!("{at}: not available locally ({e})")),
+            }
+        }
     }
 
     /// Evaluates the template's `Rules` assertions, as CloudFormation does before creating

@@ -223,6 +223,11 @@ pub struct Model {
     pub parameters: BTreeMap<String, String>,
     /// Things declared in the template that the local stack does not emulate.
     pub warnings: Vec<String>,
+    /// The stack's outputs as CloudFormation would report them (an output whose condition is
+    /// false is absent), resolved against the local names: what `caudal` reads from a stack.
+    /// An output naming something the local stack does not have (a URL of a service it does
+    /// not emulate) is absent, with a warning.
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl Model {

@@ -74,6 +74,7 @@ pub struct Resolver {
     pub(super) rules: Map<String, Value>,
     pub(super) resources: BTreeMap<String, Resource>,
     pub(super) globals_function: Value,
+    pub(super) outputs: Map<String, Value>,
 }
 
 pub(super) const MAX_DEPTH: usize = 64;
@@ -109,6 +110,7 @@ impl Resolver {
             rules: section("Rules"),
             resources,
             globals_function,
+            outputs: section("Outputs"),
         })
     }
 

@@ -1,0 +1,219 @@
+//! SQS, as `caudal` uses it: queue depths, sending command messages in batches of ten (failed
+//! entries sent again), and moving a dead-letter queue's messages back to the queue they came
+//! from.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+use indicatif::ProgressBar;
+
+use crate::run::Interrupt;
+
+/// SQS refused or failed (after the SDK's retries). Permanent for this run.
+#[derive(Debug, thiserror::Error)]
+#[error("SQS {operation} on {queue}: {reason}")]
+pub struct QueueError {
+    /// The call.
+    pub operation: &'static str,
+    /// Queue URL.
+    pub queue: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn err(operation: &'static str, queue: &str, reason: impl ToString) -> QueueError {
+    QueueError {
+        operation,
+        queue: queue.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// SendMessageBatch takes at most ten entries.
+pub const BATCH: usize = 10;
+/// Times a refused entry is sent again before giving up.
+const RESENDS: u32 = 5;
+
+/// Messages in a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Depth {
+    /// Waiting to be received.
+    pub visible: u64,
+    /// Received, not deleted yet.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+}
+
+impl Depth {
+    /// Every message in the queue.
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// The queue's approximate depth.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Depth, QueueError> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|e| err("GetQueueAttributes", url, caudal_aws::call_error(&e)))?;
+    let get = |a: QueueAttributeName| {
+        out.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(Depth {
+        visible: get(QueueAttributeName::ApproximateNumberOfMessages),
+        in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    })
+}
+
+/// Sends `bodies` (at most [`BATCH`]) to `url`; entries SQS refuses are sent again.
+pub async fn send_batch(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    bodies: &[String],
+) -> Result<(), QueueError> {
+    let mut pending: Vec<(usize, &String)> = bodies.iter().enumerate().collect();
+    for attempt in 0..=RESENDS {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        let entries = pending
+            .iter()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{i}"))
+                    .message_body(body.as_str())
+                    .build()
+                    .map_err(|e| err("SendMessageBatch", url, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = sqs
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| err("SendMessageBatch", url, caudal_aws::call_error(&e)))?;
+        let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
+        if let Some(f) = out.failed().iter().find(|f| f.sender_fault()) {
+            return Err(err(
+                "SendMessageBatch",
+                url,
+                format!("{}: {}", f.code(), f.message().unwrap_or("")),
+            ));
+        }
+        pending.retain(|(i, _)| failed.contains(&format!("m{i}").as_str()));
+    }
+    Err(err(
+        "SendMessageBatch",
+        url,
+        format!("{} messages still refused after {RESENDS} resends", pending.len()),
+    ))
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Redriven {
+    /// Messages in the dead-letter queue when it started.
+    pub found: u64,
+    /// Moved (sent to the target, then deleted from the dead-letter queue).
+    pub moved: u64,
+    /// Stopped by Ctrl-C before the queue was empty.
+    pub interrupted: bool,
+}
+
+/// Moves every message of `dlq` to `target`, ten at a time: each batch is sent to the target
+/// first and deleted from the dead-letter queue only then, so a crash in between sends a
+/// message twice, never loses one (the loader's ledger makes the second copy a no-op). Stops
+/// after as many messages as the queue held when it started, so a message that fails again
+/// and comes back is not moved round in circles within one run.
+pub async fn redrive(
+    sqs: &aws_sdk_sqs::Client,
+    dlq: &str,
+    target: &str,
+    bar: &ProgressBar,
+    interrupt: &Interrupt,
+) -> Result<Redriven, QueueError> {
+    let found = depth(sqs, dlq).await?.total();
+    bar.set_length(found);
+    let mut r = Redriven {
+        found,
+        ..Redriven::default()
+    };
+    let mut empty_receives = 0;
+    while r.moved < found {
+        if interrupt.stopped() {
+            r.interrupted = true;
+            break;
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(dlq)
+            .max_number_of_messages(BATCH as i32)
+            .wait_time_seconds(1)
+            .visibility_timeout(120)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| err("ReceiveMessage", dlq, caudal_aws::call_error(&e)))?;
+        let messages = out.messages();
+        if messages.is_empty() {
+            empty_receives += 1;
+            // The counts are approximate: a few empty receives in a row mean empty.
+            if empty_receives >= 3 {
+                break;
+            }
+            continue;
+        }
+        empty_receives = 0;
+        let bodies: Vec<String> = messages
+            .iter()
+            .map(|m| m.body().unwrap_or_default().to_owned())
+            .collect();
+        send_batch(sqs, target, &bodies).await?;
+        for m in messages {
+            if let Some(h) = m.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(dlq)
+                    .receipt_handle(h)
+                    .send()
+                    .await
+                    .map_err(|e| err("DeleteMessage", dlq, caudal_aws::call_error(&e)))?;
+            }
+        }
+        r.moved += messages.len() as u64;
+        bar.inc(messages.len() as u64);
+    }
+    Ok(r)
+}
+
+/// Up to ten message bodies of `url`, made visible again at once (what a dry run shows).
+pub async fn peek(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Vec<String>, QueueError> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(BATCH as i32)
+        .wait_time_seconds(1)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .map_err(|e| err("ReceiveMessage", url, caudal_aws::call_error(&e)))?;
+    Ok(out
+        .messages()
+        .iter()
+        .map(|m| m.body().unwrap_or_default().to_owned())
+        .collect())
+}

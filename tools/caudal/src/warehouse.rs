@@ -1,0 +1,219 @@
+//! What `caudal` asks the warehouse, through the Data API (`caudal_aws::redshift::query`): the
+//! ledger's rows for raw keys, the reconciliation view, rejects by code, the last load.
+//! Values travel as Data API parameters; the schema is an [`Ident`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use caudal_aws::redshift;
+use caudal_core::rules::Ident;
+use caudal_core::warehouse::{Connection, Param, PollPolicy, QueryError, Value};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// How long one query may take before `caudal` gives up on it.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The warehouse of a stack.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    /// Data API client.
+    pub client: aws_sdk_redshiftdata::Client,
+    /// Workgroup or cluster, database, identity.
+    pub connection: Connection,
+    /// Schema of caudal's tables.
+    pub schema: Ident,
+}
+
+/// A raw object's ledger row (the part `caudal` uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Lines in the object.
+    pub records: i64,
+    /// Lines refused.
+    pub rejected: i64,
+    /// The rules version that loaded it.
+    pub rule_version: String,
+    /// When it was loaded.
+    pub loaded_at: String,
+}
+
+/// Totals of `caudal_reconciliation`, and the rows that do not balance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reconciliation {
+    /// Raw objects in the ledger.
+    pub objects: i64,
+    /// Lines in them.
+    pub records: i64,
+    /// Rows in the event tables.
+    pub rows_in_tables: i64,
+    /// Rows in caudal_rejects.
+    pub rows_in_rejects: i64,
+    /// Lines filtered on purpose.
+    pub filtered: i64,
+    /// Rows not inserted as duplicates.
+    pub duplicates: i64,
+    /// Objects whose difference is not 0: (raw key, difference, ledger difference), at most 20.
+    pub mismatches: Vec<(String, i64, i64)>,
+    /// How many objects do not balance.
+    pub mismatched: i64,
+}
+
+fn int(v: Option<&Value>) -> i64 {
+    v.and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn text(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+impl Warehouse {
+    fn table(&self, name: &str) -> String {
+        format!("{}.\"{name}\"", self.schema.quoted())
+    }
+
+    async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, QueryError> {
+        redshift::query(
+            &self.client,
+            &self.connection,
+            sql,
+            params,
+            &PollPolicy::default(),
+            Instant::now() + QUERY_TIMEOUT,
+        )
+        .await
+    }
+
+    /// The ledger rows of the raw keys from `lo` (inclusive) to `hi` (exclusive): one range
+    /// query on the ledger's sort key.
+    pub async fn ledger_range(
+        &self,
+        lo: &str,
+        hi: &str,
+    ) -> Result<BTreeMap<String, LedgerRow>, QueryError> {
+        let sql = format!(
+            "SELECT raw_key, records, rejected, rule_version, CAST(loaded_at AS VARCHAR) FROM {} \
+             WHERE raw_key >= :lo AND raw_key < :hi",
+            self.table("caudal_ledger"),
+        );
+        let params = [Param::new("lo", lo), Param::new("hi", hi)];
+        let mut out = BTreeMap::new();
+        for r in self.query(&sql, &params).await? {
+            out.insert(
+                text(r.first()),
+                LedgerRow {
+                    records: int(r.get(1)),
+                    rejected: int(r.get(2)),
+                    rule_version: text(r.get(3)),
+                    loaded_at: text(r.get(4)),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The reconciliation view's totals over objects loaded since `since` (all when `None`).
+    pub async fn reconciliation(
+        &self,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Reconciliation, QueryError> {
+        let (filter, params) = since_filter(since);
+        let view = self.table("caudal_reconciliation");
+        let sums = self
+            .query(
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(rows_in_tables), 0), \
+                     COALESCE(SUM(rows_in_rejects), 0), COALESCE(SUM(filtered_total), 0), \
+                     COALESCE(SUM(duplicates), 0), COALESCE(SUM(CASE WHEN difference <> 0 OR \
+                     ledger_difference <> 0 THEN 1 ELSE 0 END), 0) FROM {view}{filter}"
+                ),
+                &params,
+            )
+            .await?;
+        let s = sums.first().cloned().unwrap_or_default();
+        let mut r = Reconciliation {
+            objects: int(s.first()),
+            records: int(s.get(1)),
+            rows_in_tables: int(s.get(2)),
+            rows_in_rejects: int(s.get(3)),
+            filtered: int(s.get(4)),
+            duplicates: int(s.get(5)),
+            mismatched: int(s.get(6)),
+            mismatches: Vec::new(),
+        };
+        if r.mismatched > 0 {
+            let and = if filter.is_empty() { " WHERE" } else { " AND" };
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT raw_key, difference, ledger_difference FROM {view}{filter}{and} \
+                         (difference <> 0 OR ledger_difference <> 0) ORDER BY raw_key LIMIT 20"
+                    ),
+                    &params,
+                )
+                .await?;
+            r.mismatches = rows
+                .iter()
+                .map(|row| (text(row.first()), int(row.get(1)), int(row.get(2))))
+                .collect();
+        }
+        Ok(r)
+    }
+
+    /// Rejects per (code, rule) loaded since `since`, most first.
+    pub async fn rejects_by_code(
+        &self,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<(String, String, i64)>, QueryError> {
+        let (filter, params) = since_filter(since);
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT code, COALESCE(rule, ''), COUNT(*) FROM {}{filter} GROUP BY code, rule \
+                     ORDER BY 3 DESC, 1, 2",
+                    self.table("caudal_rejects")
+                ),
+                &params,
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (text(r.first()), text(r.get(1)), int(r.get(2))))
+            .collect())
+    }
+
+    /// The last load's time, and the lines loaded since `since`.
+    pub async fn loads(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<(Option<String>, i64, i64), QueryError> {
+        let (filter, params) = since_filter(Some(since));
+        let ledger = self.table("caudal_ledger");
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT (SELECT CAST(MAX(loaded_at) AS VARCHAR) FROM {ledger}), COUNT(*), \
+                     COALESCE(SUM(records), 0) FROM {ledger}{filter}"
+                ),
+                &params,
+            )
+            .await?;
+        let r = rows.first().cloned().unwrap_or_default();
+        let last = r.first().and_then(Value::as_str).map(str::to_owned);
+        Ok((last, int(r.get(1)), int(r.get(2))))
+    }
+}
+
+/// ` WHERE loaded_at >= CAST(:since AS TIMESTAMPTZ)` and its parameter, or nothing.
+fn since_filter(since: Option<OffsetDateTime>) -> (String, Vec<Param>) {
+    match since {
+        Some(t) => (
+            " WHERE loaded_at >= CAST(:since AS TIMESTAMPTZ)".to_owned(),
+            vec![Param::new(
+                "since",
+                caudal_core::warehouse::format_timestamp(t),
+            )],
+        ),
+        None => (String::new(), Vec::new()),
+    }
+}
