@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{Value, json};
 
-use crate::emulators::chaos::{Chaos, Fault};
+use crate::emulators::chaos::{Chaos, Fault, Outage};
 use crate::shutdown::Shutdown;
 
 /// Suffix of relay queue names.
@@ -209,6 +209,27 @@ impl Relay {
     }
 
     async fn forward(&self, messages: &[aws_sdk_sqs::types::Message]) -> Result<(), String> {
+        if let Some(c) = self
+            .chaos
+            .as_ref()
+            .filter(|c| c.outage(Outage::Notifications))
+        {
+            // Lost: deleted from the relay queue, never delivered.
+            for m in messages {
+                if let Some(rh) = m.receipt_handle() {
+                    let _ = self
+                        .sqs
+                        .delete_message()
+                        .queue_url(&self.relay_url)
+                        .receipt_handle(rh)
+                        .send()
+                        .await;
+                }
+            }
+            c.stats
+                .add(Fault::NotificationsDropped, messages.len() as u64);
+            return Ok(());
+        }
         let mut entries = Vec::new();
         for (i, m) in messages.iter().enumerate() {
             let body = m.body().unwrap_or_default();

@@ -201,6 +201,7 @@ pub struct Stack {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     data_api_url: String,
     aws_endpoint: String,
+    lambda_url: String,
     regions: Vec<StackRegion>,
     chaos: Option<Arc<Chaos>>,
 }
@@ -247,15 +248,16 @@ impl StackRegion {
             .functions
             .iter()
             .find(|f| f.logical_id == logical_id)
-            .ok_or_else(|| StackError::Wiring(format!("no function {logical_id} in the template")))?;
+            .ok_or_else(|| {
+                StackError::Wiring(format!("no function {logical_id} in the template"))
+            })?;
         let local = self
             .functions
             .get(logical_id)
             .ok_or_else(|| StackError::Wiring(format!("function {logical_id} is not running")))?;
-        let binary = f
-            .binary
-            .as_deref()
-            .ok_or_else(|| StackError::Wiring(format!("{logical_id} has no local implementation")))?;
+        let binary = f.binary.as_deref().ok_or_else(|| {
+            StackError::Wiring(format!("{logical_id} has no local implementation"))
+        })?;
         let handler = functions::build(binary, &f.environment, &self.fn_clients).await?;
         local.deploy(handler);
         tracing::info!(function = %f.name, "function_redeployed");
@@ -385,6 +387,9 @@ pub struct StackFile {
     pub api_url: String,
     /// Data API endpoint.
     pub data_api_url: String,
+    /// Lambda's Invoke API for the functions ([`crate::emulators::invoke`]).
+    #[serde(default)]
+    pub lambda_url: String,
     /// PostgreSQL port.
     pub pg_port: u16,
     /// PostgreSQL data directory.
@@ -420,6 +425,7 @@ impl Stack {
             moto_endpoint: self.aws_endpoint.clone(),
             api_url: self.home().api_url.clone(),
             data_api_url: self.data_api_url.clone(),
+            lambda_url: self.lambda_url.clone(),
             pg_port: pg.port(),
             pg_data_dir: pg.data_dir().to_path_buf(),
             psql: pg.psql_command(),
@@ -428,7 +434,10 @@ impl Stack {
                 .iter()
                 .map(|r| {
                     let mut outputs = r.model.outputs.clone();
-                    outputs.insert("ApiUrl".to_owned(), format!("{}/", r.api_url.trim_end_matches('/')));
+                    outputs.insert(
+                        "ApiUrl".to_owned(),
+                        format!("{}/", r.api_url.trim_end_matches('/')),
+                    );
                     RegionEndpoint {
                         region: r.name.clone(),
                         api_url: r.api_url.clone(),

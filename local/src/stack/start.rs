@@ -86,6 +86,7 @@ impl Stack {
             regions.push(region.await?);
         }
 
+        let lambda_url = serve_invoke(&regions, &mut tasks).await?;
         let stack = Stack {
             run_dir,
             moto: Some(moto),
@@ -94,6 +95,7 @@ impl Stack {
             tasks: tasks.handles,
             data_api_url,
             aws_endpoint,
+            lambda_url,
             regions,
             chaos,
         };
@@ -108,6 +110,33 @@ impl Stack {
         tracing::info!(api = %stack.api_url(), data_api = %stack.data_api_url, "stack_started");
         Ok(stack)
     }
+}
+
+/// Lambda's Invoke API for every region's functions (by name and by ARN); its URL.
+async fn serve_invoke(regions: &[StackRegion], tasks: &mut Tasks) -> Result<String, StackError> {
+    let mut fns = crate::emulators::invoke::Functions::new();
+    for r in regions {
+        for f in r.functions().values() {
+            fns.insert(f.name.clone(), f.clone());
+            fns.insert(f.arn.clone(), f.clone());
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(io("binding the Lambda Invoke API"))?;
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(io("Lambda Invoke API address"))?
+    );
+    let sd = tasks.shutdown.clone();
+    tasks.handles.push(tokio::spawn(async move {
+        if let Err(e) = crate::emulators::invoke::serve(listener, fns, sd.wait()).await {
+            tracing::error!(error = %e, "lambda_invoke_api_failed");
+        }
+    }));
+    Ok(url)
 }
 
 /// Where the emulators listen: moto through the clean proxy (the stack's own clients), moto

@@ -56,14 +56,26 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let verb = if self.dry_run { "would announce" } else { "announced" };
+        let verb = if self.dry_run {
+            "would announce"
+        } else {
+            "announced"
+        };
         writeln!(f, "raw objects selected: {}", self.listed)?;
         if self.resumed_past > 0 {
-            writeln!(f, "done by an earlier run (checkpoint): {}", self.resumed_past)?;
+            writeln!(
+                f,
+                "done by an earlier run (checkpoint): {}",
+                self.resumed_past
+            )?;
         }
         writeln!(f, "skipped: {}", self.skipped)?;
         for (v, n) in &self.by_rule_version {
-            writeln!(f, "  loaded with rule version {}…: {n}", &v[..v.len().min(12)])?;
+            writeln!(
+                f,
+                "  loaded with rule version {}…: {n}",
+                &v[..v.len().min(12)]
+            )?;
         }
         write!(f, "{verb}: {}", self.announced)?;
         if self.interrupted {
@@ -119,7 +131,10 @@ pub async fn run(
     if req.action == Action::Reprocess {
         for k in &todo {
             if let Some(l) = ledger.get(*k) {
-                *report.by_rule_version.entry(l.rule_version.clone()).or_default() += 1;
+                *report
+                    .by_rule_version
+                    .entry(l.rule_version.clone())
+                    .or_default() += 1;
             }
         }
     }

@@ -107,7 +107,11 @@ impl Selection {
 /// `root`'s hour folders from the hour of `from` to the hour of `to`, inclusive.
 pub fn hour_prefixes(root: &str, from: OffsetDateTime, to: OffsetDateTime) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(mut t) = from.replace_minute(0).ok().and_then(|t| t.replace_second(0).ok()) else {
+    let Some(mut t) = from
+        .replace_minute(0)
+        .ok()
+        .and_then(|t| t.replace_second(0).ok())
+    else {
         return out;
     };
     t = t.replace_nanosecond(0).unwrap_or(t);
@@ -215,13 +219,18 @@ mod tests {
         assert!(Selection::new(None, Some(t), Some(t - Duration::HOUR)).is_err());
         assert!(Selection::new(None, Some(t - Duration::days(367)), Some(t)).is_err());
         assert_eq!(
-            Selection::new(None, Some(t), Some(t)).unwrap().prefixes(RAW_PREFIX),
+            Selection::new(None, Some(t), Some(t))
+                .unwrap()
+                .prefixes(RAW_PREFIX),
             ["raw/dt=2026-12-03/hr=07/"]
         );
         let hours = Selection::new(None, Some(t), Some(t + Duration::HOUR)).unwrap();
         assert_eq!(
             hours.key_range(RAW_PREFIX),
-            ("raw/dt=2026-12-03/hr=07/".to_owned(), "raw/dt=2026-12-03/hr=08/~".to_owned())
+            (
+                "raw/dt=2026-12-03/hr=07/".to_owned(),
+                "raw/dt=2026-12-03/hr=08/~".to_owned()
+            )
         );
         assert!("raw/dt=2026-12-03/hr=08/shardId-0/9-9.ndjson.gz" < "raw/dt=2026-12-03/hr=08/~");
         assert!("raw/dt=2026-12-03/hr=08/region=us-west-2/x" < "raw/dt=2026-12-03/hr=08/~");

@@ -11,13 +11,16 @@
 //! | `replay` — raw objects announced to the loader again | [`announce`] |
 //! | `reprocess` — raw objects loaded again with the current rules | [`announce`] |
 //! | `redrive loader-dlq` — the loader's dead letters back to its queue | [`queue`] |
+//! | `redrive raw-failures` — failed raw-writer batches read back from the stream | [`rawfail`] |
 //!
 //! Every write has `--dry-run`; long operations show progress on stderr, stop cleanly on
 //! Ctrl-C and resume where they stopped ([`run`]).
 
 pub mod announce;
 pub mod archive;
+pub mod cli;
 pub mod queue;
+pub mod rawfail;
 pub mod run;
 pub mod status;
 pub mod stream;

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use indicatif::ProgressBar;
 
 use crate::run::Interrupt;
@@ -120,7 +122,10 @@ pub async fn send_batch(
     Err(err(
         "SendMessageBatch",
         url,
-        format!("{} messages still refused after {RESENDS} resends", pending.len()),
+        format!(
+            "{} messages still refused after {RESENDS} resends",
+            pending.len()
+        ),
     ))
 }
 
@@ -186,12 +191,7 @@ pub async fn redrive(
         send_batch(sqs, target, &bodies).await?;
         for m in messages {
             if let Some(h) = m.receipt_handle() {
-                sqs.delete_message()
-                    .queue_url(dlq)
-                    .receipt_handle(h)
-                    .send()
-                    .await
-                    .map_err(|e| err("DeleteMessage", dlq, caudal_aws::call_error(&e)))?;
+                delete(sqs, dlq, h).await?;
             }
         }
         r.moved += messages.len() as u64;
@@ -216,4 +216,53 @@ pub async fn peek(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Vec<String>, Q
         .iter()
         .map(|m| m.body().unwrap_or_default().to_owned())
         .collect())
+}
+
+/// Up to ten messages of `url` as (body, receipt handle), hidden for `visibility_s` seconds.
+pub async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    visibility_s: i32,
+) -> Result<Vec<(String, String)>, QueueError> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(BATCH as i32)
+        .wait_time_seconds(1)
+        .visibility_timeout(visibility_s)
+        .send()
+        .await
+        .map_err(|e| err("ReceiveMessage", url, caudal_aws::call_error(&e)))?;
+    Ok(out
+        .messages()
+        .iter()
+        .filter_map(|m| Some((m.body()?.to_owned(), m.receipt_handle()?.to_owned())))
+        .collect())
+}
+
+/// Deletes a received message.
+pub async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, receipt: &str) -> Result<(), QueueError> {
+    sqs.delete_message()
+        .queue_url(url)
+        .receipt_handle(receipt)
+        .send()
+        .await
+        .map_err(|e| err("DeleteMessage", url, caudal_aws::call_error(&e)))?;
+    Ok(())
+}
+
+/// Makes a received message visible again at once.
+pub async fn release(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    receipt: &str,
+) -> Result<(), QueueError> {
+    sqs.change_message_visibility()
+        .queue_url(url)
+        .receipt_handle(receipt)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .map_err(|e| err("ChangeMessageVisibility", url, caudal_aws::call_error(&e)))?;
+    Ok(())
 }

@@ -19,7 +19,9 @@ impl Interrupt {
         let flag = i.0.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: finishing the current step, then stopping (run the same command again to resume)");
+                eprintln!(
+                    "\ninterrupted: finishing the current step, then stopping (run the same command again to resume)"
+                );
                 flag.store(true, Ordering::SeqCst);
             }
         });
@@ -117,8 +119,14 @@ mod tests {
     fn checkpoints_resume_after_the_last_key_and_clear() {
         let dir = std::env::temp_dir().join(format!("caudal-ckpt-{}", std::process::id()));
         let name = operation_name("replay", &["raw/dt=2026-12-03/", "stack-a"]);
-        assert_eq!(name, operation_name("replay", &["raw/dt=2026-12-03/", "stack-a"]));
-        assert_ne!(name, operation_name("replay", &["raw/dt=2026-12-03/", "stack-b"]));
+        assert_eq!(
+            name,
+            operation_name("replay", &["raw/dt=2026-12-03/", "stack-a"])
+        );
+        assert_ne!(
+            name,
+            operation_name("replay", &["raw/dt=2026-12-03/", "stack-b"])
+        );
         assert_ne!(
             operation_name("replay", &["ab", "c"]),
             operation_name("replay", &["a", "bc"])
@@ -126,7 +134,10 @@ mod tests {
         let c = Checkpoint::open(&dir, &name);
         assert_eq!(c.after, None);
         c.save("raw/k1").unwrap();
-        assert_eq!(Checkpoint::open(&dir, &name).after.as_deref(), Some("raw/k1"));
+        assert_eq!(
+            Checkpoint::open(&dir, &name).after.as_deref(),
+            Some("raw/k1")
+        );
         c.clear();
         assert_eq!(Checkpoint::open(&dir, &name).after, None);
         let _ = std::fs::remove_dir_all(&dir);

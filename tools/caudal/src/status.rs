@@ -11,6 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::archive::{self, KEY_END, Listed, hour_prefixes};
 use crate::queue::{self, Depth};
+use crate::rawfail::FailedBatch;
 use crate::stream::{self, From, seq_cmp};
 use crate::warehouse::{LedgerRow, Reconciliation};
 use crate::{Ctx, OpError};
@@ -100,7 +101,10 @@ pub async fn status(ctx: &Ctx) -> Result<Status, OpError> {
         .warehouse
         .ledger_range(&lo, &format!("{RAW_PREFIX}{KEY_END}"))
         .await?;
-    let waiting: Vec<&Listed> = raw.iter().filter(|o| !ledger.contains_key(&o.key)).collect();
+    let waiting: Vec<&Listed> = raw
+        .iter()
+        .filter(|o| !ledger.contains_key(&o.key))
+        .collect();
     let stuck = waiting
         .iter()
         .filter(|o| o.modified.is_some_and(|m| m < now - STUCK_AFTER))
@@ -113,11 +117,15 @@ pub async fn status(ctx: &Ctx) -> Result<Status, OpError> {
     let mut queues = vec![
         ("loader queue".to_owned(), r.loader_queue.clone()),
         ("loader dead-letter queue".to_owned(), r.loader_dlq.clone()),
-        ("raw-writer on-failure queue".to_owned(), r.raw_failures.clone()),
+        (
+            "raw-writer on-failure queue".to_owned(),
+            r.raw_failures.clone(),
+        ),
     ];
     queues.extend(r.other_dlqs.iter().cloned());
     for (name, url) in queues {
-        s.queues.push((name, queue::depth(&ctx.clients.sqs, &url).await?));
+        s.queues
+            .push((name, queue::depth(&ctx.clients.sqs, &url).await?));
     }
     s.rejects = ctx.warehouse.rejects_by_code(Some(day)).await?;
     s.reconciliation = ctx.warehouse.reconciliation(Some(day)).await?;
@@ -134,7 +142,9 @@ pub fn problems(s: &Status) -> Vec<String> {
             continue;
         }
         let fix = match name.as_str() {
-            "loader dead-letter queue" => "look at the loader's errors, then `caudal redrive loader-dlq`",
+            "loader dead-letter queue" => {
+                "look at the loader's errors, then `caudal redrive loader-dlq`"
+            }
             "raw-writer on-failure queue" => {
                 "`caudal redrive raw-failures` before the stream's retention drops the records"
             }
@@ -172,7 +182,11 @@ impl std::fmt::Display for Status {
             Some(a) => writeln!(f, "  newest object          {a} s ago")?,
             None => writeln!(f, "  newest object          none in the last day")?,
         }
-        writeln!(f, "  raw-invalid/ objects   {} last day", self.raw_invalid_objects)?;
+        writeln!(
+            f,
+            "  raw-invalid/ objects   {} last day",
+            self.raw_invalid_objects
+        )?;
         writeln!(f, "loader")?;
         writeln!(
             f,
@@ -256,23 +270,6 @@ pub struct ObjectDifference {
     pub records: u64,
 }
 
-/// One failed batch (an on-failure record).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct FailedBatch {
-    /// Shard.
-    #[serde(rename = "shardId")]
-    pub shard: String,
-    /// First sequence number.
-    #[serde(rename = "startSequenceNumber")]
-    pub start: String,
-    /// Last sequence number.
-    #[serde(rename = "endSequenceNumber")]
-    pub end: String,
-    /// Records in the batch.
-    #[serde(rename = "batchSize")]
-    pub size: u64,
-}
-
 /// What `caudal reconcile` reports.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Reconcile {
@@ -292,6 +289,9 @@ pub struct Reconcile {
     pub warehouse: Reconciliation,
     /// Records in the last minutes not written yet (not counted as missing).
     pub in_flight: u64,
+    /// Raw objects of the window the ledger does not hold: (key, written more than
+    /// [`STUCK_AFTER`] ago).
+    pub unloaded: Vec<(String, bool)>,
     /// Whether anything does not add up.
     pub off: bool,
 }
@@ -305,7 +305,8 @@ type Ranges = Vec<(String, String, usize)>;
 fn covering<'a>(ranges: &'a Ranges, seq: &str) -> Option<&'a (String, String, usize)> {
     // Few ranges per shard and window: a linear scan is plenty.
     ranges.iter().find(|(a, b, _)| {
-        seq_cmp(a, seq) != std::cmp::Ordering::Greater && seq_cmp(seq, b) != std::cmp::Ordering::Greater
+        seq_cmp(a, seq) != std::cmp::Ordering::Greater
+            && seq_cmp(seq, b) != std::cmp::Ordering::Greater
     })
 }
 
@@ -319,7 +320,10 @@ pub async fn reconcile(ctx: &Ctx, since: OffsetDateTime) -> Result<Reconcile, Op
         .unwrap_or(since);
     let raw = own(ctx, list_hours(ctx, RAW_PREFIX, start, now).await?);
     let invalid = own(ctx, list_hours(ctx, RAW_INVALID_PREFIX, start, now).await?);
-    let lo = hour_prefixes(RAW_PREFIX, start, start).first().cloned().unwrap_or_default();
+    let lo = hour_prefixes(RAW_PREFIX, start, start)
+        .first()
+        .cloned()
+        .unwrap_or_default();
     let ledger: BTreeMap<String, LedgerRow> = ctx
         .warehouse
         .ledger_range(&lo, &format!("{RAW_PREFIX}{KEY_END}"))
@@ -327,12 +331,12 @@ pub async fn reconcile(ctx: &Ctx, since: OffsetDateTime) -> Result<Reconcile, Op
     let failed_messages = queue::depth(&ctx.clients.sqs, &ctx.resources.raw_failures)
         .await?
         .total();
-    let failed_batches: Vec<FailedBatch> = queue::peek(&ctx.clients.sqs, &ctx.resources.raw_failures)
-        .await?
-        .iter()
-        .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-        .filter_map(|v| serde_json::from_value(v.get("KinesisBatchInfo")?.clone()).ok())
-        .collect();
+    let failed_batches: Vec<FailedBatch> =
+        queue::peek(&ctx.clients.sqs, &ctx.resources.raw_failures)
+            .await?
+            .iter()
+            .filter_map(|b| FailedBatch::from_message(b))
+            .collect();
 
     // Ranges per shard: raw/ objects, raw-invalid/ objects, failed batches.
     let mut by_shard: BTreeMap<String, [Ranges; 3]> = BTreeMap::new();
@@ -401,6 +405,16 @@ pub async fn reconcile(ctx: &Ctx, since: OffsetDateTime) -> Result<Reconcile, Op
         bar.inc(1);
     }
     bar.finish_and_clear();
+    rep.unloaded = raw
+        .iter()
+        .filter(|o| !ledger.contains_key(&o.key))
+        .map(|o| {
+            (
+                o.key.clone(),
+                o.modified.is_some_and(|m| m < now - STUCK_AFTER),
+            )
+        })
+        .collect();
     // Each raw object's lines against its range's records.
     for (o, records) in raw.iter().zip(raw_counts) {
         let lines = match ledger.get(&o.key) {
@@ -422,6 +436,7 @@ pub async fn reconcile(ctx: &Ctx, since: OffsetDateTime) -> Result<Reconcile, Op
         .collect();
     rep.warehouse = ctx.warehouse.reconciliation(Some(start)).await?;
     rep.off = !rep.objects.is_empty()
+        || rep.unloaded.iter().any(|(_, stuck)| *stuck)
         || rep.warehouse.mismatched > 0
         || rep.hours.values().any(|h| h.missing > 0)
         || failed_messages > 0;
@@ -454,7 +469,10 @@ async fn count_lines(ctx: &Ctx, key: &str) -> Result<i64, OpError> {
     let text = codec
         .decompress_capped(&body, MAX_RAW_OBJECT_BYTES)
         .map_err(|e| OpError::Read(key.to_owned(), e.to_string()))?;
-    Ok(text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as i64)
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as i64)
 }
 
 impl std::fmt::Display for Reconcile {
@@ -498,6 +516,17 @@ impl std::fmt::Display for Reconcile {
                 "  OFF {}: {} lines, {} stream records in its range",
                 d.key, d.lines, d.records
             );
+        }
+        let stuck = self.unloaded.iter().filter(|(_, s)| *s).count();
+        let _ = writeln!(
+            out,
+            "raw objects not loaded yet: {} ({stuck} written more than {} minutes ago{})",
+            self.unloaded.len(),
+            STUCK_AFTER.whole_minutes(),
+            if stuck > 0 { ": `caudal replay`" } else { "" }
+        );
+        for (k, _) in self.unloaded.iter().take(20) {
+            let _ = writeln!(out, "  {k}");
         }
         let _ = writeln!(out, "raw-invalid/ objects: {}", self.raw_invalid.len());
         for (k, n) in &self.raw_invalid {
@@ -543,4 +572,3 @@ impl std::fmt::Display for Reconcile {
         f.write_str(&out)
     }
 }
-

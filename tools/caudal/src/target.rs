@@ -56,6 +56,8 @@ pub struct LocalEndpoints {
     pub aws: String,
     /// The Data API endpoint.
     pub data_api: String,
+    /// Lambda's Invoke API for the functions.
+    pub lambda: String,
 }
 
 /// A stack's outputs and where its services are.
@@ -75,6 +77,8 @@ pub struct Stack {
 struct StackFile {
     moto_endpoint: String,
     data_api_url: String,
+    #[serde(default)]
+    lambda_url: String,
     #[serde(default)]
     regions: Vec<RegionOutputs>,
 }
@@ -115,6 +119,7 @@ impl Stack {
             local: Some(LocalEndpoints {
                 aws: file.moto_endpoint,
                 data_api: file.data_api_url,
+                lambda: file.lambda_url,
             }),
         })
     }
@@ -197,8 +202,13 @@ impl Stack {
         if let Some(l) = &self.local {
             data = data.endpoint_url(&l.data_api);
         }
+        let mut lambda = aws_sdk_lambda::config::Builder::from(&sdk);
+        if let Some(l) = &self.local {
+            lambda = lambda.endpoint_url(&l.lambda);
+        }
         Clients {
             s3,
+            lambda: aws_sdk_lambda::Client::from_conf(lambda.build()),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             kinesis: aws_sdk_kinesis::Client::new(&sdk),
             redshift: aws_sdk_redshiftdata::Client::from_conf(data.build()),
@@ -212,6 +222,8 @@ impl Stack {
 pub struct Clients {
     /// S3.
     pub s3: aws_sdk_s3::Client,
+    /// Lambda (invoking the raw-writer).
+    pub lambda: aws_sdk_lambda::Client,
     /// SQS.
     pub sqs: aws_sdk_sqs::Client,
     /// Kinesis.
@@ -242,6 +254,8 @@ pub struct Resources {
     pub loader_dlq: String,
     /// `RawWriterFailureQueueUrl`.
     pub raw_failures: String,
+    /// `RawWriterFunctionName`, when the stack reports it.
+    pub raw_writer: Option<String>,
     /// Other dead-letter queues to watch: (what it is, URL).
     pub other_dlqs: Vec<(String, String)>,
     /// The warehouse (from `WarehouseConnection`).
@@ -312,7 +326,8 @@ pub fn parse_warehouse(text: &str) -> Result<(Connection, Ident, String), Target
 impl Resources {
     /// Reads the outputs a caudal stack has.
     pub fn from_outputs(o: &BTreeMap<String, String>) -> Result<Resources, TargetError> {
-        let (warehouse, schema, warehouse_region) = parse_warehouse(get(o, "WarehouseConnection")?)?;
+        let (warehouse, schema, warehouse_region) =
+            parse_warehouse(get(o, "WarehouseConnection")?)?;
         let retention_hours = match o.get("StreamRetentionHours") {
             Some(v) => Some(v.parse::<u32>().map_err(|_| TargetError::Invalid {
                 name: "StreamRetentionHours",
@@ -337,6 +352,10 @@ impl Resources {
             loader_queue: get(o, "LoaderQueueUrl")?.to_owned(),
             loader_dlq: get(o, "LoaderDeadLetterQueueUrl")?.to_owned(),
             raw_failures: get(o, "RawWriterFailureQueueUrl")?.to_owned(),
+            raw_writer: o
+                .get("RawWriterFunctionName")
+                .filter(|f| !f.is_empty())
+                .cloned(),
             other_dlqs,
             warehouse,
             schema,

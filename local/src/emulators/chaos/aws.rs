@@ -174,10 +174,19 @@ pub fn plan(chaos: &Chaos, method: &str, target: Option<&str>, body: &[u8]) -> P
 }
 
 fn s3_plan(chaos: &Chaos, method: &str) -> Plan {
+    let write = matches!(method, "PUT" | "POST" | "DELETE");
+    if write && chaos.outage(super::Outage::S3Writes) {
+        chaos.stats.add(Fault::S3Unavailable, 1);
+        return Plan::Refuse(s3_error(
+            503,
+            "SlowDown",
+            "Please reduce your request rate.",
+            false,
+        ));
+    }
     if !chaos.roll(chaos.config().s3) {
         return Plan::Forward;
     }
-    let write = matches!(method, "PUT" | "POST" | "DELETE");
     if write && chaos.uniform() < 0.25 {
         chaos.stats.add(Fault::S3ErrorAfterWrite, 1);
         return Plan::ErrorAfter(s3_error(

@@ -281,11 +281,13 @@ pub enum Fault {
     DuplicateNotifications,
     /// Kinesis calls refused during an outage (`kinesis-down`).
     KinesisOutageCall,
+    /// S3 notifications dropped during an [`Outage::Notifications`].
+    NotificationsDropped,
 }
 
 impl Fault {
     /// Every kind, in report order.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::S3Unavailable,
         Fault::S3ErrorAfterWrite,
         Fault::KinesisThrottledCall,
@@ -299,6 +301,7 @@ impl Fault {
         Fault::Killed,
         Fault::DuplicateNotifications,
         Fault::KinesisOutageCall,
+        Fault::NotificationsDropped,
     ];
 
     /// A short label for reports.
@@ -317,6 +320,7 @@ impl Fault {
             Fault::Killed => "invocations killed part way",
             Fault::DuplicateNotifications => "duplicate S3 notifications",
             Fault::KinesisOutageCall => "kinesis calls refused in an outage",
+            Fault::NotificationsDropped => "s3 notifications dropped in an outage",
         }
     }
 
@@ -373,6 +377,28 @@ pub enum StatementFault {
     },
 }
 
+/// An outage a test (or an operator rehearsing) switches on and off while the stack runs,
+/// beside the random faults: each makes one part fail every time, as a real outage or a
+/// misconfiguration does, until it is switched off. Only the functions' calls are affected
+/// (the stack's own clients and `caudal` reach the emulators directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Every S3 write of the functions is refused with `503 SlowDown`.
+    S3Writes,
+    /// Every Data API batch (`BatchExecuteStatement`: the loader's load transactions) ends
+    /// FAILED; single statements (look-ups, `caudal`'s queries) still run.
+    Loads,
+    /// S3 event notifications are dropped instead of delivered (a notification configuration
+    /// that was removed, or lost events).
+    Notifications,
+}
+
+impl Outage {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// A running stack's fault injector.
 #[derive(Debug)]
 pub struct Chaos {
@@ -380,6 +406,7 @@ pub struct Chaos {
     armed: AtomicBool,
     armed_at: std::sync::OnceLock<std::time::Instant>,
     kinesis_down: AtomicBool,
+    outages: [AtomicBool; 3],
     draws: AtomicU64,
     /// Faults injected so far.
     pub stats: ChaosStats,
@@ -410,6 +437,7 @@ impl Chaos {
             armed: AtomicBool::new(false),
             armed_at: std::sync::OnceLock::new(),
             kinesis_down: AtomicBool::new(false),
+            outages: Default::default(),
             draws: AtomicU64::new(0),
             stats: ChaosStats::default(),
         }
@@ -429,6 +457,16 @@ impl Chaos {
     /// Starts (`true`) or ends a Kinesis outage now, whatever `kinesis-down` says.
     pub fn set_kinesis_down(&self, down: bool) {
         self.kinesis_down.store(down, Ordering::Release);
+    }
+
+    /// Starts (`true`) or ends the outage `o` now.
+    pub fn set_outage(&self, o: Outage, on: bool) {
+        self.outages[o.index()].store(on, Ordering::Release);
+    }
+
+    /// Whether the outage `o` is on now (and the injector armed).
+    pub fn outage(&self, o: Outage) -> bool {
+        self.is_armed() && self.outages[o.index()].load(Ordering::Acquire)
     }
 
     /// Whether Kinesis is refusing every write now: an outage switched on, or inside the
@@ -491,6 +529,13 @@ impl Chaos {
     /// statement that commits for itself is failed before running instead).
     pub fn statement_fault(&self, subs: usize, with_copy: bool, stoppable: bool) -> StatementFault {
         let c = &self.config;
+        if subs > 1 && self.outage(Outage::Loads) {
+            self.stats.add(Fault::DataApiFailed, 1);
+            return StatementFault::Fail(
+                "ERROR: permission denied for relation caudal_ledger (caudal-local outage: loads)"
+                    .to_owned(),
+            );
+        }
         if self.roll(c.dataapi) {
             if !stoppable || self.uniform() < 0.5 {
                 let mut pick = self.below(STATEMENT_ERRORS.len());

@@ -10,74 +10,11 @@
 //! Sources: "Using AWS Lambda with Amazon Kinesis" (sample event, on-failure record), "Using
 //! Lambda with Amazon SQS" (sample event), "Implementing partial batch responses".
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// One Kinesis record as the poller read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KinesisRecord {
-    /// Shard it came from.
-    pub shard_id: String,
-    /// Sequence number.
-    pub sequence_number: String,
-    /// Partition key.
-    pub partition_key: String,
-    /// The record's data (raw bytes; base64-encoded in the event).
-    pub data: Vec<u8>,
-    /// ApproximateArrivalTimestamp in epoch seconds (millisecond precision).
-    pub arrival: f64,
-}
-
-impl KinesisRecord {
-    /// An upper bound of the bytes this record adds to an event document.
-    pub fn event_bytes(&self) -> usize {
-        self.data.len().div_ceil(3) * 4
-            + self.partition_key.len()
-            + 2 * self.sequence_number.len()
-            + self.shard_id.len()
-            + 420
-    }
-}
-
-/// Where a stream event comes from.
-#[derive(Debug, Clone)]
-pub struct StreamSource<'a> {
-    /// The stream ARN (`eventSourceARN`).
-    pub stream_arn: &'a str,
-    /// Region (`awsRegion`).
-    pub region: &'a str,
-    /// The function's execution role (`invokeIdentityArn`).
-    pub identity_arn: &'a str,
-}
-
-/// A Kinesis event (`{"Records": [...]}`) for `records`.
-pub fn kinesis_event(records: &[KinesisRecord], src: &StreamSource<'_>) -> Value {
-    let records: Vec<Value> = records
-        .iter()
-        .map(|r| {
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": r.partition_key,
-                    "sequenceNumber": r.sequence_number,
-                    "data": B64.encode(&r.data),
-                    "approximateArrivalTimestamp": r.arrival,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{}:{}", r.shard_id, r.sequence_number),
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": src.identity_arn,
-                "awsRegion": src.region,
-                "eventSourceARN": src.stream_arn,
-            })
-        })
-        .collect();
-    json!({ "Records": records })
-}
+pub use caudal_core::stream::{KinesisRecord, StreamSource, kinesis_event};
 
 /// Why a stream batch went to the on-failure destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -111,7 +111,9 @@ impl Resolver {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => m.warnings.push(format!("{at}: not available locally ({e})")),
+                Err(e) => m
+                    .warnings
+                    .push(format!("{at}: not available locally ({e})")),
             }
         }
     }

@@ -1,0 +1,462 @@
+//! End-to-end: operating the pipeline with `caudal` (tools/caudal, run with its command-line
+//! arguments, exactly as the binary runs) on the real local stack, each situation created for
+//! real by an outage the stack switches on and off (`caudal_local::emulators::chaos::Outage`;
+//! no random faults):
+//!
+//! 1. S3 notifications are lost while events are sent: the raw objects sit unloaded;
+//!    `caudal replay` announces them and they load.
+//! 2. Every load transaction fails: the loader's messages reach its dead-letter queue after
+//!    `LoaderMaxReceiveCount` deliveries, `caudal status` says a person is needed;
+//!    `caudal redrive loader-dlq` moves them back and they load.
+//! 3. S3 refuses the raw-writer's writes: its batches fail past their retries into the
+//!    on-failure queue; `caudal redrive raw-failures` reads them back from the stream and has
+//!    the raw-writer write them, and doing it a second time changes nothing.
+//! 4. A rules fix is deployed (the loader redeployed with a changed rules file):
+//!    `caudal reprocess` re-applies it to every loaded object.
+//!
+//! Every write is run with `--dry-run` first (which changes nothing), and every phase ends with
+//! `caudal status` and `caudal reconcile` at 0 and every accepted event exactly once in the
+//! warehouse — as a row or a reject, by the rules in force.
+//!
+//! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use caudal_local::cli::report;
+use caudal_local::emulators::chaos::{ChaosConfig, Outage};
+use caudal_local::stack::{Stack, StackOptions, queue_depth};
+use common::{Expect, Item, db, item, post, rejects_by_id, repo, request, rows_by_id_and_table};
+use serde_json::Value;
+
+mod common;
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
+const PER_PHASE: usize = 400;
+const PER_REQUEST: usize = 100;
+
+/// Runs `caudal --local --run-dir <dir> <args>`: its exit code.
+async fn caudal(run_dir: &Path, args: &[&str]) -> u8 {
+    let mut all = vec!["caudal", "--local", "--run-dir"];
+    let dir = run_dir.display().to_string();
+    all.push(&dir);
+    all.extend_from_slice(args);
+    eprintln!("$ {}", all.join(" "));
+    caudal::cli::run(all).await
+}
+
+/// The events of phase `phase`; sends them and returns them with the ids the API accepted.
+async fn send(stack: &Stack, run: &str, phase: usize) -> Vec<Item> {
+    let items: Vec<Item> = (0..PER_PHASE)
+        .map(|i| item(&format!("{run}p{phase}"), i))
+        .collect();
+    let client = reqwest::Client::new();
+    for (n, chunk) in items.chunks(PER_REQUEST).enumerate() {
+        let r = request(chunk, n, "caudal-operate/1.0");
+        let resp = post(&client, stack.api_url(), &r)
+            .send()
+            .await
+            .expect("request");
+        let receipt: Value = resp.json().await.expect("receipt");
+        let results = receipt["results"].as_array().expect("results");
+        assert_eq!(results.len(), r.ids.len(), "one receipt per event");
+        for (it, res) in chunk.iter().zip(results) {
+            let want = if it.expect == Expect::ApiRejected {
+                "rejected"
+            } else {
+                "accepted"
+            };
+            assert_eq!(res["status"].as_str(), Some(want), "{}: {res}", it.id);
+        }
+    }
+    items
+}
+
+/// What the rules fix ([`testkit::rules_fix`]) makes of an event: searches with queries over
+/// five characters are rejected, `/healthz` page views are rows.
+fn after_fix(it: &Item) -> Expect {
+    let v: Value = serde_json::from_str(&it.line).unwrap_or(Value::Null);
+    match (it.expect, v["type"].as_str()) {
+        (Expect::Row("searches"), _) if v["query"].as_str().is_some_and(|q| q.len() > 5) => {
+            Expect::Rejected
+        }
+        (Expect::Filtered, Some("page_view"))
+            if v["page"]["url"]
+                .as_str()
+                .is_some_and(|u| u.contains("/healthz"))
+                && v.get("test").is_none() =>
+        {
+            Expect::Row("page_views")
+        }
+        (e, _) => e,
+    }
+}
+
+/// Every accepted event exactly once: a row in its table or one reject, filtered ones nowhere.
+async fn assert_exactly_once(pg: &tokio_postgres::Client, expect: &HashMap<String, Expect>) {
+    let rows = rows_by_id_and_table(pg).await;
+    let rejects = rejects_by_id(pg).await;
+    let mut wrong = Vec::new();
+    for (id, e) in expect {
+        let r = rows.get(id).cloned().unwrap_or_default();
+        let j = rejects.get(id).copied().unwrap_or(0);
+        let ok = match e {
+            Expect::Row(t) => r == [(t.to_string(), 1)] && j == 0,
+            Expect::Rejected => r.is_empty() && j == 1,
+            Expect::Filtered | Expect::ApiRejected => r.is_empty() && j == 0,
+        };
+        if !ok {
+            wrong.push(format!("{id}: want {e:?}, rows {r:?}, rejects {j}"));
+        }
+    }
+    wrong.sort();
+    assert!(
+        wrong.is_empty(),
+        "{} event(s) not exactly once: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+/// Everything settled: loaded, `caudal status` 0, `caudal reconcile` 0, exactly once.
+async fn settled(stack: &Stack, pg: &tokio_postgres::Client, expect: &HashMap<String, Expect>) {
+    let counts = report::wait_until_loaded(stack, LOAD_TIMEOUT)
+        .await
+        .expect("settles");
+    assert!(
+        counts.reconciliation.mismatches.is_empty(),
+        "{:?}",
+        counts.reconciliation.mismatches
+    );
+    assert_exactly_once(pg, expect).await;
+    assert_eq!(caudal(stack.run_dir(), &["status"]).await, 0, "status");
+    assert_eq!(
+        caudal(stack.run_dir(), &["reconcile", "--since", "2h"]).await,
+        0,
+        "reconcile"
+    );
+}
+
+fn queue(stack: &Stack, logical_id: &str) -> String {
+    stack
+        .queue_url(logical_id)
+        .unwrap_or_else(|| panic!("queue {logical_id}"))
+        .to_owned()
+}
+
+async fn depth(stack: &Stack, logical_id: &str) -> u64 {
+    let (v, f) = queue_depth(&stack.clients().sqs, &queue(stack, logical_id))
+        .await
+        .expect("depth");
+    v + f
+}
+
+/// Waits until `cond` holds (polling every half second) or panics with `what`.
+async fn until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn ledger_rows(pg: &tokio_postgres::Client) -> i64 {
+    pg.query_one("SELECT COUNT(*) FROM public.caudal_ledger", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operating_the_pipeline_with_caudal() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        caudal_core::telemetry::init_tracing(false, Some(&filter));
+    }
+    caudal_core::telemetry::set_emf_sink(|_| {});
+    let started = Instant::now();
+    let run = format!("op{}", std::process::id());
+    let run_dir: PathBuf = std::env::temp_dir().join(format!("caudal-{run}"));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    // The rules file the loader is deployed with: phase 4 changes it.
+    let rules = run_dir.join("rules.yaml");
+    let shipped = std::fs::read_to_string(repo().join("rules/rules.yaml")).unwrap();
+    std::fs::write(&rules, &shipped).unwrap();
+    let mut opts = StackOptions::for_repo(&repo());
+    opts.run_dir = run_dir.clone();
+    opts.rules = Some(rules.clone());
+    // Outages only (no random faults); failed messages come back after 2 s, not minutes.
+    opts.chaos = Some(ChaosConfig {
+        visibility_s: 2,
+        ..ChaosConfig::default()
+    });
+    let stack = Stack::start(opts).await.expect("local stack starts");
+    let chaos = stack.chaos().expect("outage switches").clone();
+    let pg = db(&stack).await;
+    let checkpoints = run_dir.join("checkpoints");
+    let ckpt = checkpoints.display().to_string();
+    eprintln!("stack started in {:?}", started.elapsed());
+    let mut expect: HashMap<String, Expect> = HashMap::new();
+    let mut all: Vec<Item> = Vec::new();
+
+    // ---- 1. Lost notifications, then replay. ---------------------------------------------
+    let t = Instant::now();
+    chaos.set_outage(Outage::Notifications, true);
+    let items = send(&stack, &run, 1).await;
+    stack
+        .wait_until_drained(LOAD_TIMEOUT)
+        .await
+        .expect("written");
+    chaos.set_outage(Outage::Notifications, false);
+    assert_eq!(
+        ledger_rows(&pg).await,
+        0,
+        "nothing was announced to the loader"
+    );
+    let dry = caudal(
+        &run_dir,
+        &[
+            "--checkpoint-dir",
+            &ckpt,
+            "replay",
+            "--from",
+            "1h",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(dry, 0);
+    assert_eq!(
+        depth(&stack, "LoaderQueue").await,
+        0,
+        "a dry run sends nothing"
+    );
+    let code = caudal(
+        &run_dir,
+        &[
+            "--checkpoint-dir",
+            &ckpt,
+            "replay",
+            "--from",
+            "1h",
+            "--wait",
+            "120",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    expect.extend(items.iter().map(|i| (i.id.clone(), i.expect)));
+    all.extend(items);
+    settled(&stack, &pg, &expect).await;
+    // A second replay finds everything loaded and announces nothing.
+    assert_eq!(
+        caudal(
+            &run_dir,
+            &["--checkpoint-dir", &ckpt, "replay", "--from", "1h"]
+        )
+        .await,
+        0
+    );
+    assert_eq!(depth(&stack, "LoaderQueue").await, 0);
+    eprintln!("phase 1 (replay) {:?}", t.elapsed());
+
+    // ---- 2. Failing loads fill the loader's DLQ, then redrive. -----------------------------
+    let t = Instant::now();
+    chaos.set_outage(Outage::Loads, true);
+    let ledger_before = ledger_rows(&pg).await;
+    let items = send(&stack, &run, 2).await;
+    until(
+        "the loader's messages are all dead letters",
+        LOAD_TIMEOUT,
+        || async {
+            stack.pending_work().await.is_none() && depth(&stack, "LoaderDeadLetterQueue").await > 0
+        },
+    )
+    .await;
+    chaos.set_outage(Outage::Loads, false);
+    assert_eq!(ledger_rows(&pg).await, ledger_before, "nothing loaded");
+    assert_eq!(caudal(&run_dir, &["status"]).await, 2, "a person is needed");
+    let dead = depth(&stack, "LoaderDeadLetterQueue").await;
+    assert_eq!(
+        caudal(&run_dir, &["redrive", "loader-dlq", "--dry-run"]).await,
+        0
+    );
+    assert_eq!(
+        depth(&stack, "LoaderDeadLetterQueue").await,
+        dead,
+        "a dry run moves nothing"
+    );
+    assert_eq!(caudal(&run_dir, &["redrive", "loader-dlq"]).await, 0);
+    expect.extend(items.iter().map(|i| (i.id.clone(), i.expect)));
+    all.extend(items);
+    settled(&stack, &pg, &expect).await;
+    assert_eq!(depth(&stack, "LoaderDeadLetterQueue").await, 0);
+    eprintln!("phase 2 (redrive loader-dlq) {:?}", t.elapsed());
+
+    // ---- 3. The raw-writer's batches fail past their retries, then redrive raw-failures. --
+    let t = Instant::now();
+    chaos.set_outage(Outage::S3Writes, true);
+    let items = send(&stack, &run, 3).await;
+    until(
+        "the raw-writer gave its batches up",
+        LOAD_TIMEOUT,
+        || async {
+            stack.pending_work().await.is_none() && depth(&stack, "RawWriterFailureQueue").await > 0
+        },
+    )
+    .await;
+    chaos.set_outage(Outage::S3Writes, false);
+    assert_eq!(caudal(&run_dir, &["status"]).await, 2, "a person is needed");
+    assert_eq!(
+        caudal(&run_dir, &["reconcile", "--since", "2h"]).await,
+        2,
+        "failed batches"
+    );
+    let failed = depth(&stack, "RawWriterFailureQueue").await;
+    // The failure records, kept to deliver them a second time below.
+    let sqs = &stack.clients().sqs;
+    let failures_url = queue(&stack, "RawWriterFailureQueue");
+    let mut bodies: Vec<String> = Vec::new();
+    let read_since = Instant::now();
+    while (bodies.len() as u64) < failed {
+        assert!(
+            read_since.elapsed() < Duration::from_secs(30),
+            "reading the failure records"
+        );
+        let out = sqs
+            .receive_message()
+            .queue_url(&failures_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages() {
+            let b = m.body().unwrap_or_default().to_owned();
+            if !bodies.contains(&b) {
+                bodies.push(b);
+            }
+        }
+    }
+    assert_eq!(
+        caudal(&run_dir, &["redrive", "raw-failures", "--dry-run"]).await,
+        0
+    );
+    assert_eq!(
+        depth(&stack, "RawWriterFailureQueue").await,
+        failed,
+        "a dry run clears nothing"
+    );
+    assert_eq!(caudal(&run_dir, &["redrive", "raw-failures"]).await, 0);
+    assert_eq!(depth(&stack, "RawWriterFailureQueue").await, 0);
+    expect.extend(items.iter().map(|i| (i.id.clone(), i.expect)));
+    all.extend(items);
+    settled(&stack, &pg, &expect).await;
+    // Twice: the same failure records again write the same objects; nothing changes.
+    let objects = report::collect(&stack).await.expect("counts").raw_objects;
+    let ledger = ledger_rows(&pg).await;
+    for b in &bodies {
+        sqs.send_message()
+            .queue_url(&failures_url)
+            .message_body(b)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(caudal(&run_dir, &["redrive", "raw-failures"]).await, 0);
+    settled(&stack, &pg, &expect).await;
+    assert_eq!(
+        report::collect(&stack).await.expect("counts").raw_objects,
+        objects
+    );
+    assert_eq!(ledger_rows(&pg).await, ledger);
+    eprintln!("phase 3 (redrive raw-failures) {:?}", t.elapsed());
+
+    // ---- 4. A rules fix, then reprocess. ---------------------------------------------------
+    let t = Instant::now();
+    std::fs::write(&rules, testkit::rules_fix(&shipped)).unwrap();
+    let loader = stack
+        .model()
+        .function_by_binary("rules-loader")
+        .expect("loader")
+        .logical_id
+        .clone();
+    stack
+        .home()
+        .redeploy(&loader)
+        .await
+        .expect("loader redeployed");
+    let versions = || async {
+        pg.query(
+            "SELECT DISTINCT rule_version FROM public.caudal_ledger",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+    };
+    let old = versions().await;
+    assert_eq!(old.len(), 1);
+    let ledger = ledger_rows(&pg).await;
+    assert_eq!(
+        caudal(
+            &run_dir,
+            &[
+                "--checkpoint-dir",
+                &ckpt,
+                "reprocess",
+                "--from",
+                "2h",
+                "--dry-run"
+            ]
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        depth(&stack, "LoaderQueue").await,
+        0,
+        "a dry run sends nothing"
+    );
+    let code = caudal(
+        &run_dir,
+        &[
+            "--checkpoint-dir",
+            &ckpt,
+            "reprocess",
+            "--from",
+            "2h",
+            "--wait",
+            "150",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    for it in &all {
+        expect.insert(it.id.clone(), after_fix(it));
+    }
+    assert!(
+        all.iter().any(|i| after_fix(i) != i.expect),
+        "the fix changes some events"
+    );
+    settled(&stack, &pg, &expect).await;
+    let new = versions().await;
+    assert_eq!(new.len(), 1, "every object at one rule version: {new:?}");
+    assert_ne!(new, old);
+    assert_eq!(
+        ledger_rows(&pg).await,
+        ledger,
+        "one ledger row per object still"
+    );
+    eprintln!("phase 4 (reprocess) {:?}", t.elapsed());
+
+    stack.stop().await.expect("stack stops");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    eprintln!("operate total {:?}", started.elapsed());
+}

@@ -1,0 +1,301 @@
+//! `caudal redrive raw-failures`: the batches the raw-writer gave up on (Lambda's on-failure
+//! records: shard and sequence range only) read back from the stream while it keeps them, and
+//! handed to the deployed raw-writer as the event source mapping would have (the same Kinesis
+//! event, so the same deterministic keys: running it twice writes the same objects again and
+//! changes nothing). Records the stream no longer keeps are reported as lost, with their count,
+//! and the failure record stays in the queue until the loss is accepted (`--accept-loss`).
+
+use caudal_core::stream::{KinesisRecord, StreamSource, kinesis_event};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::queue;
+use crate::run::Interrupt;
+use crate::stream::{self, From, seq_cmp};
+use crate::{Ctx, OpError};
+
+/// One failed batch (the `KinesisBatchInfo` of an on-failure record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedBatch {
+    /// Shard.
+    #[serde(rename = "shardId")]
+    pub shard: String,
+    /// First sequence number.
+    #[serde(rename = "startSequenceNumber")]
+    pub start: String,
+    /// Last sequence number.
+    #[serde(rename = "endSequenceNumber")]
+    pub end: String,
+    /// Records in the batch.
+    #[serde(rename = "batchSize")]
+    pub size: u64,
+    /// The stream.
+    #[serde(rename = "streamArn", default)]
+    pub stream_arn: String,
+}
+
+impl FailedBatch {
+    /// The batch an on-failure message describes (`None`: not an on-failure record).
+    pub fn from_message(body: &str) -> Option<FailedBatch> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        serde_json::from_value(v.get("KinesisBatchInfo")?.clone()).ok()
+    }
+}
+
+/// What happened to one failed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The batch.
+    pub batch: FailedBatch,
+    /// Records read back from the stream.
+    pub recovered: u64,
+    /// Records the stream no longer keeps.
+    pub lost: u64,
+    /// The raw-writer wrote the recovered records.
+    pub written: bool,
+    /// The on-failure record was deleted.
+    pub cleared: bool,
+    /// Why not, when it failed.
+    pub error: Option<String>,
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Per batch.
+    pub batches: Vec<Outcome>,
+    /// Messages that are not on-failure records (left in the queue).
+    pub unreadable: u64,
+    /// A dry run.
+    pub dry_run: bool,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+}
+
+impl Report {
+    /// Records lost in all.
+    pub fn lost(&self) -> u64 {
+        self.batches.iter().map(|b| b.lost).sum()
+    }
+
+    /// Whether every batch was written and cleared.
+    pub fn complete(&self) -> bool {
+        self.unreadable == 0
+            && !self.interrupted
+            && self.batches.iter().all(|b| b.cleared && b.error.is_none())
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "failed batches: {}", self.batches.len())?;
+        for o in &self.batches {
+            let b = &o.batch;
+            let what = if self.dry_run {
+                "would write".to_owned()
+            } else if o.written {
+                "written".to_owned()
+            } else {
+                "NOT written".to_owned()
+            };
+            writeln!(
+                f,
+                "  {} {}..{}: {} records, {} read back ({what}){}{}",
+                b.shard,
+                b.start,
+                b.end,
+                b.size,
+                o.recovered,
+                if o.lost > 0 {
+                    format!(", {} LOST (no longer in the stream)", o.lost)
+                } else {
+                    String::new()
+                },
+                o.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        if self.unreadable > 0 {
+            writeln!(
+                f,
+                "  {} message(s) that are not on-failure records left in the queue",
+                self.unreadable
+            )?;
+        }
+        if self.lost() > 0 {
+            writeln!(
+                f,
+                "LOST: {} record(s) were past the stream's retention; their failure records stay in \
+                 the queue until you run again with --accept-loss",
+                self.lost()
+            )?;
+        }
+        write!(
+            f,
+            "{}",
+            if self.complete() {
+                "done: every failed batch is in the raw archive"
+            } else if self.dry_run {
+                "dry run: nothing written"
+            } else {
+                "not done: see above"
+            }
+        )
+    }
+}
+
+/// The account and region a stream ARN names.
+fn arn_parts(arn: &str) -> (String, String) {
+    let parts: Vec<&str> = arn.split(':').collect();
+    (
+        parts.get(3).copied().unwrap_or_default().to_owned(),
+        parts.get(4).copied().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Reads `b`'s records back: those in its range, in order.
+pub async fn read_back(ctx: &Ctx, b: &FailedBatch) -> Result<Vec<KinesisRecord>, OpError> {
+    let mut out = Vec::new();
+    stream::read(
+        &ctx.clients.kinesis,
+        &ctx.resources.stream,
+        &b.shard,
+        &From::Sequence(b.start.clone()),
+        |r| seq_cmp(&r.seq, &b.end) == std::cmp::Ordering::Greater,
+        |r| {
+            if seq_cmp(&r.seq, &b.start) != std::cmp::Ordering::Less {
+                out.push(KinesisRecord {
+                    shard_id: r.shard,
+                    sequence_number: r.seq,
+                    partition_key: r.partition_key,
+                    data: r.data,
+                    arrival: r.arrival,
+                });
+            }
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
+/// Invokes the raw-writer with `records` as its event source mapping would; an error when it
+/// failed or reported any record.
+async fn write(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    b: &FailedBatch,
+    records: &[KinesisRecord],
+) -> Result<(), String> {
+    let (region, account) = arn_parts(&b.stream_arn);
+    let identity = format!("arn:aws:iam::{account}:role/caudal-redrive");
+    let event = kinesis_event(
+        records,
+        &StreamSource {
+            stream_arn: &b.stream_arn,
+            region: &region,
+            identity_arn: &identity,
+        },
+    );
+    let out = lambda
+        .invoke()
+        .function_name(function)
+        .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+        .send()
+        .await
+        .map_err(|e| caudal_aws::call_error(&e).to_string())?;
+    let body = out
+        .payload()
+        .map(|p| p.as_ref().to_vec())
+        .unwrap_or_default();
+    if let Some(e) = out.function_error() {
+        return Err(format!(
+            "the raw-writer failed ({e}): {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match v.get("batchItemFailures").and_then(|f| f.as_array()) {
+        Some(f) if f.is_empty() => Ok(()),
+        Some(f) => Err(format!(
+            "the raw-writer reported {} record(s) failed again",
+            f.len()
+        )),
+        None => Err(format!("unexpected raw-writer response: {v}")),
+    }
+}
+
+/// Redrives every failure record in the queue (see the module docs).
+pub async fn redrive(
+    ctx: &Ctx,
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    dry_run: bool,
+    accept_loss: bool,
+    bar: &ProgressBar,
+    interrupt: &Interrupt,
+) -> Result<Report, OpError> {
+    let url = &ctx.resources.raw_failures;
+    let sqs = &ctx.clients.sqs;
+    let found = queue::depth(sqs, url).await?.total();
+    bar.set_length(found);
+    let mut report = Report {
+        dry_run,
+        ..Report::default()
+    };
+    let mut seen = 0u64;
+    let mut empty = 0;
+    while seen < found {
+        if interrupt.stopped() {
+            report.interrupted = true;
+            break;
+        }
+        let messages = queue::receive(sqs, url, if dry_run { 30 } else { 900 }).await?;
+        if messages.is_empty() {
+            empty += 1;
+            if empty >= 3 {
+                break;
+            }
+            continue;
+        }
+        empty = 0;
+        for (body, receipt) in messages {
+            seen += 1;
+            bar.inc(1);
+            let Some(batch) = FailedBatch::from_message(&body) else {
+                report.unreadable += 1;
+                queue::release(sqs, url, &receipt).await?;
+                continue;
+            };
+            let records = read_back(ctx, &batch).await?;
+            let recovered = records.len() as u64;
+            let mut o = Outcome {
+                lost: batch.size.saturating_sub(recovered),
+                recovered,
+                batch,
+                written: false,
+                cleared: false,
+                error: None,
+            };
+            if !dry_run {
+                if recovered > 0 {
+                    match write(lambda, function, &o.batch, &records).await {
+                        Ok(()) => o.written = true,
+                        Err(e) => o.error = Some(e),
+                    }
+                }
+                let done = (o.written || recovered == 0) && o.error.is_none();
+                if done && (o.lost == 0 || accept_loss) {
+                    queue::delete(sqs, url, &receipt).await?;
+                    o.cleared = true;
+                }
+            }
+            if !o.cleared {
+                queue::release(sqs, url, &receipt).await?;
+            }
+            report.batches.push(o);
+        }
+    }
+    Ok(report)
+}
