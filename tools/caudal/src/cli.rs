@@ -80,6 +80,23 @@ enum Command {
     /// Move failed work back.
     #[command(subcommand)]
     Redrive(Redrive),
+    /// Send tagged test events through the endpoint and wait until they are queryable; prints
+    /// the ingest → queryable latency; exit code 2 when they are not within --timeout.
+    Smoke {
+        /// Events to send.
+        #[arg(long, default_value_t = 5)]
+        events: usize,
+        /// Seconds to wait until they are queryable.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Bearer token, for a stack with AuthMode=JWT (or CAUDAL_SMOKE_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Also wait until every event is a row of this table (e.g. the rules' catch-all
+        /// table, unknown_events in the shipped rules).
+        #[arg(long)]
+        table: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +256,31 @@ async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
             select,
             rejected_only,
         } => announce_cmd(&cli, &ctx, Action::Reprocess, select, *rejected_only).await,
+        Command::Smoke {
+            events,
+            timeout,
+            token,
+            table,
+        } => {
+            let table = match table {
+                Some(t) => Some(caudal_core::rules::Ident::parse(t).map_err(|e| {
+                    anyhow::anyhow!("--table {t:?}: {e}")
+                })?),
+                None => None,
+            };
+            let opts = crate::smoke::Options {
+                events: *events,
+                timeout: Duration::from_secs(*timeout),
+                token: token
+                    .clone()
+                    .or_else(|| std::env::var("CAUDAL_SMOKE_TOKEN").ok()),
+                table,
+            };
+            let sdk = stack.sdk_config().await;
+            let r = crate::smoke::smoke(&ctx, &sdk, &opts).await?;
+            print(cli.json, &r);
+            Ok(if r.passed { 0 } else { 2 })
+        }
         Command::Redrive(Redrive::RawFailures {
             dry_run,
             accept_loss,

@@ -12,6 +12,7 @@
 //! | `reprocess` — raw objects loaded again with the current rules | [`announce`] |
 //! | `redrive loader-dlq` — the loader's dead letters back to its queue | [`queue`] |
 //! | `redrive raw-failures` — failed raw-writer batches read back from the stream | [`rawfail`] |
+//! | `smoke` — tagged events through the endpoint until queryable, with their latency | [`smoke`] |
 //!
 //! Every write has `--dry-run`; long operations show progress on stderr, stop cleanly on
 //! Ctrl-C and resume where they stopped ([`run`]).
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod queue;
 pub mod rawfail;
 pub mod run;
+pub mod smoke;
 pub mod status;
 pub mod stream;
 pub mod target;
@@ -84,4 +86,7 @@ pub enum OpError {
     /// The checkpoint file.
     #[error("checkpoint {0}: {1}")]
     Checkpoint(String, std::io::Error),
+    /// The smoke test could not run.
+    #[error("smoke: {0}")]
+    Smoke(String),
 }

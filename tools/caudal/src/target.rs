@@ -141,7 +141,7 @@ impl Stack {
             .stacks()
             .first()
             .ok_or_else(|| err("no such stack".into()))?;
-        let outputs = stack
+        let mut outputs: BTreeMap<String, String> = stack
             .outputs()
             .iter()
             .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
@@ -150,6 +150,10 @@ impl Stack {
             .region()
             .map(|r| r.as_ref().to_owned())
             .unwrap_or_default();
+        // Stacks deployed before the output existed run where they were described.
+        outputs
+            .entry("StackRegion".to_owned())
+            .or_insert_with(|| region.clone());
         Ok(Stack {
             outputs,
             region,
@@ -237,6 +241,8 @@ pub struct Clients {
 pub struct Resources {
     /// `ApiUrl`, ending in `/`.
     pub api_url: String,
+    /// The region the stack runs in.
+    pub region: String,
     /// `AuthMode` (`NONE`, `IAM`, `JWT`…), when the stack reports it.
     pub auth_mode: Option<String>,
     /// `EventStreamName`.
@@ -344,6 +350,7 @@ impl Resources {
         .collect();
         Ok(Resources {
             api_url: format!("{}/", get(o, "ApiUrl")?.trim_end_matches('/')),
+            region: get(o, "StackRegion")?.to_owned(),
             auth_mode: o.get("AuthMode").cloned(),
             stream: get(o, "EventStreamName")?.to_owned(),
             retention_hours,
@@ -410,6 +417,7 @@ mod tests {
             ("LoaderDeadLetterQueueUrl", "dlq"),
             ("RawWriterFailureQueueUrl", "f"),
             ("StreamRetentionHours", "24"),
+            ("StackRegion", "us-east-1"),
             (
                 "WarehouseConnection",
                 "workgroup=wg;database=dev;region=us-east-1",

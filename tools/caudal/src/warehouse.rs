@@ -72,6 +72,11 @@ impl Warehouse {
         format!("{}.\"{name}\"", self.schema.quoted())
     }
 
+    /// Runs one query with `params`: its rows.
+    pub async fn rows(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, QueryError> {
+        self.query(sql, params).await
+    }
+
     async fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>, QueryError> {
         redshift::query(
             &self.client,
