@@ -404,6 +404,51 @@ async fn operating_the_pipeline_with_caudal() {
     let old = versions().await;
     assert_eq!(old.len(), 1);
     let ledger = ledger_rows(&pg).await;
+    // Interrupted before its first batch, then resumed from an earlier run's checkpoint (the
+    // library under the command, with its Ctrl-C flag and checkpoint file).
+    let target = caudal::target::Stack::local(&run_dir, None).expect("stack.json");
+    let ctx = caudal::Ctx::new(&target).await.expect("context");
+    let req = caudal::announce::Request {
+        action: caudal_core::command::Action::Reprocess,
+        selection: caudal::archive::Selection::new(
+            None,
+            Some(time::OffsetDateTime::now_utc() - time::Duration::hours(2)),
+            None,
+        )
+        .unwrap(),
+        rejected_only: false,
+        dry_run: false,
+    };
+    let ck = || caudal::run::Checkpoint::open(&checkpoints, "resume-test");
+    let stopped = caudal::run::Interrupt::default();
+    stopped.stop();
+    let r = caudal::announce::run(&ctx, &req, &ck(), &stopped)
+        .await
+        .unwrap();
+    assert!(r.interrupted && r.announced == 0, "{r:?}");
+    let keys: Vec<String> = caudal::archive::list(
+        &ctx.clients.s3,
+        &ctx.resources.raw_bucket,
+        &req.selection.prefixes(caudal_core::keys::RAW_PREFIX),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|o| o.key)
+    .collect();
+    assert!(keys.len() >= 4, "{keys:?}");
+    ck().save(&keys[2]).unwrap();
+    let r = caudal::announce::run(&ctx, &req, &ck(), &caudal::run::Interrupt::default())
+        .await
+        .unwrap();
+    assert_eq!(r.resumed_past, 3, "{r:?}");
+    assert_eq!(r.announced as usize, keys.len() - 3, "{r:?}");
+    assert_eq!(ck().after, None, "a finished run leaves no checkpoint");
+    let left = caudal::announce::wait_for_loader(&ctx, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the loader took the resumed run's commands");
+    // The command over every object (those just announced are skipped by the loader once done).
     assert_eq!(
         caudal(
             &run_dir,
@@ -455,6 +500,29 @@ async fn operating_the_pipeline_with_caudal() {
         "one ledger row per object still"
     );
     eprintln!("phase 4 (reprocess) {:?}", t.elapsed());
+
+    // ---- 5. Smoke: tagged events through the endpoint until queryable. ---------------------
+    let t = Instant::now();
+    let args = [
+        "smoke",
+        "--events",
+        "3",
+        "--timeout",
+        "120",
+        "--table",
+        "unknown_events",
+    ];
+    assert_eq!(caudal(&run_dir, &args).await, 0, "smoke passes");
+    let smoke_rows: i64 = pg
+        .query_one(
+            "SELECT COUNT(*) FROM public.unknown_events WHERE event_id LIKE 'caudal-smoke-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(smoke_rows, 3);
+    eprintln!("phase 5 (smoke) {:?}", t.elapsed());
 
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);

@@ -263,9 +263,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
             table,
         } => {
             let table = match table {
-                Some(t) => Some(caudal_core::rules::Ident::parse(t).map_err(|e| {
-                    anyhow::anyhow!("--table {t:?}: {e}")
-                })?),
+                Some(t) => Some(
+                    caudal_core::rules::Ident::parse(t)
+                        .map_err(|e| anyhow::anyhow!("--table {t:?}: {e}"))?,
+                ),
                 None => None,
             };
             let opts = crate::smoke::Options {

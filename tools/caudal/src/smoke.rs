@@ -85,10 +85,15 @@ impl std::fmt::Display for Report {
                 .record
                 .as_ref()
                 .map_or("not in the stream".to_owned(), |(s, q)| format!("{s}/{q}"));
-            let lat = t
-                .latency_ms
-                .map_or("not queryable".to_owned(), |ms| format!("queryable after {ms} ms"));
-            writeln!(f, "  {} → {rec} → {} → {lat}", t.id, t.raw_key.as_deref().unwrap_or("-"))?;
+            let lat = t.latency_ms.map_or("not queryable".to_owned(), |ms| {
+                format!("queryable after {ms} ms")
+            });
+            writeln!(
+                f,
+                "  {} → {rec} → {} → {lat}",
+                t.id,
+                t.raw_key.as_deref().unwrap_or("-")
+            )?;
         }
         let mut lat: Vec<i64> = self.events.iter().filter_map(|t| t.latency_ms).collect();
         lat.sort_unstable();
@@ -226,9 +231,9 @@ pub async fn smoke(
         .map_err(|e| OpError::Smoke(format!("POST {url}: {e}")))?;
     report.status = resp.status().as_u16();
     let receipt: serde_json::Value = resp.json().await.unwrap_or_default();
-    report.accepted = receipt["results"]
-        .as_array()
-        .map_or(0, |r| r.iter().filter(|i| i["status"] == "accepted").count());
+    report.accepted = receipt["results"].as_array().map_or(0, |r| {
+        r.iter().filter(|i| i["status"] == "accepted").count()
+    });
     if report.accepted != ids.len() {
         report.failure = Some(format!("the API did not accept every event: {receipt}"));
         return Ok(report);
@@ -287,7 +292,11 @@ async fn follow(
             }
         }
         // 2. Their raw objects.
-        if report.events.iter().any(|t| t.record.is_some() && t.raw_key.is_none()) {
+        if report
+            .events
+            .iter()
+            .any(|t| t.record.is_some() && t.raw_key.is_none())
+        {
             let listed = archive::list(
                 &ctx.clients.s3,
                 &ctx.resources.raw_bucket,
@@ -295,7 +304,9 @@ async fn follow(
             )
             .await?;
             for t in report.events.iter_mut().filter(|t| t.raw_key.is_none()) {
-                let Some((shard, seq)) = &t.record else { continue };
+                let Some((shard, seq)) = &t.record else {
+                    continue;
+                };
                 t.raw_key = listed
                     .iter()
                     .find(|o| {
@@ -399,7 +410,14 @@ mod tests {
     fn smoke_events_are_tagged_and_unique() {
         let (body, ids) = events("r1", 3, time::macros::datetime!(2026-12-03 08:00 UTC));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(ids, ["caudal-smoke-r1-0", "caudal-smoke-r1-1", "caudal-smoke-r1-2"]);
+        assert_eq!(
+            ids,
+            [
+                "caudal-smoke-r1-0",
+                "caudal-smoke-r1-1",
+                "caudal-smoke-r1-2"
+            ]
+        );
         assert_eq!(v.as_array().unwrap().len(), 3);
         assert_eq!(v[1]["type"], "caudal_smoke");
         assert_eq!(v[1]["id"], "caudal-smoke-r1-1");
@@ -409,12 +427,21 @@ mod tests {
 
     #[test]
     fn sigv4_signs_for_execute_api_in_the_region() {
-        let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", Some("tok".into()), None, "test");
+        let creds = aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            Some("tok".into()),
+            None,
+            "test",
+        );
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_748_800); // 2025-12-03T08:00:00Z
         let h = sigv4_headers(
             "https://abc.execute-api.eu-west-1.amazonaws.com/v1/events",
             b"[]",
-            &[("content-type", "application/json"), ("host", "abc.execute-api.eu-west-1.amazonaws.com")],
+            &[
+                ("content-type", "application/json"),
+                ("host", "abc.execute-api.eu-west-1.amazonaws.com"),
+            ],
             creds,
             "eu-west-1",
             at,
@@ -423,7 +450,10 @@ mod tests {
         let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let auth = get("authorization").unwrap();
         assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20251203/eu-west-1/execute-api/aws4_request"), "{auth}");
-        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date"), "{auth}");
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date"),
+            "{auth}"
+        );
         assert_eq!(get("x-amz-date"), Some("20251203T080000Z"));
         assert_eq!(get("x-amz-security-token"), Some("tok"));
     }
