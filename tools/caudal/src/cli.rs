@@ -321,7 +321,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
                 let sample = queue::peek(&ctx.clients.sqs, &r.loader_dlq).await?;
                 println!("would move {} message(s) to the loader's queue", d.total());
                 for b in sample {
-                    println!("  {}", b.chars().take(300).collect::<String>());
+                    println!("  {}", queue::describe(&b));
                 }
                 return Ok(0);
             }

@@ -266,3 +266,59 @@ pub async fn release(
         .map_err(|e| err("ChangeMessageVisibility", url, caudal_aws::call_error(&e)))?;
     Ok(())
 }
+
+/// What a loader message names, for people: the raw keys of an S3 notification, or the action
+/// and key of an operator command; otherwise the first 200 characters.
+pub fn describe(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    if let Some(c) = v.get(caudal_core::command::COMMAND_MEMBER) {
+        return format!(
+            "command {} {}",
+            c["action"].as_str().unwrap_or("?"),
+            c["key"].as_str().unwrap_or("?")
+        );
+    }
+    let keys: Vec<String> = v["Records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["s3"]["object"]["key"].as_str())
+        .map(caudal_core::keys::decode_notification_key)
+        .collect();
+    if keys.is_empty() {
+        body.chars().take(200).collect()
+    } else {
+        format!("notification {}", keys.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_described_by_what_they_name() {
+        let n = r#"{"Records":[{"s3":{"object":{"key":"raw/dt%3D2026-12-03/hr%3D08/s/1-2.ndjson.gz"}}}]}"#;
+        assert_eq!(
+            describe(n),
+            "notification raw/dt=2026-12-03/hr=08/s/1-2.ndjson.gz"
+        );
+        let c = caudal_core::command::CommandMessage::new(
+            caudal_core::command::Action::Reprocess,
+            "b",
+            "raw/k",
+        )
+        .to_body();
+        assert_eq!(describe(&c), "command reprocess raw/k");
+        assert_eq!(describe("not json"), "not json");
+        assert_eq!(
+            Depth {
+                visible: 1,
+                in_flight: 2,
+                delayed: 3
+            }
+            .total(),
+            6
+        );
+    }
+}

@@ -226,6 +226,13 @@ async fn write(
     }
 }
 
+/// Whether a batch's failure record may be deleted: what could be read back was written (or
+/// nothing could be), and no record is lost unless the loss was accepted.
+pub fn may_clear(o: &Outcome, accept_loss: bool) -> bool {
+    let done = (o.written || o.recovered == 0) && o.error.is_none();
+    done && (o.lost == 0 || accept_loss)
+}
+
 /// Redrives every failure record in the queue (see the module docs).
 pub async fn redrive(
     ctx: &Ctx,
@@ -285,8 +292,7 @@ pub async fn redrive(
                         Err(e) => o.error = Some(e),
                     }
                 }
-                let done = (o.written || recovered == 0) && o.error.is_none();
-                if done && (o.lost == 0 || accept_loss) {
+                if may_clear(&o, accept_loss) {
                     queue::delete(sqs, url, &receipt).await?;
                     o.cleared = true;
                 }
@@ -298,4 +304,84 @@ pub async fn redrive(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(size: u64, recovered: u64, written: bool, error: Option<&str>) -> Outcome {
+        Outcome {
+            batch: FailedBatch {
+                shard: "shardId-000000000000".into(),
+                start: "10".into(),
+                end: "19".into(),
+                size,
+                stream_arn: "arn:aws:kinesis:eu-west-1:123456789012:stream/s".into(),
+            },
+            recovered,
+            lost: size.saturating_sub(recovered),
+            written,
+            cleared: false,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_failure_record_is_cleared_only_when_nothing_is_left_to_do_or_the_loss_is_accepted() {
+        assert!(may_clear(&outcome(10, 10, true, None), false));
+        assert!(!may_clear(
+            &outcome(10, 10, false, Some("raw-writer failed")),
+            false
+        ));
+        assert!(!may_clear(
+            &outcome(10, 10, true, Some("reported again")),
+            true
+        ));
+        assert!(
+            !may_clear(&outcome(10, 7, true, None), false),
+            "3 lost, not accepted"
+        );
+        assert!(may_clear(&outcome(10, 7, true, None), true));
+        assert!(!may_clear(&outcome(10, 0, false, None), false), "all lost");
+        assert!(may_clear(&outcome(10, 0, false, None), true));
+        assert!(
+            !may_clear(&outcome(10, 7, false, None), true),
+            "read back but not written"
+        );
+    }
+
+    #[test]
+    fn reports_count_losses_and_completeness() {
+        let mut r = Report::default();
+        r.batches.push(outcome(10, 7, true, None));
+        r.batches.push(outcome(5, 5, true, None));
+        assert_eq!(r.lost(), 3);
+        assert!(!r.complete(), "nothing cleared");
+        for b in &mut r.batches {
+            b.cleared = true;
+        }
+        assert!(r.complete());
+        r.unreadable = 1;
+        assert!(!r.complete());
+        let text = r.to_string();
+        assert!(text.contains("3 LOST"), "{text}");
+        assert!(text.contains("--accept-loss"), "{text}");
+    }
+
+    #[test]
+    fn on_failure_records_parse_and_arns_split() {
+        let body = r#"{"requestContext":{"condition":"RetryAttemptsExhausted"},"KinesisBatchInfo":{"shardId":"shardId-000000000001","startSequenceNumber":"49","endSequenceNumber":"60","batchSize":12,"streamArn":"arn:aws:kinesis:eu-west-1:123456789012:stream/s"}}"#;
+        let b = FailedBatch::from_message(body).unwrap();
+        assert_eq!(
+            (b.shard.as_str(), b.start.as_str(), b.end.as_str(), b.size),
+            ("shardId-000000000001", "49", "60", 12)
+        );
+        assert_eq!(
+            arn_parts(&b.stream_arn),
+            ("eu-west-1".to_owned(), "123456789012".to_owned())
+        );
+        assert_eq!(FailedBatch::from_message(r#"{"Records":[]}"#), None);
+        assert_eq!(FailedBatch::from_message("x"), None);
+    }
 }
