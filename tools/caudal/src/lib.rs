@@ -20,6 +20,7 @@
 pub mod announce;
 pub mod archive;
 pub mod cli;
+pub mod metrics;
 pub mod queue;
 pub mod rawfail;
 pub mod run;
@@ -86,6 +87,9 @@ pub enum OpError {
     /// The checkpoint file.
     #[error("checkpoint {0}: {1}")]
     Checkpoint(String, std::io::Error),
+    /// CloudWatch.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
     /// The smoke test could not run.
     #[error("smoke: {0}")]
     Smoke(String),

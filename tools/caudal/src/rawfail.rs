@@ -367,6 +367,10 @@ mod tests {
         let text = r.to_string();
         assert!(text.contains("3 LOST"), "{text}");
         assert!(text.contains("--accept-loss"), "{text}");
+        assert!(text.contains("(written)"), "{text}");
+        r.dry_run = true;
+        let text = r.to_string();
+        assert!(text.contains("(would write)"), "{text}");
     }
 
     #[test]

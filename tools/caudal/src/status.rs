@@ -10,6 +10,7 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
 use crate::archive::{self, KEY_END, Listed, hour_prefixes};
+use crate::metrics::{self, Series};
 use crate::queue::{self, Depth};
 use crate::rawfail::FailedBatch;
 use crate::stream::{self, From, seq_cmp};
@@ -18,12 +19,23 @@ use crate::{Ctx, OpError};
 
 /// A raw object written this long ago and still not in the ledger needs a look.
 pub const STUCK_AFTER: Duration = Duration::minutes(15);
+/// The raw-writer this far behind the stream needs a look (the template's
+/// `RawWriterIteratorAgeAlarm` fires at the same age).
+pub const BEHIND_AFTER: Duration = Duration::minutes(10);
 
 /// What `caudal status` reports.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     /// When it was gathered (RFC 3339).
     pub at: String,
+    /// Records the stream accepted (events the API made durable) in the last hour and day
+    /// (CloudWatch `AWS/Kinesis IncomingRecords`; `None`: no data).
+    pub accepted: (Option<f64>, Option<f64>),
+    /// How far behind the raw-writer reads the stream: the largest `AWS/Lambda IteratorAge` of
+    /// the last 5 minutes, ms (`None`: no data — nothing read lately, or no function name).
+    pub iterator_age_ms: Option<f64>,
+    /// Why CloudWatch could not be read, when it could not (the rest of the status stands).
+    pub metrics_unavailable: Option<String>,
     /// Raw objects written in the last hour and the last day.
     pub raw_objects: (u64, u64),
     /// Seconds since the newest raw object was written.
@@ -127,10 +139,38 @@ pub async fn status(ctx: &Ctx) -> Result<Status, OpError> {
         s.queues
             .push((name, queue::depth(&ctx.clients.sqs, &url).await?));
     }
+    if let Err(e) = flow(ctx, &mut s, now).await {
+        s.metrics_unavailable = Some(e.to_string());
+    }
     s.rejects = ctx.warehouse.rejects_by_code(Some(day)).await?;
     s.reconciliation = ctx.warehouse.reconciliation(Some(day)).await?;
     s.problems = problems(&s);
     Ok(s)
+}
+
+/// The stream's accepted records and the raw-writer's lag, from CloudWatch.
+async fn flow(ctx: &Ctx, s: &mut Status, now: OffsetDateTime) -> Result<(), metrics::MetricsError> {
+    let (cw, r) = (&ctx.clients.cloudwatch, &ctx.resources);
+    let incoming = Series {
+        namespace: "AWS/Kinesis",
+        name: "IncomingRecords",
+        dimension: "StreamName",
+        value: &r.stream,
+    };
+    s.accepted = (
+        metrics::sum_since(cw, incoming, now - Duration::HOUR).await?,
+        metrics::sum_since(cw, incoming, now - Duration::DAY).await?,
+    );
+    if let Some(f) = &r.raw_writer {
+        let age = Series {
+            namespace: "AWS/Lambda",
+            name: "IteratorAge",
+            dimension: "FunctionName",
+            value: f,
+        };
+        s.iterator_age_ms = metrics::max_since(cw, age, now - Duration::minutes(5)).await?;
+    }
+    Ok(())
 }
 
 /// What needs a person in `s`, each with the command that helps.
@@ -152,6 +192,16 @@ pub fn problems(s: &Status) -> Vec<String> {
         };
         out.push(format!("{n} message(s) in the {name}: {fix}"));
     }
+    if let Some(ms) = s
+        .iterator_age_ms
+        .filter(|ms| *ms > BEHIND_AFTER.whole_milliseconds() as f64)
+    {
+        out.push(format!(
+            "the raw-writer is {:.0} minutes behind the stream: look at its errors, throttles and \
+             duration (records older than StreamRetentionHours are lost)",
+            ms / 60_000.0
+        ));
+    }
     if s.waiting.1 > 0 {
         out.push(format!(
             "{} raw object(s) written more than {} minutes ago are not loaded: check the loader \
@@ -172,6 +222,26 @@ pub fn problems(s: &Status) -> Vec<String> {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "caudal status at {}", self.at)?;
+        let n = |v: Option<f64>| v.map_or("no data".to_owned(), |v| format!("{v:.0}"));
+        writeln!(f, "ingest")?;
+        if let Some(why) = &self.metrics_unavailable {
+            writeln!(f, "  CloudWatch unavailable: {why}")?;
+        }
+        writeln!(
+            f,
+            "  events accepted        {} last hour, {} last day",
+            n(self.accepted.0),
+            n(self.accepted.1)
+        )?;
+        writeln!(
+            f,
+            "  raw-writer behind by   {}",
+            self.iterator_age_ms
+                .map_or("no data (last 5 min)".to_owned(), |ms| format!(
+                    "{:.1} s",
+                    ms / 1000.0
+                ))
+        )?;
         writeln!(f, "raw archive")?;
         writeln!(
             f,
@@ -570,5 +640,61 @@ impl std::fmt::Display for Reconcile {
             }
         );
         f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn depth(n: u64) -> Depth {
+        Depth {
+            visible: n,
+            ..Depth::default()
+        }
+    }
+
+    #[test]
+    fn a_person_is_needed_for_dead_letters_stuck_objects_differences_and_lag() {
+        let mut s = Status {
+            queues: vec![
+                ("loader queue".into(), depth(500)),
+                ("loader dead-letter queue".into(), depth(0)),
+                ("raw-writer on-failure queue".into(), depth(0)),
+            ],
+            waiting: (40, 0),
+            iterator_age_ms: Some(BEHIND_AFTER.whole_milliseconds() as f64),
+            ..Status::default()
+        };
+        assert!(
+            problems(&s).is_empty(),
+            "a busy loader queue, fresh objects, lag at the limit"
+        );
+        s.queues[1].1 = depth(2);
+        s.queues[2].1 = Depth {
+            in_flight: 1,
+            ..Depth::default()
+        };
+        s.waiting.1 = 3;
+        s.reconciliation.mismatched = 1;
+        s.iterator_age_ms = Some(BEHIND_AFTER.whole_milliseconds() as f64 + 1.0);
+        let p = problems(&s);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(
+            p[0].starts_with("2 message(s) in the loader dead-letter queue"),
+            "{p:?}"
+        );
+        assert!(p[1].contains("redrive raw-failures"), "{p:?}");
+        assert!(p[2].contains("behind the stream"), "{p:?}");
+        assert!(p[3].starts_with("3 raw object(s)"), "{p:?}");
+        assert!(p[4].contains("do not reconcile"), "{p:?}");
+        s.problems = p;
+        let text = s.to_string();
+        assert!(text.contains("NEEDS A PERSON"), "{text}");
+        assert!(
+            text.contains("events accepted        no data last hour"),
+            "{text}"
+        );
+        assert!(text.contains("raw-writer behind by   600.0 s"), "{text}");
     }
 }

@@ -212,6 +212,7 @@ impl Stack {
         }
         Clients {
             s3,
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             lambda: aws_sdk_lambda::Client::from_conf(lambda.build()),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             kinesis: aws_sdk_kinesis::Client::new(&sdk),
@@ -226,6 +227,8 @@ impl Stack {
 pub struct Clients {
     /// S3.
     pub s3: aws_sdk_s3::Client,
+    /// CloudWatch (what AWS publishes about the stack).
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// Lambda (invoking the raw-writer).
     pub lambda: aws_sdk_lambda::Client,
     /// SQS.
@@ -408,6 +411,58 @@ mod tests {
     }
 
     #[test]
+    fn the_local_stack_file_is_read_as_caudal_local_writes_it() {
+        use caudal_local::stack::{RegionEndpoint, StackFile};
+        let dir = std::env::temp_dir().join(format!("caudal-stackfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let region = |name: &str, queue: &str| RegionEndpoint {
+            region: name.into(),
+            api_url: "http://127.0.0.1:1".into(),
+            outputs: [("LoaderQueueUrl".to_owned(), queue.to_owned())].into(),
+        };
+        let file = StackFile {
+            pid: 1,
+            moto_pid: 2,
+            moto_endpoint: "http://127.0.0.1:5000".into(),
+            api_url: "http://127.0.0.1:1".into(),
+            data_api_url: "http://127.0.0.1:6000".into(),
+            lambda_url: "http://127.0.0.1:7000".into(),
+            pg_port: 5432,
+            pg_data_dir: dir.join("pg"),
+            psql: "psql".into(),
+            regions: vec![region("us-east-1", "q-home"), region("us-west-2", "q-west")],
+        };
+        std::fs::write(
+            dir.join("stack.json"),
+            serde_json::to_string(&file).unwrap(),
+        )
+        .unwrap();
+        let home = Stack::local(&dir, None).unwrap();
+        assert_eq!(home.region, "us-east-1");
+        assert_eq!(home.outputs["LoaderQueueUrl"], "q-home");
+        let l = home.local.unwrap();
+        assert_eq!(
+            (l.aws.as_str(), l.data_api.as_str(), l.lambda.as_str()),
+            (
+                "http://127.0.0.1:5000",
+                "http://127.0.0.1:6000",
+                "http://127.0.0.1:7000"
+            )
+        );
+        let west = Stack::local(&dir, Some("us-west-2")).unwrap();
+        assert_eq!(west.outputs["LoaderQueueUrl"], "q-west");
+        assert!(matches!(
+            Stack::local(&dir, Some("eu-west-1")),
+            Err(TargetError::NoRegion(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(
+            Stack::local(&dir, None),
+            Err(TargetError::StackFile { .. })
+        ));
+    }
+
+    #[test]
     fn resources_name_what_is_missing() {
         let mut o: BTreeMap<String, String> = [
             ("ApiUrl", "https://x.execute-api.us-east-1.amazonaws.com"),
@@ -429,6 +484,20 @@ mod tests {
         let r = Resources::from_outputs(&o).unwrap();
         assert_eq!(r.api_url, "https://x.execute-api.us-east-1.amazonaws.com/");
         assert_eq!(r.retention_hours, Some(24));
+        assert_eq!((r.raw_key_region, r.raw_writer), (None, None));
+        o.insert("RawKeyRegion".into(), String::new());
+        o.insert("RawWriterFunctionName".into(), String::new());
+        let r = Resources::from_outputs(&o).unwrap();
+        assert_eq!(
+            (r.raw_key_region, r.raw_writer),
+            (None, None),
+            "empty is unset"
+        );
+        o.insert("RawKeyRegion".into(), "us-west-2".into());
+        o.insert("RawWriterFunctionName".into(), "caudal-raw-writer".into());
+        let r = Resources::from_outputs(&o).unwrap();
+        assert_eq!(r.raw_key_region.as_deref(), Some("us-west-2"));
+        assert_eq!(r.raw_writer.as_deref(), Some("caudal-raw-writer"));
         o.remove("LoaderDeadLetterQueueUrl");
         let e = Resources::from_outputs(&o).unwrap_err();
         assert!(e.to_string().contains("LoaderDeadLetterQueueUrl"), "{e}");
