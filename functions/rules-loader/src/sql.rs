@@ -980,6 +980,50 @@ mod tests {
     }
 
     #[test]
+    fn each_tables_insert_is_where_the_metrics_look_for_it() {
+        let rules =
+            caudal_core::rules::RuleSet::from_yaml(caudal_core::rules::BUNDLED_RULES_YAML).unwrap();
+        let schema = Ident::parse("analytics").unwrap();
+        let version = "c".repeat(64);
+        let objects = [stats("raw/a.ndjson.gz")];
+        let names: Vec<Ident> = rules.tables().iter().map(|t| t.name.clone()).collect();
+        assert!(names.len() >= 3);
+        let m = "s3://caudal-staging/staging/t/l1/manifest.json";
+        let staged: Vec<StagedTable<'_>> = rules.tables()[1..3]
+            .iter()
+            .map(|table| StagedTable {
+                table,
+                manifest_uri: m,
+                dedupe_since: None,
+            })
+            .collect();
+        for replace in [None, Some(names.as_slice())] {
+            let sqls = load_batch(&LoadPlan {
+                schema: &schema,
+                tables: &staged,
+                rejects_manifest_uri: Some(m),
+                copy_options: "FORMAT CSV GZIP",
+                copy_role_arn: "arn:aws:iam::123456789012:role/caudal-copy",
+                copy_region: None,
+                objects: &objects,
+                rule_version: &version,
+                loaded_at: OffsetDateTime::UNIX_EPOCH,
+                load_id: "l1",
+                dedupe_window: time::Duration::hours(1),
+                replace,
+            })
+            .unwrap();
+            let leading = leading_statements(replace.map(<[Ident]>::len));
+            for (i, st) in staged.iter().enumerate() {
+                let at = &sqls[insert_statement_index(leading, i)];
+                let want = format!("INSERT INTO \"analytics\".{} (", st.table.name.quoted());
+                assert!(at.starts_with(&want), "{replace:?} table {i}: {at}");
+            }
+        }
+        assert_eq!(leading_statements(Some(5)), 8);
+    }
+
+    #[test]
     fn load_ids_are_checked() {
         let id = "0123456789abcdef0123456789abcdef-0a1b";
         assert_eq!(sql_literal(Literal::LoadId(id)).unwrap(), format!("'{id}'"));
