@@ -503,6 +503,7 @@ async fn operating_the_pipeline_with_caudal() {
 
     // ---- 5. Smoke: tagged events through the endpoint until queryable. ---------------------
     let t = Instant::now();
+    assert_eq!(caudal(&run_dir, &["smoke", "--dry-run"]).await, 0);
     let args = [
         "smoke",
         "--events",

@@ -96,6 +96,9 @@ enum Command {
         /// table, unknown_events in the shipped rules).
         #[arg(long)]
         table: Option<String>,
+        /// Print the request it would send (endpoint, auth mode, events); send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -261,7 +264,19 @@ async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
             timeout,
             token,
             table,
+            dry_run,
         } => {
+            if *dry_run {
+                let (body, ids) =
+                    crate::smoke::events("dry-run", (*events).max(1), OffsetDateTime::now_utc());
+                println!(
+                    "would POST {} event(s) to {}v1/events (AuthMode {}), then wait up to {timeout} s:\n{body}",
+                    ids.len(),
+                    ctx.resources.api_url,
+                    ctx.resources.auth_mode.as_deref().unwrap_or("NONE"),
+                );
+                return Ok(0);
+            }
             let table = match table {
                 Some(t) => Some(
                     caudal_core::rules::Ident::parse(t)
