@@ -16,8 +16,6 @@
 //! [`ShardBatch`]es of borrowed [`InRecord`] views: nothing more is copied, so peak memory stays
 //! at one decoded event plus the compressed output.
 
-use std::cmp::Ordering;
-
 use base64::Engine as _;
 use caudal_core::raw::KinesisCoords;
 use serde::{Deserialize, Deserializer};
@@ -253,12 +251,7 @@ impl ShardBatch<'_> {
     }
 }
 
-/// Compare two decimal sequence numbers numerically (they exceed every integer type).
-pub fn seq_cmp(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
+pub use caudal_core::stream::seq_cmp;
 
 /// Seconds since the epoch (millisecond precision, as Kinesis reports it) to a UTC time.
 fn arrival_time(seconds: f64) -> Option<OffsetDateTime> {
@@ -340,6 +333,7 @@ pub fn group<'a>(records: &[RecordRef<'a>]) -> Result<Vec<ShardBatch<'a>>, Event
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
 
     fn event(records: &[(&str, &str, &str)]) -> serde_json::Value {
         let recs: Vec<serde_json::Value> = records

@@ -48,6 +48,19 @@ pub const PUT_RECORDS_LIMITS: ChunkLimits = ChunkLimits {
     max_bytes: PUT_RECORDS_MAX_BYTES,
 };
 
+/// Compares two decimal sequence numbers numerically (they exceed every integer type; leading
+/// zeros, as keys pad them, are ignored).
+pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Whether `seq` lies in `first..=last` ([`seq_cmp`] order).
+pub fn seq_in_range(seq: &str, first: &str, last: &str) -> bool {
+    seq_cmp(first, seq).is_le() && seq_cmp(seq, last).is_le()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The event Lambda's Kinesis event source mapping sends (the local stack's poller builds it, and
 // `caudal redrive raw-failures` builds it for records read back from the stream), written as
@@ -119,4 +132,22 @@ pub fn kinesis_event(records: &[KinesisRecord], src: &StreamSource<'_>) -> serde
         })
         .collect();
     json!({ "Records": records })
+}
+
+#[cfg(test)]
+mod seq_tests {
+    use super::*;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers_and_ranges_are_inclusive() {
+        assert_eq!(seq_cmp("9", "10"), Ordering::Less);
+        assert_eq!(seq_cmp("000010", "10"), Ordering::Equal);
+        assert_eq!(seq_cmp("49500", "49499"), Ordering::Greater);
+        assert_eq!(seq_cmp("0", ""), Ordering::Equal);
+        assert!(seq_in_range("10", "0010", "12"));
+        assert!(seq_in_range("12", "10", "12"));
+        assert!(!seq_in_range("9", "10", "12"));
+        assert!(!seq_in_range("13", "10", "12"));
+    }
 }

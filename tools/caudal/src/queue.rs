@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use indicatif::ProgressBar;
 
 use crate::run::Interrupt;
@@ -164,17 +162,7 @@ pub async fn redrive(
             r.interrupted = true;
             break;
         }
-        let out = sqs
-            .receive_message()
-            .queue_url(dlq)
-            .max_number_of_messages(BATCH as i32)
-            .wait_time_seconds(1)
-            .visibility_timeout(120)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .map_err(|e| err("ReceiveMessage", dlq, caudal_aws::call_error(&e)))?;
-        let messages = out.messages();
+        let messages = receive(sqs, dlq, 120).await?;
         if messages.is_empty() {
             empty_receives += 1;
             // The counts are approximate: a few empty receives in a row mean empty.
@@ -184,15 +172,10 @@ pub async fn redrive(
             continue;
         }
         empty_receives = 0;
-        let bodies: Vec<String> = messages
-            .iter()
-            .map(|m| m.body().unwrap_or_default().to_owned())
-            .collect();
+        let bodies: Vec<String> = messages.iter().map(|(b, _)| b.clone()).collect();
         send_batch(sqs, target, &bodies).await?;
-        for m in messages {
-            if let Some(h) = m.receipt_handle() {
-                delete(sqs, dlq, h).await?;
-            }
+        for (_, receipt) in &messages {
+            delete(sqs, dlq, receipt).await?;
         }
         r.moved += messages.len() as u64;
         bar.inc(messages.len() as u64);
@@ -202,19 +185,10 @@ pub async fn redrive(
 
 /// Up to ten message bodies of `url`, made visible again at once (what a dry run shows).
 pub async fn peek(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Vec<String>, QueueError> {
-    let out = sqs
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(BATCH as i32)
-        .wait_time_seconds(1)
-        .visibility_timeout(0)
-        .send()
-        .await
-        .map_err(|e| err("ReceiveMessage", url, caudal_aws::call_error(&e)))?;
-    Ok(out
-        .messages()
-        .iter()
-        .map(|m| m.body().unwrap_or_default().to_owned())
+    Ok(receive(sqs, url, 0)
+        .await?
+        .into_iter()
+        .map(|(body, _)| body)
         .collect())
 }
 

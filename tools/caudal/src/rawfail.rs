@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue;
 use crate::run::Interrupt;
-use crate::stream::{self, From, seq_cmp};
+use caudal_core::stream::seq_cmp;
+
+use crate::stream::{self, From};
 use crate::{Ctx, OpError};
 
 /// One failed batch (the `KinesisBatchInfo` of an on-failure record).
@@ -163,9 +165,9 @@ pub async fn read_back(ctx: &Ctx, b: &FailedBatch) -> Result<Vec<KinesisRecord>,
         &ctx.resources.stream,
         &b.shard,
         &From::Sequence(b.start.clone()),
-        |r| seq_cmp(&r.seq, &b.end) == std::cmp::Ordering::Greater,
+        |r| seq_cmp(&r.seq, &b.end).is_gt(),
         |r| {
-            if seq_cmp(&r.seq, &b.start) != std::cmp::Ordering::Less {
+            if seq_cmp(&r.seq, &b.start).is_ge() {
                 out.push(KinesisRecord {
                     shard_id: r.shard,
                     sequence_number: r.seq,

@@ -17,12 +17,14 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::provider::ProvideCredentials;
 use caudal_core::keys::{RAW_PREFIX, parse_batch_key};
 use caudal_core::rules::Ident;
-use caudal_core::warehouse::Param;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::archive::{self, hour_prefixes};
-use crate::stream::{self, From, seq_cmp};
+use caudal_core::stream::seq_in_range;
+
+use crate::stream::{self, From};
+use crate::warehouse::in_params;
 use crate::{Ctx, OpError};
 
 /// How to smoke-test.
@@ -313,8 +315,7 @@ async fn follow(
                         parse_batch_key(&o.key).is_some_and(|k| {
                             &k.shard_id == shard
                                 && k.region == ctx.resources.raw_key_region
-                                && seq_cmp(&k.first_seq, seq) != std::cmp::Ordering::Greater
-                                && seq_cmp(seq, &k.last_seq) != std::cmp::Ordering::Greater
+                                && seq_in_range(seq, &k.first_seq, &k.last_seq)
                         })
                     })
                     .map(|o| o.key.clone());
@@ -347,17 +348,12 @@ async fn follow(
 
 /// The ledger's `loaded_at` (epoch ms) of `keys`.
 async fn loaded_at_ms(ctx: &Ctx, keys: &[String]) -> Result<BTreeMap<String, i64>, OpError> {
-    let names: Vec<String> = (0..keys.len()).map(|i| format!(":k{i}")).collect();
-    let params: Vec<Param> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Param::new(format!("k{i}"), k.as_str()))
-        .collect();
+    let (names, params) = in_params("k", keys);
     let sql = format!(
         "SELECT raw_key, CAST(EXTRACT(EPOCH FROM loaded_at) * 1000 AS BIGINT) FROM {}.\"caudal_ledger\" \
          WHERE raw_key IN ({})",
         ctx.warehouse.schema.quoted(),
-        names.join(", ")
+        names
     );
     Ok(ctx
         .warehouse
@@ -375,17 +371,12 @@ async fn rows_in(
     ids: &[String],
     deadline: tokio::time::Instant,
 ) -> Result<usize, OpError> {
-    let names: Vec<String> = (0..ids.len()).map(|i| format!(":e{i}")).collect();
-    let params: Vec<Param> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, k)| Param::new(format!("e{i}"), k.as_str()))
-        .collect();
+    let (names, params) = in_params("e", ids);
     let sql = format!(
         "SELECT COUNT(*) FROM {}.{} WHERE event_id IN ({})",
         ctx.warehouse.schema.quoted(),
         table.quoted(),
-        names.join(", ")
+        names
     );
     loop {
         let n = ctx

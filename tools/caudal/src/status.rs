@@ -13,7 +13,9 @@ use crate::archive::{self, KEY_END, Listed, hour_prefixes};
 use crate::metrics::{self, Series};
 use crate::queue::{self, Depth};
 use crate::rawfail::FailedBatch;
-use crate::stream::{self, From, seq_cmp};
+use caudal_core::stream::seq_in_range;
+
+use crate::stream::{self, From};
 use crate::warehouse::{LedgerRow, Reconciliation};
 use crate::{Ctx, OpError};
 
@@ -374,10 +376,7 @@ type Ranges = Vec<(String, String, usize)>;
 
 fn covering<'a>(ranges: &'a Ranges, seq: &str) -> Option<&'a (String, String, usize)> {
     // Few ranges per shard and window: a linear scan is plenty.
-    ranges.iter().find(|(a, b, _)| {
-        seq_cmp(a, seq) != std::cmp::Ordering::Greater
-            && seq_cmp(seq, b) != std::cmp::Ordering::Greater
-    })
+    ranges.iter().find(|(a, b, _)| seq_in_range(seq, a, b))
 }
 
 /// Gathers the reconciliation since `since`.

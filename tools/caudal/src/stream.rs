@@ -3,7 +3,6 @@
 //! GetRecords is limited to five calls per second per shard; the reader paces itself and the
 //! SDK's retries absorb throttling.
 
-use std::cmp::Ordering;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::DateTime;
@@ -45,13 +44,6 @@ impl Read {
         OffsetDateTime::from_unix_timestamp_nanos((self.arrival * 1e3).round() as i128 * 1_000_000)
             .ok()
     }
-}
-
-/// Compares decimal sequence numbers numerically (leading zeros ignored: keys pad them).
-pub fn seq_cmp(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// Pause between GetRecords calls on one shard (the limit is 5 per second).
@@ -181,17 +173,4 @@ pub async fn read(
         tokio::time::sleep(PACE).await;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sequence_numbers_compare_as_numbers() {
-        assert_eq!(seq_cmp("9", "10"), Ordering::Less);
-        assert_eq!(seq_cmp("000010", "10"), Ordering::Equal);
-        assert_eq!(seq_cmp("49500", "49499"), Ordering::Greater);
-        assert_eq!(seq_cmp("0", ""), Ordering::Equal);
-    }
 }

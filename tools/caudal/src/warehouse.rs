@@ -209,6 +209,18 @@ impl Warehouse {
     }
 }
 
+/// `:<p>0, :<p>1, …` for `values`, and their parameters: an `IN (…)` list of Data API
+/// parameters.
+pub fn in_params(prefix: &str, values: &[String]) -> (String, Vec<Param>) {
+    let names: Vec<String> = (0..values.len()).map(|i| format!(":{prefix}{i}")).collect();
+    let params = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Param::new(format!("{prefix}{i}"), v.as_str()))
+        .collect();
+    (names.join(", "), params)
+}
+
 /// ` WHERE loaded_at >= CAST(:since AS TIMESTAMPTZ)` and its parameter, or nothing.
 fn since_filter(since: Option<OffsetDateTime>) -> (String, Vec<Param>) {
     match since {
