@@ -208,6 +208,19 @@ impl Relay {
         result
     }
 
+    /// Deletes `m` from the relay queue (best effort: a failed delete only delivers it again).
+    async fn delete_relayed(&self, m: &aws_sdk_sqs::types::Message) {
+        if let Some(rh) = m.receipt_handle() {
+            let _ = self
+                .sqs
+                .delete_message()
+                .queue_url(&self.relay_url)
+                .receipt_handle(rh)
+                .send()
+                .await;
+        }
+    }
+
     async fn forward(&self, messages: &[aws_sdk_sqs::types::Message]) -> Result<(), String> {
         if let Some(c) = self
             .chaos
@@ -216,15 +229,7 @@ impl Relay {
         {
             // Lost: deleted from the relay queue, never delivered.
             for m in messages {
-                if let Some(rh) = m.receipt_handle() {
-                    let _ = self
-                        .sqs
-                        .delete_message()
-                        .queue_url(&self.relay_url)
-                        .receipt_handle(rh)
-                        .send()
-                        .await;
-                }
+                self.delete_relayed(m).await;
             }
             c.stats
                 .add(Fault::NotificationsDropped, messages.len() as u64);
@@ -289,15 +294,7 @@ impl Relay {
                 continue; // stays in the relay queue and is forwarded again
             }
             self.forwarded.fetch_add(1, Ordering::Relaxed);
-            if let Some(rh) = m.receipt_handle() {
-                let _ = self
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.relay_url)
-                    .receipt_handle(rh)
-                    .send()
-                    .await;
-            }
+            self.delete_relayed(m).await;
         }
         Ok(())
     }
