@@ -13,6 +13,7 @@
 //! | [`envelope`] | the envelope written to Kinesis: original bytes + server metadata | yes |
 //! | [`batching`] | size- and count-aware chunking (PutRecords, PutRecordBatch, packing) | yes |
 //! | [`retry`] | backoff with jitter, deadline, partial-failure resend of failed entries only | yes (tokio timers) |
+//! | [`pack`] | packed Kinesis records (KPL aggregation): many envelopes per record | yes |
 //! | [`raw`] | the raw-archive NDJSON line: envelope + Kinesis coordinates | yes |
 //! | [`keys`] | deterministic S3 key naming (raw, raw-invalid, staging, rejected) | yes |
 //! | [`codec`] | gzip/zstd encoders and capped decoders | yes |
@@ -35,6 +36,7 @@ pub mod event;
 pub mod keys;
 pub mod limits;
 mod null_marker;
+pub mod pack;
 pub mod raw;
 pub mod retry;
 pub mod rules;
