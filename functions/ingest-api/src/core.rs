@@ -11,6 +11,7 @@ use caudal_core::event::{
     self, BodyError, Event, ItemResult, MediaType, ParseOptions, RejectCode, Rejection,
 };
 use caudal_core::limits::KINESIS_RECORD_MAX_BYTES;
+use caudal_core::pack::{PackPolicy, pack_records};
 use caudal_core::stream::Record;
 
 /// One request item on its way to the receipt.
@@ -36,6 +37,28 @@ pub struct Prepared<'a> {
     pub slots: Vec<Slot<'a>>,
     /// The records to send, in request order.
     pub records: Vec<Record>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Pack the records (one per event as [`prepare`] makes them) by `policy`
+    /// ([`caudal_core::pack::pack_records`]); every slot then names the record that carries
+    /// its event, so the receipt answers each event by its record's outcome.
+    pub fn pack(self, policy: &PackPolicy) -> Self {
+        let (records, of_event) = pack_records(self.records, policy);
+        let slots = self
+            .slots
+            .into_iter()
+            .map(|s| match s {
+                Slot::Send { index, id, record } => Slot::Send {
+                    index,
+                    id,
+                    record: of_event.get(record).copied().unwrap_or(record),
+                },
+                rejected => rejected,
+            })
+            .collect();
+        Self { slots, records }
+    }
 }
 
 /// A check applied to every valid event before it is enveloped (the optional schema validation).
@@ -153,6 +176,38 @@ mod tests {
         let env = Envelope::parse(&p.records[0].data).unwrap();
         assert_eq!(&*env.event_bytes(), br#"{"type":"a","id":"x","user":"u1"}"#);
         assert_eq!(env.request_id.as_deref(), Some("r-1"));
+    }
+
+    #[test]
+    fn packed_slots_name_the_record_that_carries_their_event() {
+        let body = br#"[{"type":"a","u":"1"},{"t":0},{"type":"a","u":"2"},{"type":"a","u":"1"}]"#;
+        let opts = ParseOptions {
+            partition_key_field: Some("u"),
+            ..ParseOptions::default()
+        };
+        let p = prepare(body, MediaType::Json, &opts, &meta(), None).unwrap();
+        let singles = p.records.clone();
+        let by_key = PackPolicy {
+            by_key: true,
+            ..PackPolicy::default()
+        };
+        let p = p.pack(&by_key);
+        let records: Vec<usize> = p
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Send { record, .. } => Some(*record),
+                Slot::Rejected(_) => None,
+            })
+            .collect();
+        assert_eq!(records, vec![0, 1, 0]);
+        assert!(matches!(&p.slots[1], Slot::Rejected(r) if r.index == 1));
+        assert_eq!(p.records.len(), 2);
+        assert_eq!(p.records[0].partition_key, "1");
+        let users = caudal_core::pack::unpack(&p.records[0].data).unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[1].data, &singles[2].data[..]);
+        assert_eq!(p.records[1], singles[1], "a key alone keeps the single form");
     }
 
     #[test]

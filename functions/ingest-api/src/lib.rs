@@ -26,7 +26,8 @@ use caudal_aws::clients::ClientFactory;
 use caudal_aws::kinesis;
 use caudal_core::config::{ConfigError, Env, RulesFileError};
 use caudal_core::event::{self, BodyError, Event, MediaType, ParseOptions, RejectCode};
-use caudal_core::limits::Limits;
+use caudal_core::limits::{KINESIS_RECORD_MAX_BYTES, Limits};
+use caudal_core::pack::{DEFAULT_TARGET_BYTES, PackPolicy};
 use caudal_core::retry::{DeadlinePolicy, RetryPolicy};
 use caudal_core::rules::RuleSet;
 use caudal_core::stream::PutOutcome;
@@ -70,7 +71,17 @@ pub struct Config {
     pub spill_bucket: Option<String>,
     /// `SPILL_RESERVE_MS`: time of the put budget kept back for the spill write.
     pub spill_reserve: Duration,
+    /// `PACK_TARGET_BYTES` (0 = one event per record) and, from `PARTITION_KEY_FIELD`, whether
+    /// packs hold one key each: how events are packed into Kinesis records
+    /// ([`caudal_core::pack`]).
+    pub pack: PackPolicy,
 }
+
+/// Smallest packing target accepted: below a few events' worth, packing costs a protobuf and
+/// an MD5 per record for nothing.
+pub const MIN_PACK_TARGET_BYTES: u64 = 1024;
+/// Largest packing target: one Kinesis record with a 256-byte partition key.
+pub const MAX_PACK_TARGET_BYTES: u64 = (KINESIS_RECORD_MAX_BYTES - 256) as u64;
 
 impl Config {
     /// Read and check the configuration (and the rules file, when schema validation is on);
@@ -81,11 +92,28 @@ impl Config {
         } else {
             None
         };
+        let partition_key_field = env
+            .optional("PARTITION_KEY_FIELD")
+            .map(|v| v.trim().to_owned());
+        let target: u64 = env.parse_or("PACK_TARGET_BYTES", DEFAULT_TARGET_BYTES as u64)?;
+        if target != 0 && !(MIN_PACK_TARGET_BYTES..=MAX_PACK_TARGET_BYTES).contains(&target) {
+            return Err(ConfigError::Invalid {
+                name: "PACK_TARGET_BYTES".into(),
+                value: target.to_string(),
+                reason: format!(
+                    "must be 0 (no packing) or between {MIN_PACK_TARGET_BYTES} and {MAX_PACK_TARGET_BYTES}"
+                ),
+            }
+            .into());
+        }
+        let pack = PackPolicy {
+            target_bytes: usize::try_from(target).unwrap_or(DEFAULT_TARGET_BYTES),
+            by_key: partition_key_field.is_some(),
+        };
         Ok(Self {
             stream_name: env.required("STREAM_NAME")?,
-            partition_key_field: env
-                .optional("PARTITION_KEY_FIELD")
-                .map(|v| v.trim().to_owned()),
+            partition_key_field,
+            pack,
             limits: Limits::from_env(env)?,
             // API Gateway gives up after 29 s; the budget must stay well under it.
             put_deadline: Duration::from_millis(env.bounded_or("PUT_DEADLINE_MS", 8000, 25_000)?),
@@ -343,6 +371,7 @@ fn prepare_request(
     decoded.and_then(|(media, body)| {
         // `prepare` borrows the body; move both into one owner for the rest of the request.
         prepare(&body, media, &opts, meta, check).map(|p| {
+            let p = p.pack(&cfg.pack);
             let slots: Vec<core::Slot<'static>> = p
                 .slots
                 .into_iter()

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use caudal_aws::s3::{PutRequest, lost_conditional_write, put_object};
 use caudal_core::envelope::format_timestamp;
+use caudal_core::pack;
 use caudal_core::retry::{CallError, RetryPolicy};
 use caudal_core::spill::{SPILL_SHARD, SpillId, write_line};
 use caudal_core::stream::{PutOutcome, Record, Written};
@@ -120,11 +121,24 @@ pub async fn spill_failed(
     }
     let arrival = format_timestamp(now);
     let mut body = Vec::new();
-    for &i in &failed {
-        if let Some(r) = records.get(i) {
-            // Writing into a Vec cannot fail.
-            let _ = write_line(&mut body, &arrival, &r.partition_key, &r.data);
-        }
+    let mut lines = 0usize;
+    // A packed record spills as its events, one line each: the drain archives envelopes.
+    let failed: Vec<usize> = failed
+        .into_iter()
+        .filter(|&i| match records.get(i) {
+            Some(r) => match spill_lines(&mut body, &arrival, r) {
+                Some(n) => {
+                    lines += n;
+                    true
+                }
+                // Not a record ingest built; it stays `retry` rather than spill unreadable.
+                None => false,
+            },
+            None => false,
+        })
+        .collect();
+    if failed.is_empty() {
+        return SpillReport::default();
     }
     let key = caudal_core::keys::spill_key(SpillId::new(), now);
     let req = PutRequest {
@@ -153,7 +167,7 @@ pub async fn spill_failed(
                 }
             }
             SpillReport {
-                spilled: failed.len(),
+                spilled: lines,
                 key: Some(key),
                 error: None,
                 attempts,
@@ -166,6 +180,21 @@ pub async fn spill_failed(
             attempts,
         },
     }
+}
+
+/// Append the spill lines of one record (its events, when it is packed); how many, or `None`
+/// when a packed record cannot be read back.
+fn spill_lines(body: &mut Vec<u8>, arrival: &str, r: &Record) -> Option<usize> {
+    // Writing into a Vec cannot fail.
+    if !pack::is_aggregate(&r.data) {
+        let _ = write_line(body, arrival, &r.partition_key, &r.data);
+        return Some(1);
+    }
+    let users = pack::unpack(&r.data).ok()?;
+    for u in &users {
+        let _ = write_line(body, arrival, u.partition_key, u.data);
+    }
+    Some(users.len())
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ fn event_body(ev: &Value) -> Vec<u8> {
 }
 
 fn config(extra: &[(&str, &str)]) -> Config {
-    let mut vars: HashMap<String, String> = [("STREAM_NAME", STREAM)]
+    // Most tests look at single-event records; the packed ones set PACK_TARGET_BYTES.
+    let mut vars: HashMap<String, String> = [("STREAM_NAME", STREAM), ("PACK_TARGET_BYTES", "0")]
         .iter()
         .chain(extra)
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -654,6 +655,145 @@ fn config_from_env() {
         missing[2],
     ]));
     assert!(off.unwrap().schema_rules.is_none());
+    // Packing: on by default at one PUT payload unit, per key when a key field is set.
+    let c = Config::from_env(&env(&[missing[0]])).unwrap();
+    assert_eq!((c.pack.target_bytes, c.pack.by_key), (25_000, false));
+    let c = Config::from_env(&env(&[missing[0], ("PARTITION_KEY_FIELD", "u")])).unwrap();
+    assert!(c.pack.by_key);
+    for (v, ok) in [
+        ("0", Some(0)),
+        ("1023", None),
+        ("1024", Some(1024)),
+        ("1048320", Some(1_048_320)),
+        ("1048321", None),
+        ("x", None),
+    ] {
+        let c = Config::from_env(&env(&[missing[0], ("PACK_TARGET_BYTES", v)]));
+        match ok {
+            Some(n) => assert_eq!(c.unwrap().pack.target_bytes, n, "{v}"),
+            None => assert!(
+                c.unwrap_err().to_string().contains("PACK_TARGET_BYTES"),
+                "{v}"
+            ),
+        }
+    }
+}
+
+/// The envelopes of each record a request sent: a packed record's in order, a single one alone.
+fn unpacked(records: &[(String, Vec<u8>)]) -> Vec<Vec<(String, String)>> {
+    records
+        .iter()
+        .map(|(pk, data)| {
+            let users = if caudal_core::pack::is_aggregate(data) {
+                caudal_core::pack::unpack(data)
+                    .unwrap()
+                    .into_iter()
+                    .map(|u| (u.partition_key.to_owned(), u.data.to_vec()))
+                    .collect()
+            } else {
+                vec![(pk.clone(), data.clone())]
+            };
+            users
+                .into_iter()
+                .map(|(k, d)| (k, Envelope::parse(&d).unwrap().id.into_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+const PACKED: (&str, &str) = ("PACK_TARGET_BYTES", "25000");
+
+#[tokio::test]
+async fn a_batch_is_packed_into_one_record_and_every_event_answered() {
+    let (rule, seen) = recording_ok();
+    let st = state(config(&[PACKED]), RuleMode::MatchAny, &[&rule]);
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 4);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].len(), 1, "four events, one record");
+    assert_eq!(seen[0][0].0, "pv-0001", "the first event's key");
+    let ids: Vec<(String, String)> = unpacked(&seen[0]).concat();
+    let want: Vec<(String, String)> = ["pv-0001", "po-0001", "su-0001", "se-0001"]
+        .iter()
+        .map(|id| ("pv-0001".to_owned(), (*id).to_owned()))
+        .collect();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn with_a_key_field_each_key_gets_its_own_record_and_a_failed_record_fails_its_events() {
+    let (rule, seen) = recording_ok();
+    let keyed = [PACKED, ("PARTITION_KEY_FIELD", "user_id")];
+    let st = state(config(&keyed), RuleMode::MatchAny, &[&rule]);
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.body["accepted"], 4, "{}", r.body);
+    let per_record: Vec<Vec<String>> = unpacked(&seen.lock().unwrap()[0])
+        .into_iter()
+        .map(|r| r.into_iter().map(|(k, id)| format!("{k}/{id}")).collect())
+        .collect();
+    assert_eq!(
+        per_record,
+        [
+            vec!["u-42/pv-0001", "u-42/po-0001"],
+            vec!["u-77/su-0001"],
+            vec!["se-0001/se-0001"]
+        ]
+    );
+    // Kinesis keeps refusing u-42's record: both its events are `retry`, the rest accepted.
+    let u42_refused = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
+        output(
+            req.records()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| match r.partition_key() {
+                    Some("u-42") => err_entry("ProvisionedThroughputExceededException"),
+                    _ => ok_entry(i),
+                })
+                .collect(),
+        )
+    });
+    let st = state(config(&keyed), RuleMode::MatchAny, &[&u42_refused]);
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(
+        statuses(&r.body),
+        [
+            (0, "retry".into()),
+            (1, "retry".into()),
+            (2, "accepted".into()),
+            (3, "accepted".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_packed_record_kinesis_refuses_spills_as_its_events() {
+    let down = mock!(aws_sdk_kinesis::Client::put_records)
+        .sequence()
+        .http_status(503, None)
+        .repeatedly()
+        .build();
+    let (s3_rule, spilled) = spill_s3(200);
+    let st = spilling(
+        state(config(&[PACKED]), RuleMode::Sequential, &[&down]),
+        &s3_rule,
+    );
+    let r = call(&st, event("v2-batch")).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 4);
+    let objects = spilled.lock().unwrap().clone();
+    assert_eq!(objects.len(), 1);
+    let lines = caudal_core::spill::read_lines(&objects[0].1).unwrap();
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l.partition_key, "pv-0001", "the key of the record it was in");
+            let env = Envelope::parse(l.envelope.get().as_bytes()).unwrap();
+            env.id.into_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["pv-0001", "po-0001", "su-0001", "se-0001"]);
 }
 
 #[test]
