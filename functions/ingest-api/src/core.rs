@@ -207,7 +207,10 @@ mod tests {
         let users = caudal_core::pack::unpack(&p.records[0].data).unwrap();
         assert_eq!(users.len(), 2);
         assert_eq!(users[1].data, &singles[2].data[..]);
-        assert_eq!(p.records[1], singles[1], "a key alone keeps the single form");
+        assert_eq!(
+            p.records[1], singles[1],
+            "a key alone keeps the single form"
+        );
     }
 
     #[test]

@@ -788,7 +788,10 @@ async fn a_packed_record_kinesis_refuses_spills_as_its_events() {
     let ids: Vec<String> = lines
         .iter()
         .map(|l| {
-            assert_eq!(l.partition_key, "pv-0001", "the key of the record it was in");
+            assert_eq!(
+                l.partition_key, "pv-0001",
+                "the key of the record it was in"
+            );
             let env = Envelope::parse(l.envelope.get().as_bytes()).unwrap();
             env.id.into_owned()
         })

@@ -194,6 +194,7 @@ async fn drain_object(
                 sequence_number: sequence_number.into(),
                 arrival: line.arrival.clone(),
                 partition_key: line.partition_key.clone(),
+                sub_sequence_number: None,
             },
             arrival,
             data: RecordData::Bytes(line.envelope.get().as_bytes()),

@@ -54,6 +54,7 @@ pub fn invalid_reason(data: &RecordData<'_>) -> Option<String> {
     match data {
         RecordData::Bytes(bytes) => Envelope::parse(bytes).err().map(|e| e.to_string()),
         RecordData::Undecodable { reason, .. } => Some((*reason).to_owned()),
+        RecordData::Unpackable { error, .. } => Some(format!("packed record: {error}")),
     }
 }
 
@@ -92,7 +93,7 @@ fn new_encoder(codec: Codec, capacity: usize) -> io::Result<LineSink> {
 pub fn write_raw_line<W: Write>(w: &mut W, record: &InRecord<'_>) -> io::Result<()> {
     match record.data {
         RecordData::Bytes(bytes) => raw::write_line(w, &record.coords, bytes),
-        RecordData::Undecodable { .. } => Err(io::Error::new(
+        RecordData::Undecodable { .. } | RecordData::Unpackable { .. } => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "undecodable record has no raw line",
         )),
@@ -131,7 +132,7 @@ pub fn encode_batch(records: &[InRecord<'_>], codec: Codec) -> io::Result<Encode
                     None => invalid_enc.insert(new_encoder(codec, 4096)?),
                 };
                 let original = match record.data {
-                    RecordData::Bytes(b) => b,
+                    RecordData::Bytes(b) | RecordData::Unpackable { bytes: b, .. } => b,
                     RecordData::Undecodable { original, .. } => original,
                 };
                 raw::write_invalid_line(enc, &record.coords, &reason, original)?;
@@ -176,6 +177,7 @@ mod tests {
                 sequence_number: seq.into(),
                 arrival: "2026-11-25T19:55:18.000Z".into(),
                 partition_key: "pk".into(),
+                sub_sequence_number: None,
             },
             arrival: time::macros::datetime!(2026-11-25 19:55:18 UTC),
             data,

@@ -333,6 +333,7 @@ mod tests {
                     sequence_number: s.as_str().into(),
                     arrival: "2026-11-25T19:55:18.000Z".into(),
                     partition_key: "p".into(),
+                    sub_sequence_number: None,
                 },
                 arrival: time::OffsetDateTime::UNIX_EPOCH,
                 data: RecordData::Bytes(e),

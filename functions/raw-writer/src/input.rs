@@ -17,6 +17,7 @@
 //! at one decoded event plus the compressed output.
 
 use base64::Engine as _;
+use caudal_core::pack::{self, PackError};
 use caudal_core::raw::KinesisCoords;
 use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
@@ -195,13 +196,20 @@ pub enum RecordData<'a> {
         /// Why it could not be decoded.
         reason: &'a str,
     },
+    /// The record has the packed form's magic but is not a readable packed record.
+    Unpackable {
+        /// The record data.
+        bytes: &'a [u8],
+        /// What is wrong with it.
+        error: PackError,
+    },
 }
 
 impl RecordData<'_> {
     /// Number of payload bytes.
     pub fn len(&self) -> usize {
         match self {
-            RecordData::Bytes(b) => b.len(),
+            RecordData::Bytes(b) | RecordData::Unpackable { bytes: b, .. } => b.len(),
             RecordData::Undecodable { original, .. } => original.len(),
         }
     }
@@ -275,6 +283,37 @@ fn valid_seq(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Append `rec`, or the events of a packed record ([`caudal_core::pack`]): each keeps the
+/// record's shard, sequence number and arrival, with its own partition key and sub-sequence
+/// number. A record with the packed form's magic that cannot be unpacked stays whole, as
+/// [`RecordData::Unpackable`], for `raw-invalid/`.
+fn unpack_into<'a>(out: &mut Vec<InRecord<'a>>, rec: InRecord<'a>) {
+    let RecordData::Bytes(bytes) = rec.data else {
+        out.push(rec);
+        return;
+    };
+    if !pack::is_aggregate(bytes) {
+        out.push(rec);
+        return;
+    }
+    match pack::unpack(bytes) {
+        Ok(users) => out.extend(users.into_iter().enumerate().map(|(i, u)| InRecord {
+            coords: KinesisCoords {
+                partition_key: u.partition_key.into(),
+                // At most 1 MiB of record, so at most ~300k user records of ≥ 3 bytes.
+                sub_sequence_number: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+                ..rec.coords.clone()
+            },
+            arrival: rec.arrival,
+            data: RecordData::Bytes(u.data),
+        })),
+        Err(error) => out.push(InRecord {
+            data: RecordData::Unpackable { bytes, error },
+            ..rec
+        }),
+    }
+}
+
 /// Validate every record and group them by shard (shards in order of first appearance; records
 /// of each shard sorted by sequence number, which is the order Lambda delivers them in).
 ///
@@ -310,17 +349,23 @@ pub fn group<'a>(records: &[RecordRef<'a>]) -> Result<Vec<ShardBatch<'a>>, Event
                 sequence_number: r.sequence_number.into(),
                 arrival: caudal_core::envelope::format_timestamp(arrival).into(),
                 partition_key: r.partition_key.into(),
+                sub_sequence_number: None,
             },
             arrival,
             data: r.data,
         };
-        match batches.iter_mut().find(|b| b.shard_id == shard) {
-            Some(b) => b.records.push(rec),
-            None => batches.push(ShardBatch {
-                shard_id: shard,
-                records: vec![rec],
-            }),
-        }
+        let batch = match batches.iter().position(|b| b.shard_id == shard) {
+            Some(i) => &mut batches[i],
+            None => {
+                batches.push(ShardBatch {
+                    shard_id: shard,
+                    records: Vec::new(),
+                });
+                let last = batches.len() - 1;
+                &mut batches[last]
+            }
+        };
+        unpack_into(&mut batch.records, rec);
     }
     for b in &mut batches {
         // Stable and a no-op for what Lambda sends; keeps keys and "lowest failed" exact for

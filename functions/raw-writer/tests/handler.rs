@@ -798,6 +798,103 @@ async fn invalid_records_go_to_raw_invalid_and_are_not_forwarded() {
 }
 
 #[tokio::test]
+async fn packed_records_are_archived_one_line_per_event_with_their_position() {
+    // Four records: a single envelope; a packed record of [envelope, foreign bytes, envelope]
+    // under key u-7; a packed record whose MD5 is wrong; a single envelope.
+    let (s3, log) = s3_client(0, 200, "");
+    let (fh, fh_log) = firehose_ok();
+    let state = State::new(config(true), s3, fh, sqs_ok());
+    assert!(run(&state, "raw-writer-packed.json").await.is_empty());
+    let records = records_of("raw-writer-packed.json");
+    let users = caudal_core::pack::unpack(&records[1].1).unwrap();
+    let raw = log.put("raw/");
+    assert!(
+        raw.key.contains(&pad(&records[0].0)) && raw.key.contains(&pad(&records[3].0)),
+        "keyed by the records' range: {}",
+        raw.key
+    );
+    assert_eq!(raw.metadata["record-count"], "4");
+    assert_eq!(raw.metadata["invalid-count"], "2");
+    let good = lines(Codec::default(), &raw.body);
+    let seen: Vec<(String, String, Option<u32>, Vec<u8>)> = good
+        .iter()
+        .map(|l| {
+            let line = RawLine::parse(l).unwrap();
+            (
+                line.kinesis.sequence_number.into_owned(),
+                line.kinesis.partition_key.into_owned(),
+                line.kinesis.sub_sequence_number,
+                line.envelope.get().as_bytes().to_vec(),
+            )
+        })
+        .collect();
+    let want = vec![
+        (
+            records[0].0.clone(),
+            "u-1".to_owned(),
+            None,
+            records[0].1.clone(),
+        ),
+        (
+            records[1].0.clone(),
+            "u-7".to_owned(),
+            Some(0),
+            users[0].data.to_vec(),
+        ),
+        (
+            records[1].0.clone(),
+            "u-7".to_owned(),
+            Some(2),
+            users[2].data.to_vec(),
+        ),
+        (
+            records[3].0.clone(),
+            "u-9".to_owned(),
+            None,
+            records[3].1.clone(),
+        ),
+    ];
+    assert_eq!(seen, want, "every event byte for byte, in stream order");
+    // A single-event record's line is exactly the one written before packing existed.
+    assert!(!contains(&good[0], "sub_sequence_number"));
+    assert!(contains(
+        &good[1],
+        r#""partition_key":"u-7","sub_sequence_number":0}"#
+    ));
+
+    let bad = lines(Codec::default(), &log.put("raw-invalid/").body);
+    assert_eq!(bad.len(), 2);
+    let v: Vec<serde_json::Value> = bad
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v["data_b64"].as_str().unwrap())
+            .unwrap()
+    };
+    // The foreign user record alone, at its position; the unreadable pack whole.
+    assert_eq!(v[0]["kinesis"]["sub_sequence_number"], 1);
+    assert_eq!(b64(&v[0]), users[1].data);
+    assert_eq!(v[1]["kinesis"]["sequence_number"], records[2].0.as_str());
+    assert!(v[1]["kinesis"].get("sub_sequence_number").is_none());
+    assert_eq!(b64(&v[1]), records[2].1, "every byte kept");
+    assert!(
+        v[1]["reason"].as_str().unwrap().contains("MD5"),
+        "{}",
+        v[1]["reason"]
+    );
+    let forwarded: Vec<u8> = fh_log.calls().concat().concat();
+    assert_eq!(
+        forwarded,
+        Codec::default()
+            .decompress_capped(&raw.body, 1 << 20)
+            .unwrap(),
+        "the lake gets the same lines"
+    );
+}
+
+#[tokio::test]
 async fn a_single_record_batch_is_keyed_by_its_own_sequence_number() {
     let (s3, log) = s3_client(0, 200, "");
     let (fh, _) = firehose_ok();

@@ -444,6 +444,7 @@ fn line_from(principal: Option<&str>, id: &str, event: &str, seq: u64) -> Vec<u8
         sequence_number: seq.to_string().into(),
         arrival: "2026-11-25T19:55:18.000Z".into(),
         partition_key: "pk".into(),
+        sub_sequence_number: None,
     };
     let mut out = Vec::new();
     caudal_core::raw::write_line(&mut out, &coords, &env).unwrap();

@@ -444,7 +444,8 @@ pub fn unpack(data: &[u8]) -> Result<Vec<UserRecord<'_>>, PackError> {
         match (field, wire) {
             (FIELD_KEY_TABLE, WIRE_LEN) => {
                 let s = r.len_delimited()?;
-                let key = std::str::from_utf8(s.bytes).map_err(|_| PackError::KeyUtf8(keys.len()))?;
+                let key =
+                    std::str::from_utf8(s.bytes).map_err(|_| PackError::KeyUtf8(keys.len()))?;
                 keys.push(key);
             }
             (FIELD_HASH_KEY_TABLE, WIRE_LEN) => r.skip(WIRE_LEN)?,
@@ -616,7 +617,11 @@ mod tests {
             assert!(r.size() <= policy.target_bytes, "{}", r.size());
         }
         // Every event once, in request order, under the key of its pack's first event.
-        let flat: Vec<Vec<u8>> = carried(&records).into_iter().flatten().map(|c| c.1).collect();
+        let flat: Vec<Vec<u8>> = carried(&records)
+            .into_iter()
+            .flatten()
+            .map(|c| c.1)
+            .collect();
         let want: Vec<Vec<u8>> = events.iter().map(|e| e.data.clone()).collect();
         assert_eq!(flat, want);
         assert_eq!(records[0].partition_key, "id0");
@@ -706,12 +711,11 @@ mod tests {
         // index varint's.
         let big = vec![b'x'; 20_000];
         let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
-        for len in [0, 1, 120, 123, 124, 127, 128, 16_380, 16_383, 16_384, 20_000] {
-            let recs: Vec<UserRecord<'_>> = keys
-                .iter()
-                .take(130)
-                .map(|k| rec(k, &big[..len]))
-                .collect();
+        for len in [
+            0, 1, 120, 123, 124, 127, 128, 16_380, 16_383, 16_384, 20_000,
+        ] {
+            let recs: Vec<UserRecord<'_>> =
+                keys.iter().take(130).map(|k| rec(k, &big[..len])).collect();
             let out = pack(&recs);
             let back = unpack(&out).unwrap();
             assert_eq!(back.len(), 130);
@@ -726,7 +730,9 @@ mod tests {
     fn reads_what_other_producers_may_write() {
         // Records before the key table, an explicit hash key table and index, tags, an unknown
         // field of every wire type: all ignored as protobuf readers do.
-        let mut body = vec![0x1a, 12, 0x08, 0, 0x10, 0, 0x1a, 2, b'h', b'i', 0x22, 2, 0x0a, 0];
+        let mut body = vec![
+            0x1a, 12, 0x08, 0, 0x10, 0, 0x1a, 2, b'h', b'i', 0x22, 2, 0x0a, 0,
+        ];
         body.extend_from_slice(&[0x0a, 1, b'p', 0x12, 2, b'4', b'2']);
         body.extend_from_slice(&[0x28, 0x96, 0x01]); // field 5, varint
         body.extend_from_slice(&[0x31, 0, 0, 0, 0, 0, 0, 0, 0]); // field 6, fixed64
@@ -794,7 +800,9 @@ mod tests {
             assert_eq!(unpack(&reframe(body)), Err(want), "{body:?}");
         }
         // Varints: ten bytes with only the top bit in the last are u64::MAX; more is too long.
-        let max = [0x1a, 12, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let max = [
+            0x1a, 12, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         let mut body = vec![0x0a, 1, b'p'];
         body.extend_from_slice(&max);
         body.push(0x1a);

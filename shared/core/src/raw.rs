@@ -2,7 +2,8 @@
 //!
 //! `{"kinesis":{"shard_id":…,"sequence_number":…,"arrival":…,"partition_key":…},"envelope":…}`
 //! — the envelope bytes are copied verbatim, never re-encoded, and the Kinesis coordinates make
-//! every final row traceable to its record. Records that are not envelopes are archived as
+//! every final row traceable to its record. An event from a packed record ([`crate::pack`]) also
+//! names its position in it: `"sub_sequence_number":n` after `partition_key`. Records that are not envelopes are archived as
 //! `{"kinesis":{…},"reason":…,"data_b64":…}` lines under `raw-invalid/`.
 
 use std::borrow::Cow;
@@ -24,9 +25,13 @@ pub struct KinesisCoords<'a> {
     /// Approximate arrival time, RFC 3339 UTC with milliseconds.
     #[serde(borrow)]
     pub arrival: Cow<'a, str>,
-    /// The record's partition key.
+    /// The record's partition key (a packed event's: its user record's).
     #[serde(borrow)]
     pub partition_key: Cow<'a, str>,
+    /// The event's position inside a packed record ([`crate::pack`]; the KCL's name); absent
+    /// for a record that holds one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_sequence_number: Option<u32>,
 }
 
 /// Write one archive line (with its trailing newline) for a valid envelope.
@@ -99,6 +104,7 @@ mod tests {
             sequence_number: "49590338271490256608559692538361571095921575989136588898".into(),
             arrival: "2026-11-25T19:55:18.000Z".into(),
             partition_key: "user \"7\"".into(),
+            sub_sequence_number: None,
         }
     }
 

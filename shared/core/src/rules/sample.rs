@@ -47,6 +47,7 @@ pub fn wrap_client_event(
         sequence_number: format!("{n:056}").into(),
         arrival: crate::envelope::format_timestamp(received_at).into(),
         partition_key: id.to_owned().into(),
+        sub_sequence_number: None,
     };
     let mut out = Vec::with_capacity(env.len() + 200);
     crate::raw::write_line(&mut out, &coords, &env).map_err(|e| e.to_string())?;

@@ -59,6 +59,7 @@ fn raw_from(bytes: &[u8], ua: Option<&str>, ip: Option<&str>, principal: Option<
         sequence_number: "4959".into(),
         arrival: "2026-11-25T19:55:18.000Z".into(),
         partition_key: "pk".into(),
+        sub_sequence_number: None,
     };
     let mut out = Vec::new();
     crate::raw::write_line(&mut out, &coords, &env).unwrap();
@@ -470,6 +471,7 @@ fn event_text_form_is_read() {
         sequence_number: "1".into(),
         arrival: "a".into(),
         partition_key: "p".into(),
+        sub_sequence_number: None,
     };
     let mut line = Vec::new();
     crate::raw::write_line(&mut line, &coords, &env).unwrap();
