@@ -18,6 +18,8 @@
 //!    same events to both regions' APIs and some events to the second only: every event is
 //!    exactly one row, the second region's raw keys name it, the copies count as duplicates,
 //!    and the reconciliation stays at zero.
+//! 5. Packing: 1,000 events of 500 bytes in requests of 50 take at least 10× fewer Kinesis
+//!    records than events (every phase's events are packed; this one measures the goal).
 //!
 //! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
 
@@ -261,8 +263,14 @@ async fn the_pipeline_loads_everything_exactly_once() {
 
     // Stage totals agree with what was sent.
     assert_eq!(
-        counts.kinesis_processed as usize, accepted_lines,
+        counts.kinesis_events as usize, accepted_lines,
         "every accepted event reached Kinesis once"
+    );
+    assert!(
+        counts.kinesis_processed * 10 <= counts.kinesis_events,
+        "packed: {} records for {} events",
+        counts.kinesis_processed,
+        counts.kinesis_events
     );
     assert_eq!(counts.kinesis_failed, 0);
     assert_eq!(counts.raw_invalid_objects, 0);
@@ -468,10 +476,70 @@ async fn the_pipeline_loads_everything_exactly_once() {
     );
 
     two_regions(&stack, &run, &pg, &counts3).await;
+    packing(&stack, &run, &pg).await;
 
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);
     eprintln!("e2e total {:?}", started.elapsed());
+}
+
+/// Phase 5: 500-byte events in requests of 50 (the size and batch the packing goal names) take
+/// at least 10× fewer Kinesis records than events, and still load exactly once.
+async fn packing(stack: &Stack, run: &str, pg: &tokio_postgres::Client) {
+    const REQUESTS: usize = 20;
+    const PER_REQUEST: usize = 50;
+    let phase = Instant::now();
+    let before = report::wait_until_loaded(stack, LOAD_TIMEOUT)
+        .await
+        .expect("settled before packing");
+    let items: Vec<Item> = (0..REQUESTS * PER_REQUEST)
+        .map(|k| {
+            // Page views only (i % 20 < 6), each padded to 500 bytes.
+            let mut it = item(&format!("{run}pack"), (k / 6) * 20 + k % 6);
+            let pad = 500usize.saturating_sub(it.line.len() + 10);
+            let mut v: Value = serde_json::from_str(&it.line).unwrap();
+            v["pad"] = json!("p".repeat(pad));
+            it.line = v.to_string();
+            assert!((495..=505).contains(&it.line.len()), "{}", it.line.len());
+            it
+        })
+        .collect();
+    let requests: Vec<Request> = items
+        .chunks(PER_REQUEST)
+        .enumerate()
+        .map(|(n, c)| request(c, n, "caudal-e2e/1.0"))
+        .collect();
+    let sent = send_all(stack.api_url(), &requests, &HashSet::new(), None).await;
+    assert_eq!(sent.accepted.len(), items.len(), "{:?}", sent.statuses);
+    let after = report::wait_until_loaded(stack, LOAD_TIMEOUT)
+        .await
+        .expect("settles after packing");
+    let records = after.kinesis_processed - before.kinesis_processed;
+    let events = after.kinesis_events - before.kinesis_events;
+    assert_eq!(
+        events as usize,
+        items.len(),
+        "every event reached Kinesis once"
+    );
+    assert!(
+        records * 10 <= events,
+        "{records} records for {events} events: less than 10× packing"
+    );
+    assert!(after.reconciliation.mismatches.is_empty());
+    let rows = rows_by_id_and_table(pg).await;
+    for it in &items {
+        let n: i64 = rows
+            .get(&it.id)
+            .map(|t| t.iter().map(|(_, n)| n).sum())
+            .unwrap_or(0);
+        assert_eq!(n, 1, "{} must be exactly one row", it.id);
+    }
+    eprintln!(
+        "phase 5: {events} events of 500 B in requests of {PER_REQUEST} took {records} Kinesis \
+         records ({:.1} events per record), all loaded once ({:?})",
+        events as f64 / records.max(1) as f64,
+        phase.elapsed()
+    );
 }
 
 /// Phase 4: the same events sent to both regions, and some to the second only, are each one

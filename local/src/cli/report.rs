@@ -80,6 +80,8 @@ pub struct Counts {
     pub kinesis_read: u64,
     /// Stream records whose batch succeeded.
     pub kinesis_processed: u64,
+    /// The events those records held (a packed record holds many).
+    pub kinesis_events: u64,
     /// Stream records given up on (sent to the OnFailure destination).
     pub kinesis_failed: u64,
     /// Every region's raw bucket, the home region's first.
@@ -214,6 +216,7 @@ async fn collect_pipeline(stack: &Stack, c: &mut Counts) -> Result<(), ReportErr
         for k in r.kinesis_mappings() {
             c.kinesis_read += k.stats.received.load(Ordering::Relaxed);
             c.kinesis_processed += k.stats.succeeded.load(Ordering::Relaxed);
+            c.kinesis_events += k.stats.events_succeeded.load(Ordering::Relaxed);
             c.kinesis_failed += k.stats.sent_to_on_failure.load(Ordering::Relaxed);
         }
         if let Some(bucket) = r.function_env("RAW_BUCKET") {
@@ -443,6 +446,12 @@ impl fmt::Display for Counts {
             f,
             "  records processed {:>10}   (read {}, given up {})",
             self.kinesis_processed, self.kinesis_read, self.kinesis_failed
+        )?;
+        writeln!(
+            f,
+            "  events in them    {:>10}   ({:.1} per record)",
+            self.kinesis_events,
+            self.kinesis_events as f64 / self.kinesis_processed.max(1) as f64
         )?;
         let buckets: Vec<String> = self
             .raw_buckets

@@ -78,6 +78,9 @@ pub struct MappingStats {
     pub received: AtomicU64,
     /// Records/messages whose processing succeeded (checkpointed or deleted).
     pub succeeded: AtomicU64,
+    /// Kinesis: the events those records held (a packed record counts its user records,
+    /// [`caudal_core::pack::contents`]); SQS: the messages again.
+    pub events_succeeded: AtomicU64,
     /// Invocations made.
     pub invocations: AtomicU64,
     /// Invocations that failed or reported item failures.

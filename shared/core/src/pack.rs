@@ -340,6 +340,47 @@ pub fn pack_records(
     (out, of_event)
 }
 
+/// What a stream record holds, classified as the raw-writer archives it: events that go to
+/// `raw/` (valid envelopes) and items that go to `raw-invalid/` (anything else: a foreign
+/// record, a foreign user record of a packed one, or a packed record that cannot be read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// Valid envelopes.
+    pub events: usize,
+    /// Lines for `raw-invalid/`.
+    pub invalid: usize,
+}
+
+/// Classify one record's data ([`Contents`]).
+pub fn contents(data: &[u8]) -> Contents {
+    let one = |d: &[u8]| match crate::envelope::Envelope::parse(d) {
+        Ok(_) => Contents {
+            events: 1,
+            invalid: 0,
+        },
+        Err(_) => Contents {
+            events: 0,
+            invalid: 1,
+        },
+    };
+    if !is_aggregate(data) {
+        return one(data);
+    }
+    match unpack(data) {
+        Ok(users) => users.iter().fold(Contents::default(), |acc, u| {
+            let c = one(u.data);
+            Contents {
+                events: acc.events + c.events,
+                invalid: acc.invalid + c.invalid,
+            }
+        }),
+        Err(_) => Contents {
+            events: 0,
+            invalid: 1,
+        },
+    }
+}
+
 /// A protobuf reader over one message's bytes.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -689,6 +730,19 @@ mod tests {
         assert_eq!(of, vec![0, 2, 0, 3, 2, 1, 4]);
         assert_eq!(records[1], events[5]);
         assert_eq!(records[4], events[6]);
+    }
+
+    #[test]
+    fn contents_count_what_the_archive_will_hold() {
+        let env = br#"{"v":1,"id":"a","type":"t","event":{}}"#;
+        let c = |events, invalid| Contents { events, invalid };
+        assert_eq!(contents(env), c(1, 0));
+        assert_eq!(contents(b"hello"), c(0, 1));
+        let packed = pack(&[rec("k", env), rec("k", b"x"), rec("k", env)]);
+        assert_eq!(contents(&packed), c(2, 1));
+        let mut broken = packed.clone();
+        broken[5] ^= 1;
+        assert_eq!(contents(&broken), c(0, 1));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use caudal_core::keys::{RAW_INVALID_PREFIX, RAW_PREFIX, parse_batch_key};
+use caudal_core::pack::contents;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
@@ -319,7 +320,8 @@ impl std::fmt::Display for Status {
 /// One hour of `caudal reconcile`: the stream's records by arrival hour, and where each is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Hour {
-    /// Records the stream accepted (put by the API, arrived in this hour).
+    /// Events (and foreign items) the stream accepted, arrived in this hour: a packed record
+    /// counts as what it holds.
     pub accepted: u64,
     /// Of those, in a `raw/` object's range.
     pub archived: u64,
@@ -441,11 +443,11 @@ pub async fn reconcile(ctx: &Ctx, since: OffsetDateTime) -> Result<Reconcile, Op
             |_| false,
             |r| {
                 let t = r.arrival_time();
-                reads.push((r.seq, t));
+                reads.push((r.seq, t, contents(&r.data)));
             },
         )
         .await?;
-        for (seq, arrival) in reads {
+        for (seq, arrival, holds) in reads {
             let Some(t) = arrival else { continue };
             let hour = format!(
                 "{:04}-{:02}-{:02}T{:02}",
@@ -455,20 +457,30 @@ pub async fn reconcile(ctx: &Ctx, since: OffsetDateTime) -> Result<Reconcile, Op
                 t.hour()
             );
             let h = rep.hours.entry(hour).or_default();
-            h.accepted += 1;
-            if let Some((_, _, i)) = covering(&ranges[0], &seq) {
-                h.archived += 1;
-                raw_counts[*i] += 1;
-            } else if let Some((_, _, i)) = covering(&ranges[1], &seq) {
-                h.invalid += 1;
-                invalid_counts[*i] += 1;
-            } else if covering(&ranges[2], &seq).is_some() {
-                h.failed += 1;
-            } else if t > now - IN_FLIGHT {
-                rep.in_flight += 1;
-                h.accepted -= 1;
-            } else {
-                h.missing += 1;
+            // A packed record's events go to raw/, its other items to raw-invalid/, both
+            // objects keyed by the batch's range; a failed batch holds both kinds.
+            for (kind, n) in [(0, holds.events), (1, holds.invalid)] {
+                let n = n as u64;
+                if n == 0 {
+                    continue;
+                }
+                h.accepted += n;
+                if let Some((_, _, i)) = covering(&ranges[kind], &seq) {
+                    if kind == 0 {
+                        h.archived += n;
+                        raw_counts[*i] += n;
+                    } else {
+                        h.invalid += n;
+                        invalid_counts[*i] += n;
+                    }
+                } else if covering(&ranges[2], &seq).is_some() {
+                    h.failed += n;
+                } else if t > now - IN_FLIGHT {
+                    rep.in_flight += n;
+                    h.accepted -= n;
+                } else {
+                    h.missing += n;
+                }
             }
         }
         bar.inc(1);

@@ -356,18 +356,14 @@ impl KinesisMapping {
                     }
                 };
                 let Some((checkpoint, error)) = failed_from else {
-                    self.stats
-                        .succeeded
-                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    self.count_succeeded(records);
                     return;
                 };
                 self.stats
                     .failed_invocations
                     .fetch_add(1, Ordering::Relaxed);
                 // Everything before the lowest failed sequence number is done.
-                self.stats
-                    .succeeded
-                    .fetch_add(checkpoint as u64, Ordering::Relaxed);
+                self.count_succeeded(&records[..checkpoint.min(records.len())]);
                 records = &records[checkpoint..];
                 if self
                     .source
@@ -403,6 +399,23 @@ impl KinesisMapping {
                 }
             }
         })
+    }
+
+    /// Counts `records` as processed: records and the events they hold.
+    fn count_succeeded(&self, records: &[KinesisRecord]) {
+        let events: usize = records
+            .iter()
+            .map(|r| {
+                let c = caudal_core::pack::contents(&r.data);
+                c.events + c.invalid
+            })
+            .sum();
+        self.stats
+            .succeeded
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.stats
+            .events_succeeded
+            .fetch_add(events as u64, Ordering::Relaxed);
     }
 
     async fn give_up(

@@ -237,9 +237,9 @@ impl SqsMapping {
             {
                 Ok(out) => {
                     let failed = out.failed().len();
-                    self.stats
-                        .succeeded
-                        .fetch_add((chunk.len() - failed) as u64, Ordering::Relaxed);
+                    for n in [&self.stats.succeeded, &self.stats.events_succeeded] {
+                        n.fetch_add((chunk.len() - failed) as u64, Ordering::Relaxed);
+                    }
                     if failed > 0 {
                         tracing::warn!(queue = %self.queue_url, failed, "sqs_delete_partially_failed");
                     }

@@ -31,7 +31,14 @@ const ENVELOPE_FIELDS: [&str; 10] = [
     "stage",
 ];
 /// Kinesis coordinate fields a pointer or expression may read.
-const KINESIS_FIELDS: [&str; 4] = ["shard_id", "sequence_number", "arrival", "partition_key"];
+/// (`sub_sequence_number` is absent, so NULL, for a record that holds one event.)
+const KINESIS_FIELDS: [&str; 5] = [
+    "shard_id",
+    "sequence_number",
+    "arrival",
+    "partition_key",
+    "sub_sequence_number",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Root {
