@@ -394,9 +394,12 @@ async fn run(isolation: Isolation) {
     opts.isolation = isolation;
     opts.chaos = Some(ChaosConfig::parse(CHAOS).expect("the chaos spec parses"));
     // Smaller raw objects and loader batches: more objects, notifications, loads and
-    // invocations for the faults to meet.
+    // invocations for the faults to meet. Packed records of 4 KB (about a dozen events, several
+    // per request) keep packing in play — a refused record fails a dozen events at once —
+    // while leaving enough records for raw objects of 10.
     opts.parameters = vec![
-        ("RawWriterBatchSize".into(), "100".into()),
+        ("KinesisPackBytes".into(), "4096".into()),
+        ("RawWriterBatchSize".into(), "10".into()),
         ("LoaderBatchSize".into(), "5".into()),
     ];
     let stack = Stack::start(opts).await.expect("local stack starts");
@@ -535,6 +538,12 @@ async fn spill_run() {
 
     // ---- Kinesis back: more events, and some of the outage's sent again. -------------------
     chaos.set_kinesis_down(false);
+    // Each ingest sandbox's breaker stays open for BREAKER_OPEN_FOR after its last refused
+    // request, giving Kinesis one 300 ms probe before spilling; on a busy local moto a probe
+    // can take longer, and spilling then is correct. Past that window every request gets the
+    // whole budget, so from here on nothing may spill (the probe path has its handler test).
+    let breakers_closed = outage_start + outage_send + ingest_api::spill::BREAKER_OPEN_FOR;
+    tokio::time::sleep_until(breakers_closed.into()).await;
     let after: Vec<Item> = (OUTAGE_EVENTS..2 * OUTAGE_EVENTS)
         .map(|i| item(&run, i))
         .collect();

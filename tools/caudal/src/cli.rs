@@ -80,6 +80,22 @@ enum Command {
     /// Move failed work back.
     #[command(subcommand)]
     Redrive(Redrive),
+    /// Cost per million events, stage by stage, for the standard scenarios (no stack needed):
+    /// from a dated price table and the benchmarks' measurements.
+    Cost {
+        /// The price table.
+        #[arg(long, default_value = "cost/prices.yaml")]
+        prices: PathBuf,
+        /// The measurements (`make bench` writes them).
+        #[arg(long, default_value = "cost/measured.yaml")]
+        measured: PathBuf,
+        /// Print the Markdown table docs/COST.md holds.
+        #[arg(long)]
+        markdown: bool,
+        /// Write the table into this file between its markers (docs/COST.md).
+        #[arg(long)]
+        update: Option<PathBuf>,
+    },
     /// Send tagged test events through the endpoint and wait until they are queryable; prints
     /// the ingest → queryable latency; exit code 2 when they are not within --timeout.
     Smoke {
@@ -241,6 +257,15 @@ async fn announce_cmd(
 }
 
 async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Cost {
+        prices,
+        measured,
+        markdown,
+        update,
+    } = &cli.command
+    {
+        return cost_cmd(cli.json, prices, measured, *markdown, update.as_deref());
+    }
     let stack = stack(&cli).await?;
     let ctx = Ctx::new(&stack).await.context("reading the stack")?;
     match &cli.command {
@@ -254,6 +279,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
             print(cli.json, &r);
             Ok(if r.off { 2 } else { 0 })
         }
+        Command::Cost { .. } => unreachable_cost(),
         Command::Replay(select) => announce_cmd(&cli, &ctx, Action::Load, select, false).await,
         Command::Reprocess {
             select,
@@ -375,6 +401,50 @@ async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
 
 /// Runs `caudal` with `args` (the first is the program name): its exit code. Errors are
 /// printed to stderr.
+/// `cost` returns before the stack is read.
+fn unreachable_cost() -> anyhow::Result<u8> {
+    bail!("cost needs no stack and is run before one is read")
+}
+
+fn cost_cmd(
+    json: bool,
+    prices: &std::path::Path,
+    measured: &std::path::Path,
+    markdown: bool,
+    update: Option<&std::path::Path>,
+) -> anyhow::Result<u8> {
+    let (p, m) = crate::cost::inputs(prices, measured)?;
+    let rows: Vec<crate::cost::Row> = crate::cost::scenarios()
+        .into_iter()
+        .map(|s| crate::cost::row(&p, &m, s))
+        .collect();
+    if let Some(path) = update {
+        let doc =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let table = crate::cost::markdown(&p, &m, &rows);
+        let Some(new) = crate::cost::replace_table(&doc, &table) else {
+            bail!("{} has no cost-table markers", path.display());
+        };
+        std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))?;
+        println!("caudal cost: table written into {}", path.display());
+        return Ok(0);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        // The Markdown table reads well in a terminal too; --markdown prints it alone.
+        if !markdown {
+            println!(
+                "caudal cost: {} and {}\n",
+                prices.display(),
+                measured.display()
+            );
+        }
+        print!("{}", crate::cost::markdown(&p, &m, &rows));
+    }
+    Ok(0)
+}
+
 pub async fn run<I, T>(args: I) -> u8
 where
     I: IntoIterator<Item = T>,

@@ -13,6 +13,7 @@
 //! | `redrive loader-dlq` — the loader's dead letters back to its queue | [`queue`] |
 //! | `redrive raw-failures` — failed raw-writer batches read back from the stream | [`rawfail`] |
 //! | `smoke` — tagged events through the endpoint until queryable, with their latency | [`smoke`] |
+//! | `cost` — cost per million events from the price table and the benchmarks (no stack) | [`cost`] |
 //!
 //! Every write has `--dry-run`; long operations show progress on stderr, stop cleanly on
 //! Ctrl-C and resume where they stopped ([`run`]).
@@ -20,6 +21,7 @@
 pub mod announce;
 pub mod archive;
 pub mod cli;
+pub mod cost;
 pub mod metrics;
 pub mod queue;
 pub mod rawfail;
