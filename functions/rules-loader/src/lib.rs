@@ -13,6 +13,7 @@
 //! | [`error`] | [`LoadError`]: why an object or a load did not load (retryable or permanent) |
 //! | [`load`] | the orchestration: ledger, S3, Data API submit/poll, outcome per message |
 //! | [`migrate`] | additive migrations before the first load of a cold start |
+//! | [`latency`] | ingest → loaded latency of a load's events, as metric values (pure) |
 //!
 //! ## Exactly once
 //! Every AWS trigger is at least once, so the load is made idempotent three ways:
@@ -42,6 +43,7 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod latency;
 pub mod load;
 pub mod migrate;
 pub mod postpone;

@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::latency::Arrivals;
+
 use caudal_core::codec::{Codec, DecodeError, Encoder};
 use caudal_core::rules::{Cell, Lineage, Outcome, Reject, RuleSet};
 use serde::Serialize;
@@ -131,6 +133,7 @@ pub struct Stager<'r> {
     /// Per table: the position of `received_at` among its columns.
     received_at: Vec<Option<usize>>,
     min_received_at: BTreeMap<usize, OffsetDateTime>,
+    arrivals: Arrivals,
     rejects: Sink,
     rejects_ndjson: Vec<u8>,
     ready: Vec<Part>,
@@ -150,6 +153,8 @@ pub struct Staged {
     /// Earliest `received_at` staged per table index (tables whose rows all lack one are
     /// absent): where the load's de-duplication window is anchored.
     pub min_received_at: BTreeMap<usize, OffsetDateTime>,
+    /// When the staged rows' events were received (the load's latency metric).
+    pub arrivals: Arrivals,
     /// The rejects NDJSON, gzip-compressed (`None` when nothing was rejected).
     pub rejects_ndjson_gz: Option<Vec<u8>>,
 }
@@ -173,6 +178,7 @@ impl<'r> Stager<'r> {
                 })
                 .collect(),
             min_received_at: BTreeMap::new(),
+            arrivals: Arrivals::default(),
             rejects: Sink::new(None),
             rejects_ndjson: Vec::new(),
             ready: Vec::new(),
@@ -244,6 +250,7 @@ impl<'r> Stager<'r> {
                                 .entry(row.table)
                                 .and_modify(|m| *m = (*m).min(*t))
                                 .or_insert(*t);
+                            self.arrivals.add(*t);
                         }
                         sink.rows_in_part += 1;
                         sink.rows_total += 1;
@@ -335,6 +342,7 @@ impl<'r> Stager<'r> {
             reject_parts: self.rejects.next_part,
             rows_per_table,
             min_received_at: self.min_received_at,
+            arrivals: self.arrivals,
             rejects_ndjson_gz,
         })
     }

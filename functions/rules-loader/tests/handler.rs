@@ -707,6 +707,43 @@ async fn a_postponed_copy_keeps_the_first_send_time_and_its_age_is_measured() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_load_measures_ingest_to_loaded_latency_of_its_rows() {
+    let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);
+    let api = DataApi::new(&[], vec![StatusString::Finished]);
+    let (s3c, rsc) = clients(&s3, &api);
+    let st = state(s3c, rsc);
+    let _ = caudal_core::telemetry::set_emf_sink(|l| EMF_LINES.lock().unwrap().push(l.to_owned()));
+    let resp = invoke(&st, event_file("rules-loader-sqs.json"), ctx(120))
+        .await
+        .unwrap();
+    assert_eq!(failures(&resp), Vec::<String>::new());
+    let load_id = caudal_core::keys::load_id(SCOPE, [(key1().as_str(), ETAG)]);
+    // Other tests load the same object at the same time (one EMF sink for the process): look
+    // at every line of this load id, each one load's.
+    let lines: Vec<Vec<f64>> = EMF_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["LoadId"] == load_id.as_str())
+        .filter_map(|v| v["IngestToLoadedMs"].as_array().cloned())
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .collect();
+    // Two rows (pv-1 twice; pv-2 is filtered, nl-1 rejected), received at 19:55:17.5: one
+    // value per load, the bucket's middle (17.55 s) to now.
+    let received = time::macros::datetime!(2026-11-25 19:55:17.55 UTC);
+    let expected = (time::OffsetDateTime::now_utc() - received).whole_milliseconds() as f64;
+    assert!(!lines.is_empty(), "no IngestToLoadedMs line");
+    for values in &lines {
+        assert_eq!(values.len(), 1, "{values:?}");
+        assert!(
+            (values[0] - expected).abs() < 5_000.0,
+            "{values:?} vs {expected}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_message_that_cannot_be_postponed_is_reported_failed() {
     // SQS refuses the copy; or no queue is configured (a direct invocation set-up).
     let s3 = S3World::with(&[(&key1(), raw_object(), ETAG)]);

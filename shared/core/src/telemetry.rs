@@ -76,9 +76,12 @@ pub const METRICS_NAMESPACE: &str = "caudal";
 #[derive(Debug, Clone)]
 pub struct Emf {
     dimensions: Vec<(String, String)>,
-    metrics: Vec<(String, f64, Unit)>,
+    metrics: Vec<(String, Value, Unit)>,
     properties: Map<String, Value>,
 }
+
+/// Values one EMF metric may carry in one line (the format's limit).
+pub const EMF_MAX_VALUES: usize = 100;
 
 impl Emf {
     /// A metrics line for `function` (dimension `Function`).
@@ -92,7 +95,16 @@ impl Emf {
 
     /// Add a metric.
     pub fn metric(mut self, name: &str, value: f64, unit: Unit) -> Self {
-        self.metrics.push((name.to_owned(), value, unit));
+        self.metrics.push((name.to_owned(), json!(value), unit));
+        self
+    }
+
+    /// Add a metric with several values (each counts as one sample, so CloudWatch computes
+    /// percentiles over them); at most [`EMF_MAX_VALUES`] are kept — split longer series over
+    /// several lines.
+    pub fn metric_values(mut self, name: &str, values: &[f64], unit: Unit) -> Self {
+        let kept = &values[..values.len().min(EMF_MAX_VALUES)];
+        self.metrics.push((name.to_owned(), json!(kept), unit));
         self
     }
 
@@ -109,7 +121,7 @@ impl Emf {
             root.insert(k.clone(), Value::String(v.clone()));
         }
         for (name, value, _) in &self.metrics {
-            root.insert(name.clone(), json!(value));
+            root.insert(name.clone(), value.clone());
         }
         let defs: Vec<Value> = self
             .metrics
@@ -162,5 +174,18 @@ mod tests {
         assert_eq!(cw["Metrics"][1]["Name"], "LatencyMs");
         assert_eq!(cw["Metrics"][1]["Unit"], "Milliseconds");
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000i64);
+    }
+
+    #[test]
+    fn a_metric_may_carry_up_to_a_hundred_values() {
+        let values: Vec<f64> = (0..150).map(f64::from).collect();
+        let doc = Emf::new("rules-loader")
+            .metric_values("IngestToLoadedMs", &values, Unit::Milliseconds)
+            .to_json(0);
+        let kept = doc["IngestToLoadedMs"].as_array().unwrap();
+        assert_eq!(kept.len(), EMF_MAX_VALUES);
+        assert_eq!(kept[99], 99.0);
+        let cw = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Metrics"][0]["Unit"], "Milliseconds");
     }
 }

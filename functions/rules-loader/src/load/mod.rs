@@ -554,8 +554,23 @@ fn emit_metrics(d: &Descriptor, desc: &Described, elapsed: Duration, id: &str) {
         emf = emf.metric("Duplicates", dup as f64, Unit::Count);
     }
     emf.emit();
+    let latencies = d.arrivals.latencies_ms(time::OffsetDateTime::now_utc());
+    for chunk in latencies.chunks(caudal_core::telemetry::EMF_MAX_VALUES) {
+        Emf::new("rules-loader")
+            .metric_values("IngestToLoadedMs", chunk, Unit::Milliseconds)
+            .property("LoadId", d.load_id.as_str())
+            .emit();
+    }
+    // Highest latency first: the median is in the middle, the p99 near the start.
+    let quantile = |q: f64| {
+        latencies
+            .get(((1.0 - q) * latencies.len() as f64) as usize)
+            .map(|ms| *ms as u64)
+    };
     tracing::info!(
         load_id = %d.load_id,
+        ingest_to_loaded_p50_ms = quantile(0.5),
+        ingest_to_loaded_p99_ms = quantile(0.99),
         statement_id = %id,
         objects = d.objects.len(),
         records,

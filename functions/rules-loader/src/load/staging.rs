@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::State;
 use crate::error::LoadError;
+use crate::latency::Arrivals;
 use crate::sql::{self, LoadPlan, ObjectStats, StagedTable};
 use crate::stage::{Part, Staged, Stager, manifest};
 
@@ -41,6 +42,10 @@ pub struct Descriptor {
     /// for a reprocess (its deletes). Descriptors written before reprocessing existed have 1.
     #[serde(default = "one")]
     pub leading_statements: usize,
+    /// When the staged rows' events were received, for the latency metric (absent in
+    /// descriptors written before it existed).
+    #[serde(default)]
+    pub arrivals: Arrivals,
 }
 
 fn one() -> usize {
@@ -263,6 +268,12 @@ async fn stage_load(
         failed,
         staged: staged_counts,
         leading_statements: sql::leading_statements(reprocess.then_some(tables.len())),
+        // A reprocess reloads old events: their latency says nothing about the pipeline.
+        arrivals: if reprocess {
+            Arrivals::default()
+        } else {
+            staged.arrivals.clone()
+        },
     })
 }
 
