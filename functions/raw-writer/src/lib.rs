@@ -112,7 +112,8 @@ pub const FUNCTION_NAME: &str = "raw-writer";
 pub struct Config {
     /// `RAW_BUCKET`: bucket for `raw/` and `raw-invalid/`.
     pub raw_bucket: String,
-    /// `COMPRESSION`: `gzip` (default, level 6) or `zstd` (level 3).
+    /// `COMPRESSION`: `zstd` (default, level 3: [`caudal_core::codec::RAW_DEFAULT`]) or `gzip`
+    /// (level 6).
     pub codec: Codec,
     /// `RAW_KEY_REGION`: the region named in raw keys (`raw/…/hr=HH/region=<r>/…`); empty
     /// (`None`) in the warehouse's home region, so that region's keys stay as they always were.
@@ -145,7 +146,7 @@ impl Config {
     pub fn new(raw_bucket: impl Into<String>) -> Self {
         Self {
             raw_bucket: raw_bucket.into(),
-            codec: Codec::default(),
+            codec: caudal_core::codec::RAW_DEFAULT,
             key_region: None,
             firehose_stream: None,
             lake_retry_queue: None,
@@ -165,7 +166,7 @@ impl Config {
     /// Firehose outage would stall the shard again).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut cfg = Self::new(env.required("RAW_BUCKET")?);
-        cfg.codec = env.parse_or("COMPRESSION", Codec::default())?;
+        cfg.codec = env.parse_or("COMPRESSION", caudal_core::codec::RAW_DEFAULT)?;
         cfg.key_region = env.region("RAW_KEY_REGION")?;
         cfg.firehose_stream = env.optional("FIREHOSE_STREAM_NAME");
         cfg.lake_retry_queue = match cfg.firehose_stream {
@@ -646,13 +647,13 @@ mod tests {
     fn config_reads_the_contract_names() {
         let c = Config::from_env(&env(&[
             ("RAW_BUCKET", "b"),
-            ("COMPRESSION", "zstd"),
+            ("COMPRESSION", "gzip"),
             ("FIREHOSE_STREAM_NAME", "lake"),
             ("LAKE_RETRY_QUEUE_URL", "https://sqs.example/1/lake-retry"),
         ]))
         .unwrap();
         assert_eq!(c.raw_bucket, "b");
-        assert_eq!(c.codec, Codec::Zstd { level: 3 });
+        assert_eq!(c.codec, Codec::Gzip { level: 6 });
         assert_eq!(c.firehose_stream.as_deref(), Some("lake"));
         assert_eq!(
             c.lake_retry_queue.as_deref(),
@@ -665,7 +666,11 @@ mod tests {
         ));
         let c =
             Config::from_env(&env(&[("RAW_BUCKET", "b"), ("FIREHOSE_STREAM_NAME", "")])).unwrap();
-        assert_eq!(c.codec, Codec::Gzip { level: 6 });
+        assert_eq!(
+            c.codec,
+            Codec::Zstd { level: 3 },
+            "zstd-3 unless told otherwise"
+        );
         assert_eq!(c.firehose_stream, None, "empty disables forwarding");
         assert!(matches!(
             Config::from_env(&env(&[])),
@@ -718,7 +723,10 @@ mod tests {
         let input = KinesisBatchEvent::parse_value(&v).unwrap();
         let refs = input.records();
         let batches = group(&refs).unwrap();
-        let cfg = Config::new("b");
+        let cfg = Config {
+            codec: Codec::Gzip { level: 6 },
+            ..Config::new("b")
+        };
         let keys = batch_keys(&batches[0], &cfg).unwrap();
         assert_eq!(
             keys.raw,

@@ -436,18 +436,18 @@ async fn batch_is_archived_after_an_s3_503_and_forwarded() {
     assert_eq!(
         put.key,
         format!(
-            "raw/dt=2026-11-25/hr=19/shardId-000000000003/{}-{}.ndjson.gz",
+            "raw/dt=2026-11-25/hr=19/shardId-000000000003/{}-{}.ndjson.zst",
             pad(&expected[0].0),
             pad(&expected[4].0)
         )
     );
-    assert_eq!(put.content_type, "application/gzip");
+    assert_eq!(put.content_type, "application/zstd");
     assert_eq!(put.metadata["record-count"], "5");
     assert_eq!(put.metadata["invalid-count"], "0");
     assert_eq!(put.metadata["first-seq"], expected[0].0);
     assert_eq!(put.metadata["last-seq"], expected[4].0);
     assert_eq!(put.metadata["format-version"], "1");
-    assert_eq!(put.metadata["codec"], "gzip");
+    assert_eq!(put.metadata["codec"], "zstd");
     assert_eq!(put.metadata["shard-id"], "shardId-000000000003");
     assert!(
         s3_log
@@ -456,7 +456,7 @@ async fn batch_is_archived_after_an_s3_503_and_forwarded() {
             .all(|p| !p.key.starts_with("raw-invalid/"))
     );
 
-    let got = lines(Codec::default(), &put.body);
+    let got = lines(caudal_core::codec::RAW_DEFAULT, &put.body);
     assert_eq!(got.len(), 5);
     for (line, (seq, data)) in got.iter().zip(&expected) {
         let parsed = RawLine::parse(line).unwrap();
@@ -478,7 +478,7 @@ async fn batch_is_archived_after_an_s3_503_and_forwarded() {
     let calls = fh_log.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].len(), 1);
-    let plain = Codec::default()
+    let plain = caudal_core::codec::RAW_DEFAULT
         .decompress_capped(&put.body, 1 << 20)
         .unwrap();
     assert_eq!(calls[0][0], plain);
@@ -757,7 +757,7 @@ async fn invalid_records_go_to_raw_invalid_and_are_not_forwarded() {
     assert_eq!(raw.metadata["invalid-count"], "3");
     assert_eq!(invalid.metadata["record-count"], "3");
 
-    let good = lines(Codec::default(), &raw.body);
+    let good = lines(caudal_core::codec::RAW_DEFAULT, &raw.body);
     let good_seqs: Vec<String> = good
         .iter()
         .map(|l| {
@@ -773,7 +773,7 @@ async fn invalid_records_go_to_raw_invalid_and_are_not_forwarded() {
         vec![expected[0].0.clone(), expected[3].0.clone()]
     );
 
-    let bad = lines(Codec::default(), &invalid.body);
+    let bad = lines(caudal_core::codec::RAW_DEFAULT, &invalid.body);
     assert_eq!(bad.len(), 3);
     for (line, idx) in bad.iter().zip([1, 2, 4]) {
         let v: serde_json::Value = serde_json::from_slice(line).unwrap();
@@ -790,7 +790,7 @@ async fn invalid_records_go_to_raw_invalid_and_are_not_forwarded() {
     let forwarded: Vec<u8> = calls.concat().concat();
     assert_eq!(
         forwarded,
-        Codec::default()
+        caudal_core::codec::RAW_DEFAULT
             .decompress_capped(&raw.body, 1 << 20)
             .unwrap(),
         "valid lines only"
@@ -815,7 +815,7 @@ async fn packed_records_are_archived_one_line_per_event_with_their_position() {
     );
     assert_eq!(raw.metadata["record-count"], "4");
     assert_eq!(raw.metadata["invalid-count"], "2");
-    let good = lines(Codec::default(), &raw.body);
+    let good = lines(caudal_core::codec::RAW_DEFAULT, &raw.body);
     let seen: Vec<(String, String, Option<u32>, Vec<u8>)> = good
         .iter()
         .map(|l| {
@@ -862,7 +862,10 @@ async fn packed_records_are_archived_one_line_per_event_with_their_position() {
         r#""partition_key":"u-7","sub_sequence_number":0}"#
     ));
 
-    let bad = lines(Codec::default(), &log.put("raw-invalid/").body);
+    let bad = lines(
+        caudal_core::codec::RAW_DEFAULT,
+        &log.put("raw-invalid/").body,
+    );
     assert_eq!(bad.len(), 2);
     let v: Vec<serde_json::Value> = bad
         .iter()
@@ -887,7 +890,7 @@ async fn packed_records_are_archived_one_line_per_event_with_their_position() {
     let forwarded: Vec<u8> = fh_log.calls().concat().concat();
     assert_eq!(
         forwarded,
-        Codec::default()
+        caudal_core::codec::RAW_DEFAULT
             .decompress_capped(&raw.body, 1 << 20)
             .unwrap(),
         "the lake gets the same lines"
@@ -905,12 +908,12 @@ async fn a_single_record_batch_is_keyed_by_its_own_sequence_number() {
     assert_eq!(
         put.key,
         format!(
-            "raw/dt=2026-11-25/hr=20/shardId-000000000000/{}-{}.ndjson.gz",
+            "raw/dt=2026-11-25/hr=20/shardId-000000000000/{}-{}.ndjson.zst",
             pad(seq),
             pad(seq)
         )
     );
-    assert_eq!(lines(Codec::default(), &put.body).len(), 1);
+    assert_eq!(lines(caudal_core::codec::RAW_DEFAULT, &put.body).len(), 1);
 }
 
 #[tokio::test]
@@ -923,7 +926,7 @@ async fn undecodable_base64_is_archived_as_invalid_through_invoke() {
         .unwrap();
     assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
     let invalid = log.put("raw-invalid/");
-    let bad = lines(Codec::default(), &invalid.body);
+    let bad = lines(caudal_core::codec::RAW_DEFAULT, &invalid.body);
     assert_eq!(bad.len(), 1);
     let v: serde_json::Value = serde_json::from_slice(&bad[0]).unwrap();
     assert!(v["reason"].as_str().unwrap().contains("base64"));
@@ -931,7 +934,10 @@ async fn undecodable_base64_is_archived_as_invalid_through_invoke() {
         .decode(v["data_b64"].as_str().unwrap())
         .unwrap();
     assert_eq!(kept, b"this is *not* base64!");
-    assert_eq!(lines(Codec::default(), &log.put("raw/").body).len(), 2);
+    assert_eq!(
+        lines(caudal_core::codec::RAW_DEFAULT, &log.put("raw/").body).len(),
+        2
+    );
     assert_eq!(fh_log.calls().concat().len(), 1);
 }
 
@@ -1053,7 +1059,9 @@ async fn retries_stop_before_the_lambda_deadline() {
 async fn the_retry_handler_reforwards_exactly_the_named_lines() {
     let _ = caudal_core::telemetry::set_emf_sink(capture_emf);
     let (key, body) = archive("raw-writer-batch.json").await;
-    let plain = Codec::default().decompress_capped(&body, 1 << 20).unwrap();
+    let plain = caudal_core::codec::RAW_DEFAULT
+        .decompress_capped(&body, 1 << 20)
+        .unwrap();
     let raw_lines: Vec<&[u8]> = plain.split_inclusive(|b| *b == b'\n').collect();
     assert_eq!(raw_lines.len(), 5);
     let (s3, gets) = s3_objects(HashMap::from([(key.clone(), body)]));
@@ -1109,7 +1117,7 @@ async fn deferred_lines_reach_the_lake_through_the_retry_queue() {
         .await
         .unwrap();
     assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
-    let plain = Codec::default()
+    let plain = caudal_core::codec::RAW_DEFAULT
         .decompress_capped(&put.body, 1 << 20)
         .unwrap();
     let purchase = plain.split_inclusive(|b| *b == b'\n').nth(2).unwrap();
@@ -1258,18 +1266,18 @@ async fn spilled_events_are_drained_into_the_raw_archive_once_and_deterministica
     assert_eq!(metric(&drained, "SpillDrainedLines"), records.len() as f64);
     assert_eq!(metric(&drained, "SpillDrainFailures"), 0.0);
     let raw = log.put("raw/");
-    // raw/dt=<spill hour>/hr=…/spill/<id><first index>-<id><last index>.ndjson.gz
+    // raw/dt=<spill hour>/hr=…/spill/<id><first index>-<id><last index>.ndjson.zst
     let id = u128::from_str_radix("019ade5b7c1e7a3f8b2c4d5e6f708192", 16).unwrap();
     let last = records.len() - 1;
     assert_eq!(
         raw.key,
         format!(
-            "raw/dt=2026-12-02/hr=10/spill/{}-{}.ndjson.gz",
+            "raw/dt=2026-12-02/hr=10/spill/{}-{}.ndjson.zst",
             pad(&format!("{id:039}000000")),
             pad(&format!("{id:039}{last:06}"))
         )
     );
-    let archived = lines(Codec::default(), &raw.body);
+    let archived = lines(caudal_core::codec::RAW_DEFAULT, &raw.body);
     assert_eq!(archived.len(), records.len());
     for (i, (line, (pk, data))) in archived.iter().zip(&records).enumerate() {
         let parsed: RawLine<'_> = serde_json::from_slice(line).unwrap();

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_firehose::types::{DeliveryStreamType, ExtendedS3DestinationConfiguration};
 use base64::Engine as _;
 use caudal_aws::clients::{self, ClientOptions};
-use caudal_core::codec::Codec;
 use caudal_core::envelope::{EventRef, RequestMeta, encode};
 use caudal_core::raw::RawLine;
 use lambda_runtime::Context;
@@ -221,7 +220,7 @@ async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
 
     // The raw object, read back record by record.
     let key = format!(
-        "raw/dt=2026-11-25/hr=19/{SHARD}/{:0>64}-{:0>64}.ndjson.gz",
+        "raw/dt=2026-11-25/hr=19/{SHARD}/{:0>64}-{:0>64}.ndjson.zst",
         sent[0].0,
         sent[RECORDS - 1].0
     );
@@ -232,7 +231,7 @@ async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
         .send()
         .await
         .unwrap();
-    assert_eq!(head.content_type(), Some("application/gzip"));
+    assert_eq!(head.content_type(), Some("application/zstd"));
     assert_eq!(head.content_encoding(), None);
     let meta = head.metadata().unwrap();
     assert_eq!(
@@ -244,7 +243,9 @@ async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
     assert_eq!(meta["last-seq"], sent[RECORDS - 1].0);
 
     let body = get(&s3, "raw-bucket", &key).await;
-    let plain = Codec::default().decompress_capped(&body, 64 << 20).unwrap();
+    let plain = caudal_core::codec::RAW_DEFAULT
+        .decompress_capped(&body, 64 << 20)
+        .unwrap();
     let raw_lines = split_lines(&plain);
     let valid: Vec<&(String, Vec<u8>)> = sent
         .iter()
@@ -270,7 +271,9 @@ async fn ten_thousand_records_round_trip_through_s3_and_firehose() {
     // The invalid records, with every byte.
     let invalid_key = key.replacen("raw/", "raw-invalid/", 1);
     let body = get(&s3, "raw-bucket", &invalid_key).await;
-    let plain_invalid = Codec::default().decompress_capped(&body, 1 << 20).unwrap();
+    let plain_invalid = caudal_core::codec::RAW_DEFAULT
+        .decompress_capped(&body, 1 << 20)
+        .unwrap();
     let bad = split_lines(&plain_invalid);
     assert_eq!(bad.len(), INVALID_AT.len());
     for (line, &i) in bad.iter().zip(&INVALID_AT) {
@@ -326,10 +329,10 @@ async fn a_missing_lake_defers_to_sqs_and_the_retry_fills_it_from_the_archive() 
         "the archive does not wait for the lake"
     );
     let key = format!(
-        "raw/dt=2026-11-25/hr=19/{SHARD}/{:0>64}-{:0>64}.ndjson.gz",
+        "raw/dt=2026-11-25/hr=19/{SHARD}/{:0>64}-{:0>64}.ndjson.zst",
         sent[0].0, sent[299].0
     );
-    let plain = Codec::default()
+    let plain = caudal_core::codec::RAW_DEFAULT
         .decompress_capped(&get(&s3, "raw-bucket", &key).await, 64 << 20)
         .unwrap();
     let raw_lines = split_lines(&plain);
