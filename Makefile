@@ -51,11 +51,17 @@ smoke:
 test: tools fmt lint unit infra smoke
 	@echo "make test: all checks passed"
 
+# criterion benchmarks; each prints its figures against their targets and writes them to
+# cost/measured.yaml, and the cost table in docs/COST.md is computed again from them.
 bench:
+	cargo build --release -p ingest-api -p raw-writer -p rules-loader --bins
+	cargo bench -p testkit --bench startup
 	cargo bench -p ingest-api --bench ingest_core
 	cargo bench -p raw-writer --bench encode
+	cargo bench -p rules --bench rules
+	cargo bench -p rules-loader --bench stage
 	cargo bench -p rules-loader --bench dedupe
-	cargo run --release -p rules --bin rules-bench
+	cargo run -q -p caudal -- cost --update docs/COST.md
 
 clean-local:
 	cargo run -p caudal-local -- reset

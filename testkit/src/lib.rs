@@ -6,6 +6,11 @@
 //!
 //! The binary is found through the `MOTO_SERVER` environment variable (the Makefile sets it to the
 //! pinned venv's copy), then `moto_server` on `PATH`.
+//!
+//! [`bench`] holds what the benchmarks share (criterion's results read back, ratio lines, the
+//! measurements `caudal cost` uses).
+
+pub mod bench;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,20 +1,24 @@
-//! Benchmark of the ingest core (parse + validate + envelope + chunking, no network) against
-//! the floor of `serde_json` merely parsing the same bytes.
+//! Benchmark of the ingest core (parse + validate + envelope + packing + chunking, no network)
+//! against the floor of `serde_json` merely parsing the same bytes, with criterion.
 //!
-//! Run with `cargo bench -p ingest-api` (release profile). Prints, for bodies of 1, 100 and 500
-//! events of ~500 B each, the per-event cost of the core, of `serde_json` skipping the body
-//! (`IgnoredAny`, the floor), of `serde_json` building a `Value` (for reference), of parsing and
-//! validation alone (no envelopes), and the ratio core / floor. Events carry no `id`, so the
-//! core also generates one UUIDv7 per event (the expensive case).
+//! `cargo bench -p ingest-api --bench ingest_core` (part of `make bench`). For bodies of 1, 100
+//! and 500 events of ~500 B each, criterion measures the core, the floor (`serde_json` skipping
+//! the body: `IgnoredAny`), a `serde_json::Value` parse (for reference) and parsing with
+//! validation alone; then one line per body size prints core / floor against the target (≤ 2×),
+//! and the 100-event figure goes to `cost/measured.yaml`. Events carry no `id`, so the core also
+//! generates one UUIDv7 per event (the expensive case).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use caudal_core::batching::chunk;
 use caudal_core::envelope::RequestMeta;
 use caudal_core::event::{MediaType, ParseOptions, parse_events};
+use caudal_core::pack::PackPolicy;
 use caudal_core::stream::PUT_RECORDS_LIMITS;
+use criterion::{Criterion, Throughput};
 use ingest_api::core::prepare;
+use testkit::bench::{mean_ns, record_measured, report};
 
 /// One realistic ~500-byte event; `i` varies the content so every event differs.
 fn event(i: usize) -> String {
@@ -40,31 +44,91 @@ fn body(n: usize) -> Vec<u8> {
     format!("[{}]", items.join(",")).into_bytes()
 }
 
-/// Run `f` repeatedly for about `target` and return the mean time per call.
-fn time_per_call(target: Duration, mut f: impl FnMut()) -> Duration {
-    // Warm up and estimate.
-    let start = Instant::now();
-    let mut calls = 0u64;
-    while start.elapsed() < target / 10 {
-        f();
-        calls += 1;
+const SIZES: [usize; 3] = [1, 100, 500];
+
+fn vm_hwm_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Child process: the largest request the defaults take (500 events, ~4.5 MB, what a 6 MB
+/// Lambda payload carries once base64-encoded) through the real handler, Kinesis answered by
+/// a mock; reports `VmHWM`.
+fn rss_child() {
+    use aws_sdk_kinesis::operation::put_records::PutRecordsOutput;
+    use aws_sdk_kinesis::types::PutRecordsResultEntry;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    let ok = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
+        PutRecordsOutput::builder()
+            .failed_record_count(0)
+            .set_records(Some(
+                req.records()
+                    .iter()
+                    .map(|_| {
+                        PutRecordsResultEntry::builder()
+                            .shard_id("shardId-000000000000")
+                            .sequence_number("1")
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+            .expect("output")
+    });
+    let kinesis = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&ok]);
+    let env = caudal_core::config::Env::from_pairs(&[("STREAM_NAME", "caudal-events")]);
+    let state =
+        ingest_api::State::new(ingest_api::Config::from_env(&env).expect("config"), kinesis)
+            .with_metrics(false);
+    let pad = "x".repeat(8_500);
+    let events: Vec<String> = (0..500)
+        .map(|i| event(i).replacen("\"props\":{", &format!("\"pad\":\"{pad}\",\"props\":{{"), 1))
+        .collect();
+    let body = format!("[{}]", events.join(","));
+    let path = testkit::bench::workspace_root().join("events/ingest-api-v2-batch.json");
+    let mut payload: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("event file")).expect("json");
+    payload["body"] = serde_json::Value::String(body.clone());
+    if let Some(h) = payload["headers"].as_object_mut() {
+        h.remove("content-length");
     }
-    let per = start.elapsed() / u32::try_from(calls.max(1)).unwrap_or(u32::MAX);
-    let n = (target.as_nanos() / per.as_nanos().max(1)).clamp(10, 10_000_000) as u64;
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let before = vm_hwm_mb();
+    let out = rt
+        .block_on(ingest_api::invoke(
+            &state,
+            payload,
+            lambda_http::Context::default(),
+        ))
+        .expect("invoke");
+    assert_eq!(out["statusCode"], 202, "{out}");
+    println!(
+        "peak RSS for a {:.2} MB, 500-event request through the handler: VmHWM {:.1} MB (before the request {before:.1} MB); PutRecords calls {}",
+        body.len() as f64 / 1e6,
+        vm_hwm_mb(),
+        ok.num_calls()
+    );
 }
 
 fn main() {
-    let target = Duration::from_millis(
-        std::env::var("BENCH_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1500),
-    );
+    if std::env::args().any(|a| a == "rss-child") {
+        rss_child();
+        return;
+    }
+    let mut c = Criterion::default()
+        .output_directory(&testkit::bench::criterion_dir())
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
     let meta = RequestMeta {
         request_id: "c0a8e7d2-5b1f-4b8e-9a51-3c2b1d7e9f00".into(),
         received_at: Some(caudal_core::envelope::format_timestamp(
@@ -79,54 +143,83 @@ fn main() {
         partition_key_field: Some("user_id"),
         ..ParseOptions::default()
     };
-    println!(
-        "{:>7} {:>9} {:>10} | {:>14} {:>15} {:>7} | {:>16} {:>19}",
-        "events",
-        "body B",
-        "B/event",
-        "core ns/event",
-        "floor ns/event",
-        "ratio",
-        "Value ns/event",
-        "validate ns/event"
-    );
-    for n in [1usize, 100, 500] {
+    let pack = PackPolicy {
+        by_key: true,
+        ..PackPolicy::default()
+    };
+    for n in SIZES {
         let body = body(n);
         // Sanity: every event is valid and enveloped.
         let p = prepare(&body, MediaType::Json, &opts, &meta, None).expect("valid body");
         assert_eq!(p.records.len(), n);
-        let core = time_per_call(target, || {
-            let p =
-                prepare(black_box(&body), MediaType::Json, &opts, &meta, None).expect("valid body");
-            let sizes: Vec<usize> = p.records.iter().map(|r| r.size()).collect();
-            black_box(chunk(&sizes, PUT_RECORDS_LIMITS).expect("records fit"));
-            black_box(p);
+        let mut g = c.benchmark_group(format!("ingest-{n}"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function("core", |b| {
+            b.iter(|| {
+                let p = prepare(black_box(&body), MediaType::Json, &opts, &meta, None)
+                    .expect("valid body")
+                    .pack(&pack);
+                let sizes: Vec<usize> = p.records.iter().map(|r| r.size()).collect();
+                black_box(chunk(&sizes, PUT_RECORDS_LIMITS).expect("records fit"));
+                black_box(p);
+            });
         });
-        let floor = time_per_call(target, || {
-            black_box(
+        g.bench_function("floor", |b| {
+            b.iter(|| {
                 serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&body))
-                    .expect("valid json"),
-            );
+                    .expect("valid json")
+            });
         });
-        let value = time_per_call(target, || {
-            black_box(
-                serde_json::from_slice::<serde_json::Value>(black_box(&body)).expect("valid json"),
-            );
+        g.bench_function("value", |b| {
+            b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).expect("json"));
         });
-        let validate = time_per_call(target, || {
-            black_box(parse_events(black_box(&body), MediaType::Json, &opts).expect("valid body"));
+        g.bench_function("validate", |b| {
+            b.iter(|| parse_events(black_box(&body), MediaType::Json, &opts).expect("valid body"));
         });
-        let per = |d: Duration| d.as_nanos() as f64 / n as f64;
+        g.finish();
+    }
+    c.final_summary();
+
+    println!("\ningest core against the serde_json floor (same bytes, ~500 B events):");
+    for n in SIZES {
+        let group = format!("ingest-{n}");
+        let (Some(core), Some(floor)) = (mean_ns(&group, "core"), mean_ns(&group, "floor")) else {
+            continue;
+        };
+        let per = |ns: f64| ns / n as f64;
         println!(
-            "{:>7} {:>9} {:>10} | {:>14.0} {:>15.0} {:>6.2}x | {:>16.0} {:>19.0}",
-            n,
-            body.len(),
-            body.len() / n,
-            per(core),
-            per(floor),
-            per(core) / per(floor),
-            per(value),
-            per(validate),
+            "{}",
+            report(
+                &format!(
+                    "ingest core / floor, {n} events ({:.0} ns/event)",
+                    per(core)
+                ),
+                core / floor,
+                "×",
+                2.0,
+                false,
+            )
         );
+        if let Some(validate) = mean_ns(&group, "validate") {
+            println!("  of which parse + validate: {:.0} ns/event", per(validate));
+        }
+        if n == 100
+            && let Err(e) = record_measured(&[("ingest_us_per_event", per(core) / 1000.0)])
+        {
+            eprintln!("cost/measured.yaml not updated: {e}");
+        }
+    }
+    match std::env::current_exe()
+        .and_then(|exe| std::process::Command::new(exe).arg("rss-child").output())
+    {
+        Ok(out) => {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if line.starts_with("peak RSS") {
+                    println!("{line}");
+                }
+            }
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Err(e) => eprintln!("could not run the RSS child: {e}"),
     }
 }

@@ -1,14 +1,17 @@
-//! Encoding benchmark for the raw writer (`cargo bench -p raw-writer --bench encode`).
+//! Encoding benchmark for the raw writer, with criterion (`cargo bench -p raw-writer --bench
+//! encode`, part of `make bench`).
 //!
 //! 1. Throughput: a 10,000-record (~5 MB) batch through [`encode_batch`] (envelope check + raw
 //!    line + streaming compression) versus the codec alone compressing the very same NDJSON
-//!    bytes, for gzip (level 6, the default) and zstd (level 3); plus Firehose packing.
+//!    bytes, for zstd level 3 (the default), zstd level 1 and gzip level 6; plus Firehose
+//!    packing. Prints MB/s of record data against the target (≥ 200 MB/s per core with the
+//!    default codec) and encode / codec; the default's figures go to `cost/measured.yaml`.
 //! 2. Peak memory: a child process decodes a ~6 MB, 10,000-record Lambda payload and runs the
 //!    real handler on it (S3 and Firehose answered by mocks, so requests are still serialized),
 //!    then reports `VmHWM` from `/proc/self/status`.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_firehose::operation::put_record_batch::PutRecordBatchOutput;
 use aws_sdk_firehose::types::PutRecordBatchResponseEntry;
@@ -16,15 +19,17 @@ use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use base64::Engine as _;
 use bytes::Bytes;
-use caudal_core::codec::Codec;
+use caudal_core::codec::{Codec, RAW_DEFAULT};
 use caudal_core::envelope::{EventRef, RequestMeta, encode};
 use caudal_core::retry::CallError;
+use criterion::{Criterion, Throughput};
 use lambda_runtime::{Context, LambdaEvent};
 use raw_writer::encode::encode_batch;
 use raw_writer::event::RawWriterEvent;
 use raw_writer::forward::{BatchLines, PackLimits, Sink, forward, plan};
 use raw_writer::input::{KinesisBatchEvent, group};
 use raw_writer::{Config, State, handler};
+use testkit::bench::{mean_ns, record_measured, report};
 
 const RECORDS: usize = 10_000;
 
@@ -110,26 +115,16 @@ fn payload(target: usize) -> (String, usize) {
     (out, bytes_in)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn mb_s(bytes: usize, ns: f64) -> f64 {
+    bytes as f64 / 1e6 / (ns / 1e9)
 }
 
-fn time_it<T>(iters: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
-    let mut times = Vec::with_capacity(iters);
-    let mut last = None;
-    for _ in 0..iters {
-        let t = Instant::now();
-        let out = std::hint::black_box(f());
-        times.push(t.elapsed());
-        last = Some(out);
-    }
-    (median(times), last.expect("at least one iteration"))
-}
-
-fn mb_s(bytes: usize, d: Duration) -> f64 {
-    bytes as f64 / 1e6 / d.as_secs_f64()
-}
+/// The codecs compared, by their name in the results.
+const CODECS: [(&str, Codec); 3] = [
+    ("zstd-3", RAW_DEFAULT),
+    ("zstd-1", Codec::Zstd { level: 1 }),
+    ("gzip-6", Codec::Gzip { level: 6 }),
+];
 
 struct NullSink;
 
@@ -143,7 +138,7 @@ impl Sink for NullSink {
     }
 }
 
-fn throughput() {
+fn throughput(c: &mut Criterion) {
     let (text, bytes_in) = payload(5_000_000);
     let event = KinesisBatchEvent::parse_str(&text).expect("payload parses");
     drop(text);
@@ -161,51 +156,89 @@ fn throughput() {
         bytes_in as f64 / 1e6,
         plain.len() as f64 / 1e6
     );
-    println!(
-        "{:<10} {:>12} {:>12} {:>14} {:>10} {:>10}",
-        "codec", "encode MB/s", "codec MB/s", "encode/codec", "size", "ratio"
-    );
-    for (name, codec) in [
-        ("gzip-6", Codec::Gzip { level: 6 }),
-        ("zstd-3", Codec::Zstd { level: 3 }),
-    ] {
-        let iters = 7;
-        let (t_full, enc) = time_it(iters, || {
-            encode_batch(&batch.records, codec).expect("encode")
-        });
-        let (t_codec, alone) = time_it(iters, || codec.compress(&plain).expect("compress"));
-        let written = enc.bytes_written() as usize;
-        println!(
-            "{name:<10} {:>12.1} {:>12.1} {:>13.2}x {:>10} {:>9.1}x",
-            mb_s(bytes_in, t_full),
-            mb_s(bytes_in, t_codec),
-            t_full.as_secs_f64() / t_codec.as_secs_f64(),
-            written,
-            plain.len() as f64 / written as f64
-        );
+    let mut sizes = Vec::new();
+    let mut g = c.benchmark_group("raw-writer");
+    g.throughput(Throughput::Bytes(bytes_in as u64));
+    for (name, codec) in CODECS {
+        let enc = encode_batch(&batch.records, codec).expect("encode");
         assert_eq!(enc.raw_bytes as usize, plain.len());
-        assert!(alone.len().abs_diff(written) < written / 50 + 64);
+        sizes.push((name, enc.bytes_written()));
+        g.bench_function(format!("encode-{name}"), |b| {
+            b.iter(|| encode_batch(&batch.records, codec).expect("encode"));
+        });
+        g.bench_function(format!("codec-{name}"), |b| {
+            b.iter(|| codec.compress(&plain).expect("compress"));
+        });
     }
-    let enc = encode_batch(&batch.records, Codec::default()).expect("encode");
+    let enc = encode_batch(&batch.records, RAW_DEFAULT).expect("encode");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
-    let (t_fh, out) = time_it(7, || {
-        let p = plan(&enc.line_sizes, PackLimits::default()).expect("plan");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let lines = BatchLines {
-            batch,
-            encoded: &enc,
-        };
-        rt.block_on(forward(&NullSink, &lines, &p, deadline))
+    g.bench_function("firehose-pack", |b| {
+        b.iter(|| {
+            let p = plan(&enc.line_sizes, PackLimits::default()).expect("plan");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let lines = BatchLines {
+                batch,
+                encoded: &enc,
+            };
+            rt.block_on(forward(&NullSink, &lines, &p, deadline))
+        });
     });
+    g.finish();
+    c.final_summary();
+
+    println!("\nraw-writer, MB/s of record data on one core:");
     println!(
-        "firehose packing: {} records of <= 1,000 KiB in {} calls, {:.1} MB/s (plan + build)",
-        out.records,
-        out.attempts,
-        mb_s(plain.len(), t_fh)
+        "{:<8} {:>12} {:>12} {:>14} {:>10} {:>8}",
+        "codec", "encode MB/s", "codec MB/s", "encode/codec", "size", "ratio"
     );
+    for (name, written) in &sizes {
+        let (Some(full), Some(alone)) = (
+            mean_ns("raw-writer", &format!("encode-{name}")),
+            mean_ns("raw-writer", &format!("codec-{name}")),
+        ) else {
+            continue;
+        };
+        println!(
+            "{name:<8} {:>12.1} {:>12.1} {:>13.2}x {:>10} {:>7.1}x",
+            mb_s(bytes_in, full),
+            mb_s(bytes_in, alone),
+            full / alone,
+            written,
+            plain.len() as f64 / *written as f64
+        );
+    }
+    if let Some(full) = mean_ns("raw-writer", "encode-zstd-3") {
+        println!(
+            "{}",
+            report(
+                "raw-writer encode, default codec (zstd-3)",
+                mb_s(bytes_in, full),
+                "MB/s",
+                200.0,
+                true,
+            )
+        );
+        let written = sizes.first().map_or(0, |(_, w)| *w);
+        let measured = [
+            (
+                "raw_writer_us_per_kb",
+                full / 1000.0 / (bytes_in as f64 / 1024.0),
+            ),
+            ("compression_ratio", written as f64 / plain.len() as f64),
+        ];
+        if let Err(e) = record_measured(&measured) {
+            eprintln!("cost/measured.yaml not updated: {e}");
+        }
+    }
+    if let Some(ns) = mean_ns("raw-writer", "firehose-pack") {
+        println!(
+            "firehose packing (plan + build): {:.1} MB/s",
+            mb_s(plain.len(), ns)
+        );
+    }
 }
 
 fn status_kb(field: &str) -> u64 {
@@ -291,7 +324,13 @@ fn main() {
         rss_child();
         return;
     }
-    throughput();
+    let mut c = Criterion::default()
+        .output_directory(&testkit::bench::criterion_dir())
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    throughput(&mut c);
     // Peak RSS is per process: measure it in a fresh one.
     match std::env::current_exe()
         .and_then(|exe| std::process::Command::new(exe).arg("rss-child").output())

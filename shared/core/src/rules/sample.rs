@@ -7,6 +7,55 @@ use time::OffsetDateTime;
 
 use crate::raw::KinesisCoords;
 
+/// Event `i` of the benchmarks' mix, which follows the shipped rules file (`rules/rules.yaml`):
+/// 55 % page views, 15 % purchases, 10 % sign-ups, 15 % searches, 2 % internal test traffic
+/// (filtered), 2 % schema-invalid purchases (rejected), 1 % an unknown type (catch-all).
+pub fn bench_event(i: u64) -> String {
+    let ts = format!(
+        "2026-11-25T{:02}:{:02}:{:02}.{:03}Z",
+        (i / 3600) % 24,
+        (i / 60) % 60,
+        i % 60,
+        i % 1000
+    );
+    match i % 100 {
+        0..=54 => format!(
+            r#"{{"type":"page_view","id":"pv-{i}","ts":"{ts}","user_id":"user-{u}","session_id":"sess-{s}","page":{{"url":"https://shop.example.com/products/{i}?utm_source=news&ref=abc","title":"  Product {i} - Example Shop ","referrer":"https://www.google.com/search?q=shoes"}},"device":{{"mobile":{m}}}}}"#,
+            u = i % 5000,
+            s = i % 20000,
+            m = i.is_multiple_of(3)
+        ),
+        55..=69 => format!(
+            r#"{{"type":"purchase","id":"po-{i}","ts":"{ts}","order_id":"order-{i}","user_id":"user-{u}","email":" User{u}@Example.com ","currency":"eur","amount":{a}.{c:02},"coupon":"bf24","items":[{{"sku":"sku-{k}","qty":2,"price":10.5}},{{"sku":"sku-{k2}","qty":1}}]}}"#,
+            u = i % 5000,
+            a = i % 900,
+            c = i % 100,
+            k = i % 300,
+            k2 = (i + 7) % 300
+        ),
+        70..=79 => format!(
+            r#"{{"type":"signup","id":"su-{i}","ts":"{ts}","user_id":"user-{i}","email":"New.User{i}@Mail.Example.org","plan":"pro","country":"de","marketing_opt_in":true}}"#
+        ),
+        80..=94 => format!(
+            r#"{{"type":"search","id":"se-{i}","ts":"{ts}","user_id":"user-{u}","session_id":"sess-{s}","query":"  Red Running Shoes {q} ","result_count":{r}}}"#,
+            u = i % 5000,
+            s = i % 20000,
+            q = i % 50,
+            r = i % 40
+        ),
+        95..=96 => format!(
+            r#"{{"type":"page_view","id":"t-{i}","test":true,"ts":"{ts}","page":{{"url":"https://x/"}}}}"#
+        ),
+        97..=98 => format!(
+            r#"{{"type":"purchase","id":"bad-{i}","ts":"{ts}","order_id":"o-{i}","currency":"EURO","amount":-1}}"#
+        ),
+        _ => format!(
+            r#"{{"type":"newsletter_open","id":"nl-{i}","ts":"{ts}","campaign":"nov-{c}"}}"#,
+            c = i % 7
+        ),
+    }
+}
+
 /// Wrap a plain client event (one JSON object with a string `type`) into a synthetic raw-archive
 /// line, as the pipeline would have written it — for `rules test` and benchmarks. `n` makes the
 /// generated id unique when the event has no string `id`.
