@@ -45,7 +45,7 @@ pub fn report(name: &str, value: f64, unit: &str, target: f64, higher_is_better:
         value <= target
     };
     format!(
-        "{name:<44} {value:>10.2} {unit:<10} target {} {target}: ratio {ratio:.2} {}",
+        "{name:<48} {value:>10.2} {unit:<9} target {} {target} ({ratio:.2} of it): {}",
         if higher_is_better { "≥" } else { "≤" },
         if ok { "ok" } else { "MISSED" }
     )
@@ -119,10 +119,12 @@ mod tests {
 
     #[test]
     fn reports_say_which_side_of_the_target_passes() {
-        assert!(report("x", 1.9, "×", 2.0, false).ends_with("ratio 0.95 ok"));
+        assert!(report("x", 1.9, "×", 2.0, false).ends_with("(0.95 of it): ok"));
         assert!(report("x", 2.1, "×", 2.0, false).ends_with("MISSED"));
-        assert!(report("x", 250.0, "MB/s", 200.0, true).ends_with("ratio 1.25 ok"));
+        assert!(report("x", 2.0, "×", 2.0, false).ends_with("ok"), "the target itself passes");
+        assert!(report("x", 250.0, "MB/s", 200.0, true).ends_with("(1.25 of it): ok"));
         assert!(report("x", 119.0, "MB/s", 200.0, true).ends_with("MISSED"));
+        assert!(report("x", 200.0, "MB/s", 200.0, true).ends_with("ok"));
     }
 
     #[test]
