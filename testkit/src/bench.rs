@@ -121,7 +121,10 @@ mod tests {
     fn reports_say_which_side_of_the_target_passes() {
         assert!(report("x", 1.9, "×", 2.0, false).ends_with("(0.95 of it): ok"));
         assert!(report("x", 2.1, "×", 2.0, false).ends_with("MISSED"));
-        assert!(report("x", 2.0, "×", 2.0, false).ends_with("ok"), "the target itself passes");
+        assert!(
+            report("x", 2.0, "×", 2.0, false).ends_with("ok"),
+            "the target itself passes"
+        );
         assert!(report("x", 250.0, "MB/s", 200.0, true).ends_with("(1.25 of it): ok"));
         assert!(report("x", 119.0, "MB/s", 200.0, true).ends_with("MISSED"));
         assert!(report("x", 200.0, "MB/s", 200.0, true).ends_with("ok"));

@@ -112,8 +112,8 @@ pub const FUNCTION_NAME: &str = "raw-writer";
 pub struct Config {
     /// `RAW_BUCKET`: bucket for `raw/` and `raw-invalid/`.
     pub raw_bucket: String,
-    /// `COMPRESSION`: `zstd` (default, level 3: [`caudal_core::codec::RAW_DEFAULT`]) or `gzip`
-    /// (level 6).
+    /// `COMPRESSION`: `zstd` (default, level 1: [`caudal_core::codec::RAW_DEFAULT`]), `gzip`
+    /// (level 6), or either with a level (`zstd-3`, `gzip-1`).
     pub codec: Codec,
     /// `RAW_KEY_REGION`: the region named in raw keys (`raw/…/hr=HH/region=<r>/…`); empty
     /// (`None`) in the warehouse's home region, so that region's keys stay as they always were.
@@ -668,8 +668,8 @@ mod tests {
             Config::from_env(&env(&[("RAW_BUCKET", "b"), ("FIREHOSE_STREAM_NAME", "")])).unwrap();
         assert_eq!(
             c.codec,
-            Codec::Zstd { level: 3 },
-            "zstd-3 unless told otherwise"
+            Codec::Zstd { level: 1 },
+            "zstd-1 unless told otherwise"
         );
         assert_eq!(c.firehose_stream, None, "empty disables forwarding");
         assert!(matches!(
