@@ -114,7 +114,9 @@ for c in "${CASES[@]}"; do
 done
 
 "$PY" - "$STREAM" "$WORK" <<'EOF'
-import base64, gzip, json, sys, time, boto3
+import base64, gzip, json, os, sys, time, boto3
+sys.path.insert(0, os.path.join(os.getcwd(), "scripts"))
+from kpl import user_records
 stream, work = sys.argv[1], sys.argv[2]
 problems = []
 expected = []  # (id, original event bytes) of every accepted event, over all cases
@@ -166,16 +168,21 @@ for shard in k.list_shards(StreamName=stream)["Shards"]:
     for _ in range(20):
         resp = k.get_records(ShardIterator=it, Limit=10000)
         for rec in resp["Records"]:
-            env = json.loads(rec["Data"])
-            raw = env["event_text"].encode() if "event_text" in env else None
-            if raw is None:
-                # The envelope embeds the event verbatim after `"event":`; cut it out byte-exactly.
-                data = rec["Data"]
-                start = data.index(b',"event":') + len(b',"event":')
-                raw = data[start:-1]
-            got.append((env["id"], raw))
-            if rec["PartitionKey"] != env["id"]:
-                problems.append(f"record {env['id']}: partition key {rec['PartitionKey']}")
+            # A packed record (a request's events) under its first event's id; one envelope
+            # under its own id.
+            users = user_records(rec["Data"], rec["PartitionKey"])
+            for n, (key, data) in enumerate(users):
+                env = json.loads(data)
+                raw = env["event_text"].encode() if "event_text" in env else None
+                if raw is None:
+                    # The envelope embeds the event verbatim after `"event":`; cut it out byte-exactly.
+                    start = data.index(b',"event":') + len(b',"event":')
+                    raw = data[start:-1]
+                got.append((env["id"], raw))
+                if n == 0 and rec["PartitionKey"] != env["id"]:
+                    problems.append(f"record {env['id']}: partition key {rec['PartitionKey']}")
+                if key != rec["PartitionKey"]:
+                    problems.append(f"event {env['id']}: user record key {key}")
         it = resp.get("NextShardIterator")
         if not resp["Records"] or not it:
             break

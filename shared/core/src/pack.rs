@@ -39,6 +39,12 @@ const DIGEST_LEN: usize = 16;
 /// Bytes an aggregate adds around its protobuf: the magic and the digest.
 pub const FRAME_BYTES: usize = MAGIC.len() + DIGEST_LEN;
 
+/// The tag bytes the packer writes: field number << 3 | wire type.
+const TAG_KEY_TABLE: u8 = 0x0a; // 1, length-delimited
+const TAG_RECORD: u8 = 0x1a; // 3, length-delimited
+const TAG_KEY_INDEX: u8 = 0x08; // 1, varint
+const TAG_DATA: u8 = 0x1a; // 3, length-delimited
+
 /// Field numbers and wire types of the format.
 const FIELD_KEY_TABLE: u64 = 1;
 const FIELD_HASH_KEY_TABLE: u64 = 2;
@@ -135,7 +141,6 @@ pub struct Packer {
     keys: Vec<String>,
     table: Vec<u8>,
     records: Vec<u8>,
-    count: usize,
 }
 
 impl Packer {
@@ -144,24 +149,9 @@ impl Packer {
         Self::default()
     }
 
-    /// User records pushed.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// True when nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Size of the finished record's data now.
     pub fn size(&self) -> usize {
         FRAME_BYTES + self.table.len() + self.records.len()
-    }
-
-    /// The partition key of the finished record: the first user record's.
-    pub fn partition_key(&self) -> Option<&str> {
-        self.keys.first().map(String::as_str)
     }
 
     fn key_index(&self, key: &str) -> Option<usize> {
@@ -188,7 +178,7 @@ impl Packer {
         let index = match self.key_index(record.partition_key) {
             Some(i) => i,
             None => {
-                self.table.push((FIELD_KEY_TABLE << 3 | WIRE_LEN) as u8);
+                self.table.push(TAG_KEY_TABLE);
                 put_varint(&mut self.table, record.partition_key.len() as u64);
                 self.table
                     .extend_from_slice(record.partition_key.as_bytes());
@@ -197,14 +187,13 @@ impl Packer {
             }
         };
         let out = &mut self.records;
-        out.push((FIELD_RECORDS << 3 | WIRE_LEN) as u8);
+        out.push(TAG_RECORD);
         put_varint(out, Self::inner_len(index, record.data.len()) as u64);
-        out.push((FIELD_KEY_INDEX << 3 | WIRE_VARINT) as u8);
+        out.push(TAG_KEY_INDEX);
         put_varint(out, index as u64);
-        out.push((FIELD_DATA << 3 | WIRE_LEN) as u8);
+        out.push(TAG_DATA);
         put_varint(out, record.data.len() as u64);
         out.extend_from_slice(record.data);
-        self.count += 1;
     }
 
     /// The record data: magic, protobuf, digest.
@@ -264,7 +253,7 @@ pub fn pack_records(
     events: Vec<crate::stream::Record>,
     policy: &PackPolicy,
 ) -> (Vec<crate::stream::Record>, Vec<usize>) {
-    if policy.target_bytes == 0 || events.len() < 2 {
+    if policy.target_bytes == 0 {
         let n = events.len();
         return (events, (0..n).collect());
     }
@@ -810,7 +799,7 @@ mod tests {
         assert_eq!(unpack(&bad_digest), Err(PackError::Digest));
         assert_eq!(unpack(&reframe(&[])), Err(PackError::Empty));
         assert_eq!(unpack(&reframe(&[0x0a, 1, b'p'])), Err(PackError::Empty));
-        let cases: [(&[u8], PackError); 12] = [
+        let cases: [(&[u8], PackError); 13] = [
             // Truncated length, truncated varint, a field number 0, a group.
             (&[0x0a, 5, b'p'], PackError::Malformed(2)),
             (&[0x0a, 0x80], PackError::Malformed(2)),
@@ -843,10 +832,14 @@ mod tests {
                     table: 1,
                 },
             ),
-            // A known field twice in a record; a key that is not UTF-8.
+            // A known field twice in a record (the index, the data); a key that is not UTF-8.
             (
                 &[0x0a, 1, b'p', 0x1a, 6, 0x08, 0, 0x08, 0, 0x1a, 0],
                 PackError::Malformed(8),
+            ),
+            (
+                &[0x0a, 1, b'p', 0x1a, 6, 0x08, 0, 0x1a, 0, 0x1a, 0],
+                PackError::Malformed(10),
             ),
             (&[0x0a, 1, 0xff], PackError::KeyUtf8(0)),
         ];
