@@ -411,7 +411,7 @@ fn retry_config() -> Config {
 
 /// The codec of the objects the lake retry fixture names: gzip, as objects archived before
 /// zstd became the default are (the reader follows the key's suffix either way).
-const RETRY_CODEC: caudal_core::codec::Codec = caudal_core::codec::Codec::Gzip { level: 6 };
+const RETRY_CODEC: Codec = Codec::Gzip { level: 6 };
 
 /// The raw object the writer stores for `name` (key, compressed body), in [`RETRY_CODEC`].
 async fn archive(name: &str) -> (String, Vec<u8>) {
