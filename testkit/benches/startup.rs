@@ -85,7 +85,7 @@ fn start_once(bin: &Path, env: &[(&str, &str)]) -> Result<(Duration, u64), Strin
         match listener.accept() {
             Ok((mut conn, _)) => {
                 let took = started.elapsed();
-                let hwm = vm_hwm_kib(child.id());
+                let hwm = testkit::bench::vm_hwm_kib(Some(child.id()));
                 let mut head = [0u8; 64];
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
                 let n = conn.read(&mut head).unwrap_or(0);
@@ -119,16 +119,6 @@ fn start_once(bin: &Path, env: &[(&str, &str)]) -> Result<(Duration, u64), Strin
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn main() {

@@ -100,6 +100,54 @@ fn time_today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Peak resident memory (`VmHWM`, KiB) of process `pid`, or of this one (`None`); 0 when
+/// `/proc` cannot tell.
+pub fn vm_hwm_kib(pid: Option<u32>) -> u64 {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_owned(),
+        |p| format!("/proc/{p}/status"),
+    );
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// This process's peak resident memory in MB.
+pub fn vm_hwm_mb() -> f64 {
+    vm_hwm_kib(None) as f64 / 1024.0
+}
+
+/// The argument a benchmark binary runs its peak-memory child under.
+pub const RSS_CHILD: &str = "rss-child";
+
+/// Whether this process is the peak-memory child ([`run_rss_child`] started it).
+pub fn is_rss_child() -> bool {
+    std::env::args().any(|a| a == RSS_CHILD)
+}
+
+/// Run this benchmark binary again as the peak-memory child (peak RSS is per process, so it is
+/// measured in a fresh one) and print its `peak RSS` lines; its stderr passes through.
+pub fn run_rss_child() {
+    match std::env::current_exe()
+        .and_then(|exe| std::process::Command::new(exe).arg(RSS_CHILD).output())
+    {
+        Ok(out) => {
+            // The child's stdout may carry a handler's EMF lines too; show only the figures.
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if line.starts_with("peak RSS") {
+                    println!("{line}");
+                }
+            }
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Err(e) => eprintln!("could not run the RSS child: {e}"),
+    }
+}
+
 /// CPU model and count, from /proc/cpuinfo.
 pub fn machine() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -46,16 +46,6 @@ fn body(n: usize) -> Vec<u8> {
 
 const SIZES: [usize; 3] = [1, 100, 500];
 
-fn vm_hwm_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Child process: the largest request the defaults take (500 events, ~4.5 MB, what a 6 MB
 /// Lambda payload carries once base64-encoded) through the real handler, Kinesis answered by
 /// a mock; reports `VmHWM`.
@@ -101,7 +91,7 @@ fn rss_child() {
         .enable_all()
         .build()
         .expect("runtime");
-    let before = vm_hwm_mb();
+    let before = testkit::bench::vm_hwm_mb();
     let out = rt
         .block_on(ingest_api::invoke(
             &state,
@@ -113,13 +103,13 @@ fn rss_child() {
     println!(
         "peak RSS for a {:.2} MB, 500-event request through the handler: VmHWM {:.1} MB (before the request {before:.1} MB); PutRecords calls {}",
         body.len() as f64 / 1e6,
-        vm_hwm_mb(),
+        testkit::bench::vm_hwm_mb(),
         ok.num_calls()
     );
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "rss-child") {
+    if testkit::bench::is_rss_child() {
         rss_child();
         return;
     }
@@ -209,17 +199,5 @@ fn main() {
             eprintln!("cost/measured.yaml not updated: {e}");
         }
     }
-    match std::env::current_exe()
-        .and_then(|exe| std::process::Command::new(exe).arg("rss-child").output())
-    {
-        Ok(out) => {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if line.starts_with("peak RSS") {
-                    println!("{line}");
-                }
-            }
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        }
-        Err(e) => eprintln!("could not run the RSS child: {e}"),
-    }
+    testkit::bench::run_rss_child();
 }

@@ -252,16 +252,6 @@ fn throughput(c: &mut Criterion) {
     }
 }
 
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Child process: decode a ~6 MB payload and run the real handler with mocked clients.
 fn rss_child() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -299,12 +289,12 @@ fn rss_child() {
     config.firehose_stream = Some("lake".into());
     config.lake_retry_queue = Some("https://sqs.local/1/lake-retry".into());
     let state = State::new(config, s3, fh, sqs);
-    let start_kb = status_kb("VmHWM:");
+    let start_kb = testkit::bench::vm_hwm_kib(None);
     let (text, bytes_in) = payload(6_000_000);
-    let payload_kb = status_kb("VmHWM:");
+    let payload_kb = testkit::bench::vm_hwm_kib(None);
     // The dispatching reader the runtime uses: one pass, base64 decoded record by record.
     let event = RawWriterEvent::parse_str(&text).expect("payload parses");
-    let parsed_kb = status_kb("VmHWM:");
+    let parsed_kb = testkit::bench::vm_hwm_kib(None);
     drop(text);
     let resp = rt
         .block_on(handler(&state, LambdaEvent::new(event, Context::default())))
@@ -314,7 +304,7 @@ fn rss_child() {
         serde_json::json!({"batchItemFailures": []})
     );
     assert_eq!(sqs_rule.num_calls(), 0);
-    let end_kb = status_kb("VmHWM:");
+    let end_kb = testkit::bench::vm_hwm_kib(None);
     println!(
         "peak RSS for a {:.2} MB, {RECORDS}-record batch through the handler: VmHWM {:.1} MB \
          (process start {:.1} MB; +payload text {:.1} MB; +decoded event {:.1} MB; \
@@ -331,7 +321,7 @@ fn rss_child() {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "rss-child") {
+    if testkit::bench::is_rss_child() {
         rss_child();
         return;
     }
@@ -343,18 +333,5 @@ fn main() {
         .configure_from_args();
     throughput(&mut c);
     // Peak RSS is per process: measure it in a fresh one.
-    match std::env::current_exe()
-        .and_then(|exe| std::process::Command::new(exe).arg("rss-child").output())
-    {
-        Ok(out) => {
-            // The child's stdout also carries the handler's EMF line; show only the figures.
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if line.starts_with("peak RSS") {
-                    println!("{line}");
-                }
-            }
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        }
-        Err(e) => eprintln!("could not run the RSS child: {e}"),
-    }
+    testkit::bench::run_rss_child();
 }

@@ -49,31 +49,21 @@ fn stage(rules: &RuleSet, body: &[u8]) -> u64 {
     stats.valid
 }
 
-fn vm_hwm_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn rss_child() {
     let rules = rules();
     // A 6 MB batch of the mix's ~500 B envelopes.
     let (body, ndjson) = raw_object(12_000);
-    let before = vm_hwm_mb();
+    let before = testkit::bench::vm_hwm_mb();
     let valid = stage(&rules, &body);
     println!(
         "peak RSS staging the raw object of a 6 MB batch ({:.1} MB NDJSON, {valid} rows): VmHWM {:.1} MB (before staging {before:.1} MB)",
         ndjson as f64 / 1e6,
-        vm_hwm_mb()
+        testkit::bench::vm_hwm_mb()
     );
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "rss-child") {
+    if testkit::bench::is_rss_child() {
         rss_child();
         return;
     }
@@ -113,17 +103,5 @@ fn main() {
             eprintln!("cost/measured.yaml not updated: {e}");
         }
     }
-    match std::env::current_exe()
-        .and_then(|exe| std::process::Command::new(exe).arg("rss-child").output())
-    {
-        Ok(out) => {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if line.starts_with("peak RSS") {
-                    println!("{line}");
-                }
-            }
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        }
-        Err(e) => eprintln!("could not run the RSS child: {e}"),
-    }
+    testkit::bench::run_rss_child();
 }
