@@ -109,21 +109,14 @@ pub fn scan<'a>(
         match b[i] {
             b'"' => {
                 let start = i + 1;
-                let mut j = start;
-                let mut escaped = false;
-                while j < b.len() && b[j] != b'"' {
-                    if b[j] == b'\\' {
-                        escaped = true;
-                        j += 1;
-                    }
-                    j += 1;
-                }
+                let (j, escapes) = string_end(b, start);
                 let s = raw.get(start..j.min(b.len())).unwrap_or_default();
                 // RawValue skips `\u` escapes without pairing surrogates; reading the string
-                // refuses a lone one. Only `\ud…`/`\uD…` can be a surrogate.
-                if (s.contains("\\ud") || s.contains("\\uD")) && unescape_strict(s).is_none() {
+                // refuses a lone one.
+                if escapes == Escapes::MaybeSurrogate && unescape_strict(s).is_none() {
                     return Err(ScanError::Unreadable("a lone UTF-16 surrogate escape"));
                 }
+                let escaped = escapes != Escapes::None;
                 i = j + 1;
                 let mut k = i;
                 while k < b.len() && is_ws(b[k]) {
@@ -182,7 +175,7 @@ pub fn scan<'a>(
                 }
                 let n = raw.get(start..i).unwrap_or_default();
                 // RawValue checks only the grammar; reading the number refuses one beyond f64.
-                if serde_json::from_str::<f64>(n).is_err() {
+                if may_overflow(n) && serde_json::from_str::<f64>(n).is_err() {
                     return Err(ScanError::Unreadable("a number beyond the range of an f64"));
                 }
                 set(&mut out, pending.take(), Scalar::Number(n));
@@ -202,6 +195,52 @@ pub fn scan<'a>(
         }
     }
     Ok(out)
+}
+
+/// What the escapes of one string are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escapes {
+    /// No backslash: the text is the value.
+    None,
+    /// Escapes, none of them `\uD…` (so no surrogate half).
+    Some,
+    /// A `\uD…` escape, which may be half of a UTF-16 surrogate pair.
+    MaybeSurrogate,
+}
+
+/// The index of the quote closing the string whose text starts at `start` (or past the end when
+/// it is unterminated), and what escapes it holds. Jumps from quote or backslash to the next
+/// with `memchr`, since most of an event's bytes are string text.
+fn string_end(b: &[u8], start: usize) -> (usize, Escapes) {
+    let mut j = start;
+    let mut escapes = Escapes::None;
+    while let Some(at) = b
+        .get(j..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
+        j += at;
+        if b[j] == b'"' {
+            return (j, escapes);
+        }
+        // Only `\uD800`–`\uDFFF` are surrogate halves; all start `\ud` or `\uD`.
+        if b.get(j + 1) == Some(&b'u') && matches!(b.get(j + 2), Some(b'd' | b'D')) {
+            escapes = Escapes::MaybeSurrogate;
+        } else if escapes == Escapes::None {
+            escapes = Escapes::Some;
+        }
+        j += 2;
+    }
+    (b.len(), escapes)
+}
+
+/// Longest number text that needs no range check without an exponent: its integer part has at
+/// most this many digits, so it is below 1e308 < `f64::MAX`.
+const SAFE_NUMBER_CHARS: usize = 308;
+
+/// Whether the number text `n` might lie beyond an `f64` (so serde_json must be asked): it has
+/// an exponent or is too long to be safe.
+fn may_overflow(n: &str) -> bool {
+    n.len() > SAFE_NUMBER_CHARS || n.bytes().any(|c| matches!(c, b'e' | b'E'))
 }
 
 /// Decode the escapes of a JSON string's contents ([`scan`] has refused lone surrogates, so this
@@ -230,4 +269,122 @@ pub(super) fn truncate(s: &str, max_chars: usize) -> String {
 /// JSON whitespace (RFC 8259) — also what NDJSON treats as a blank line.
 pub(super) fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(text: &str) -> (usize, Escapes) {
+        string_end(text.as_bytes(), 0)
+    }
+
+    #[test]
+    fn string_end_finds_the_closing_quote_past_escapes() {
+        assert_eq!(end(r#"abc""#), (3, Escapes::None));
+        assert_eq!(end(r#"""#), (0, Escapes::None));
+        assert_eq!(end(r#"a\"b"x"#), (4, Escapes::Some));
+        assert_eq!(end(r#"a\\"x"#), (3, Escapes::Some));
+        assert_eq!(end(r#"\n\t\u0041""#), (10, Escapes::Some));
+        // Text before `start` is not looked at.
+        assert_eq!(string_end(br#""ab"cd""#, 4), (6, Escapes::None));
+    }
+
+    #[test]
+    fn string_end_names_possible_surrogate_halves() {
+        assert_eq!(end(r#"\ud800""#), (6, Escapes::MaybeSurrogate));
+        assert_eq!(end(r#"\uDC00""#), (6, Escapes::MaybeSurrogate));
+        assert_eq!(end(r#"\n\ud83d\ude00\t""#), (16, Escapes::MaybeSurrogate));
+        // An escaped backslash before `ud800` is text, not an escape.
+        assert_eq!(end(r#"\\ud800""#), (7, Escapes::Some));
+        assert_eq!(end(r#"\u00d8""#), (6, Escapes::Some));
+        assert_eq!(end(r#"\d""#), (2, Escapes::Some));
+    }
+
+    #[test]
+    fn string_end_of_unterminated_text_is_the_end() {
+        assert_eq!(end("abc"), (3, Escapes::None));
+        assert_eq!(end(r"abc\"), (4, Escapes::Some));
+        assert_eq!(end(r#"ab\""#), (4, Escapes::Some));
+        assert_eq!(end(r"\u"), (2, Escapes::Some));
+        assert_eq!(end(r"\ud"), (3, Escapes::MaybeSurrogate));
+        assert_eq!(end(""), (0, Escapes::None));
+        assert_eq!(string_end(b"ab", 5), (2, Escapes::None));
+    }
+
+    #[test]
+    fn only_exponents_and_long_numbers_need_the_range_check() {
+        for n in ["0", "-1", "123.456", "-0.0", "18446744073709551616"] {
+            assert!(!may_overflow(n), "{n}");
+        }
+        for n in ["1e400", "1E400", "1e5", "-2.5E-3", "1e+0"] {
+            assert!(may_overflow(n), "{n}");
+        }
+        let nines = |k: usize| "9".repeat(k);
+        assert!(!may_overflow(&nines(SAFE_NUMBER_CHARS)));
+        assert!(may_overflow(&nines(SAFE_NUMBER_CHARS + 1)));
+    }
+
+    #[test]
+    fn scalars_name_their_kind_and_give_their_string() {
+        let kinds = [
+            (Scalar::Absent, "absent"),
+            (Scalar::Str("a", false), "string"),
+            (Scalar::Number("1"), "number"),
+            (Scalar::Null, "null"),
+            (Scalar::Other("boolean"), "boolean"),
+        ];
+        for (scalar, kind) in kinds {
+            assert_eq!(scalar.kind(), kind);
+        }
+        assert_eq!(
+            Scalar::Str(r"a\nb", false).string().as_deref(),
+            Some(r"a\nb")
+        );
+        assert_eq!(Scalar::Str(r"a\nb", true).string().as_deref(), Some("a\nb"));
+        assert_eq!(Scalar::Number("1").string(), None);
+    }
+
+    fn scanned(text: &str) -> Result<Scanned<'_>, ScanError> {
+        scan(text, 8, None, &mut Scratch::default())
+    }
+
+    #[test]
+    fn numbers_beyond_an_f64_are_unreadable_and_others_are_not() {
+        let unreadable = Err(ScanError::Unreadable("a number beyond the range of an f64"));
+        assert_eq!(scanned(r#"{"a":1e400}"#), unreadable);
+        assert_eq!(scanned(r#"{"a":-1E309}"#), unreadable);
+        let long = format!(r#"{{"a":{}}}"#, "9".repeat(SAFE_NUMBER_CHARS + 1));
+        assert_eq!(scanned(&long), unreadable);
+        let safe = format!(r#"{{"a":{}}}"#, "9".repeat(SAFE_NUMBER_CHARS));
+        assert!(scanned(&safe).is_ok());
+        assert!(scanned(r#"{"a":1e308,"b":-1.7e308,"c":1e-400}"#).is_ok());
+    }
+
+    #[test]
+    fn lone_surrogates_are_unreadable_and_pairs_are_not() {
+        let unreadable = Err(ScanError::Unreadable("a lone UTF-16 surrogate escape"));
+        assert_eq!(scanned(r#"{"a":"\ud800"}"#), unreadable);
+        assert_eq!(scanned(r#"{"a":"x\uDFFFy"}"#), unreadable);
+        assert_eq!(scanned(r#"{"\ud800":1}"#), unreadable);
+        assert_eq!(scanned(r#"{"a":"\n\ude00\ud83d"}"#), unreadable);
+        let pair = scanned(r#"{"type":"\ud83d\ude00","b":"\\ud800"}"#).expect("a pair");
+        assert_eq!(pair.event_type, Scalar::Str(r"\ud83d\ude00", true));
+        assert_eq!(
+            pair.event_type.string().as_deref(),
+            Some("\u{1f600}"),
+            "unescaped"
+        );
+    }
+
+    #[test]
+    fn members_after_escaped_strings_are_still_found() {
+        let got =
+            scanned(r#"{"a":"x\\","b\"":"\"","ty\u0070e":"t","id" :"\u0069"}"#).expect("valid");
+        assert_eq!(got.event_type, Scalar::Str("t", false));
+        assert_eq!(got.id, Scalar::Str(r"\u0069", true));
+        assert_eq!(got.id.string().as_deref(), Some("i"));
+        let dup = scanned(r#"{"a":1,"\u0061":2}"#);
+        assert_eq!(dup, Err(ScanError::DuplicateKey("a".into())));
+    }
 }
