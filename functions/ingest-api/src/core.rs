@@ -78,19 +78,7 @@ pub fn prepare<'a>(
         slots: Vec::with_capacity(items.len()),
         records: Vec::with_capacity(items.len()),
     };
-    // Envelope size = event + id + type + this (field names, timestamp, metadata values); sizing
-    // the buffer up front saves a reallocation and copy per event.
-    let meta_len = 192
-        + meta.request_id.len()
-        + [
-            &meta.source_ip,
-            &meta.user_agent,
-            &meta.principal,
-            &meta.stage,
-        ]
-        .iter()
-        .map(|v| v.as_deref().map_or(0, str::len))
-        .sum::<usize>();
+    let encoder = envelope::Encoder::new(meta);
     for item in items {
         let ev = match item {
             ItemResult::Rejected(r) => {
@@ -107,9 +95,7 @@ pub fn prepare<'a>(
             }));
             continue;
         }
-        let mut data =
-            Vec::with_capacity(ev.raw.len() + ev.id.len() + ev.event_type.len() + meta_len);
-        envelope::encode_into(&mut data, &ev.as_ref(), meta);
+        let data = encoder.encode(&ev.as_ref());
         let partition_key = ev.partition_key().to_owned();
         // The event passed MAX_EVENT_BYTES, but its envelope (metadata, escaped text form) must
         // also fit one Kinesis record.

@@ -104,7 +104,7 @@ pub struct SpillLine<'a> {
 }
 
 /// Append one spill line (with its newline). `envelope` is one line of valid JSON (what
-/// [`crate::envelope::encode_into`] writes), copied as is.
+/// [`crate::envelope::Encoder`] writes), copied as is.
 pub fn write_line<W: Write>(
     w: &mut W,
     arrival: &str,
