@@ -122,8 +122,8 @@ pub fn scan<'a>(
                 while k < b.len() && is_ws(b[k]) {
                     k += 1;
                 }
+                // (The whitespace and the colon are then skipped by the catch-all arm.)
                 if k < b.len() && b[k] == b':' {
-                    i = k + 1;
                     let key = if escaped {
                         Cow::Owned(unescape(s))
                     } else {
@@ -157,11 +157,9 @@ pub fn scan<'a>(
                 if c == b'}' {
                     let from = start.min(scratch.keys.len());
                     let keys = &mut scratch.keys[from..];
-                    if keys.len() > 1 {
-                        keys.sort_unstable();
-                        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-                            return Err(ScanError::DuplicateKey(truncate(&w[0], 64)));
-                        }
+                    keys.sort_unstable();
+                    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+                        return Err(ScanError::DuplicateKey(truncate(&w[0], 64)));
                     }
                 }
                 scratch.keys.truncate(start);
