@@ -8,6 +8,7 @@ use std::cell::OnceCell;
 use serde_json::{Map, Value};
 
 use super::compile::{EventRule, Filter, Root, Source};
+use super::native::Vars;
 use super::{
     Cell, ColumnType, EVENT_ID_COLUMN, Lineage, NULL_MARKER, Outcome, PRINCIPAL_COLUMN,
     RAW_KEY_COLUMN, Reject, Row, RuleSet, STANDARD_COLUMNS, clip, expr, source_text, types,
@@ -160,8 +161,12 @@ impl RuleSet {
         sc: &Scope<'s>,
     ) -> Result<bool, Reject> {
         let fail = |msg: String| Reject::new("filter", Some(f.name.clone()), None, msg);
-        let scope = self.scope(lc, sc);
-        match f.expr.eval(scope).map_err(fail)? {
+        let kinesis = || lc.kinesis_json();
+        match f
+            .expr
+            .eval_line(&lc.vars(&kinesis), || self.scope(lc, sc))
+            .map_err(fail)?
+        {
             Value::Bool(b) => Ok(b),
             other => Err(fail(format!(
                 "filter `{}` returned {other}, not a boolean",
@@ -199,7 +204,11 @@ impl RuleSet {
                     .pointer(&p.rest)
                     .map_or(Cow::Owned(Value::Null), Cow::Borrowed))
             }
-            Source::Expr(e) => Ok(Cow::Owned(e.eval(self.scope(lc, sc))?)),
+            Source::Expr(e) => {
+                let kinesis = || lc.kinesis_json();
+                let v = e.eval_line(&lc.vars(&kinesis), || self.scope(lc, sc))?;
+                Ok(Cow::Owned(v))
+            }
             Source::Coalesce(list) => {
                 for s in list {
                     let v = self.eval_source(s, lc, sc)?;
@@ -474,27 +483,19 @@ struct LineCtx<'a> {
     uses: [bool; 3],
 }
 
-impl LineCtx<'_> {
+impl<'a> LineCtx<'a> {
+    /// The line's variables for the native evaluator.
+    fn vars<'s>(&'s self, kinesis: &'s dyn Fn() -> &'s Value) -> Vars<'s> {
+        Vars {
+            event: &self.event,
+            envelope: self.env,
+            kinesis,
+        }
+    }
+
     fn envelope_json(&self) -> &Value {
-        self.env_json.get_or_init(|| {
-            let e = self.env;
-            let opt = |v: &Option<Cow<'_, str>>| {
-                v.as_deref()
-                    .map_or(Value::Null, |s| Value::String(s.to_owned()))
-            };
-            serde_json::json!({
-                "v": e.v,
-                "id": e.id.as_ref(),
-                "id_generated": e.id_generated,
-                "type": e.event_type.as_ref(),
-                "received_at": opt(&e.received_at),
-                "request_id": opt(&e.request_id),
-                "source_ip": opt(&e.source_ip),
-                "user_agent": opt(&e.user_agent),
-                "principal": opt(&e.principal),
-                "stage": opt(&e.stage),
-            })
-        })
+        self.env_json
+            .get_or_init(|| super::native::envelope_json(self.env))
     }
 
     fn kinesis_json(&self) -> &Value {

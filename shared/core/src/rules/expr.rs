@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
 
+use super::native::{Native, Vars};
+
 /// The variables an expression may use.
 pub const VARIABLES: [&str; 3] = ["event", "envelope", "kinesis"];
 
@@ -25,6 +27,8 @@ pub(crate) struct Expr {
     /// The source text, for messages.
     pub source: String,
     program: cel::Program,
+    /// The same expression for the native evaluator, when it is within its subset.
+    native: Option<Native>,
     /// Which of [`VARIABLES`] it reads.
     pub uses: [bool; 3],
 }
@@ -47,9 +51,29 @@ impl Expr {
         let uses = VARIABLES.map(|v| refs.has_variable(v));
         Ok(Expr {
             source: source.to_owned(),
+            native: Native::compile(program.expression()),
             program,
             uses,
         })
+    }
+
+    /// Whether the native evaluator covers this expression (when its evaluation succeeds).
+    #[cfg(test)]
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// Evaluate on one line: natively where that gives the value, otherwise with the
+    /// interpreter against the scope `scope` builds (only then).
+    pub fn eval_line<'c, 'v>(
+        &'v self,
+        vars: &Vars<'v>,
+        scope: impl FnOnce() -> &'c cel::Context<'c, 'c>,
+    ) -> Result<Value, String> {
+        if let Some(v) = self.native.as_ref().and_then(|n| n.eval(vars)) {
+            return Ok(v);
+        }
+        self.eval(scope())
     }
 
     /// Evaluate against a prepared scope.

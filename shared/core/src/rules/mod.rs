@@ -35,7 +35,8 @@
 //! | `spec` | the YAML shapes as written (serde, `deny_unknown_fields`) and the version check |
 //! | `compile` | spec → compiled form: tables, catch-all, CEL filters, schemas, mappings ([`RuleSet::from_yaml`]) |
 //! | `apply` | one raw line → one [`Outcome`] ([`RuleSet::apply_line`]), the rows' JSON view, reject rows |
-//! | `expr`, `enrich`, `source_text` | CEL expressions, enrichment steps, a number's source digits |
+//! | `expr`, `native` | CEL expressions: the interpreter, and the native evaluator tried first |
+//! | `enrich`, `source_text` | enrichment steps, a number's source digits |
 //! | `types`, `ident` | column types and the strict value → [`Cell`] conversion; SQL identifiers |
 //! | `csv` | CSV for `COPY`, NULL as [`NULL_MARKER`] (defined at the crate root, shared with `event`) |
 //! | `ddl` | `CREATE TABLE` / additive migrations and the `warehouse/*.sql` files |
@@ -54,6 +55,7 @@ mod ddl;
 mod enrich;
 mod expr;
 mod ident;
+mod native;
 mod sample;
 mod source_text;
 mod spec;

@@ -869,3 +869,29 @@ fn the_principal_is_lineage_on_rows_and_rejects() {
     let rej = reject_of(rs.apply_line(&line(Some(&long), &ok), &lineage()));
     assert_eq!(rej.rule.as_deref(), Some("e.principal"), "{}", rej.message);
 }
+
+/// Every CEL expression of the shipped rules file is within the native evaluator's subset, so
+/// the loader runs none of them through the interpreter on the usual lines.
+#[test]
+fn the_shipped_rules_evaluate_natively() {
+    use compile::Source;
+    fn exprs<'s>(s: &'s Source, out: &mut Vec<&'s expr::Expr>) {
+        match s {
+            Source::Expr(e) => out.push(e),
+            Source::Coalesce(list) => list.iter().for_each(|s| exprs(s, out)),
+            Source::Pointer(_) | Source::Const(_) => {}
+        }
+    }
+    let rs = RuleSet::from_yaml(BUNDLED_RULES_YAML).unwrap();
+    let mut all: Vec<&expr::Expr> = rs.global_filters.iter().map(|f| &f.expr).collect();
+    for rule in rs.events.values() {
+        all.extend(rule.filters.iter().map(|f| &f.expr));
+        for m in &rule.mappings {
+            exprs(&m.source, &mut all);
+        }
+    }
+    assert!(all.len() >= 9, "{} expressions", all.len());
+    for e in all {
+        assert!(e.is_native(), "{}", e.source);
+    }
+}
