@@ -310,7 +310,7 @@ async fn ingest(
                     &meta.request_id,
                     e.status(),
                     [0, 0, 0],
-                    0,
+                    [0, 0],
                     &SpillReport::default(),
                     started,
                 );
@@ -328,7 +328,7 @@ async fn ingest(
             &meta.request_id,
             status,
             [receipt.accepted, receipt.rejected, receipt.retry],
-            outcome.calls,
+            [records.len(), outcome.calls as usize],
             &spilled,
             started,
         );
@@ -550,7 +550,7 @@ fn emit_metrics(
     request_id: &str,
     status: u16,
     [accepted, rejected, retry]: [usize; 3],
-    calls: u32,
+    [records, calls]: [usize; 2],
     spilled: &SpillReport,
     started: std::time::Instant,
 ) {
@@ -564,7 +564,9 @@ fn emit_metrics(
         .metric("EventsAccepted", accepted as f64, Unit::Count)
         .metric("EventsRejected", rejected as f64, Unit::Count)
         .metric("EventsRetry", retry as f64, Unit::Count)
-        .metric("PutRecordsCalls", f64::from(calls), Unit::Count)
+        .metric("PutRecordsCalls", calls as f64, Unit::Count)
+        // With EventsAccepted, how well packing works: events per Kinesis record.
+        .metric("KinesisRecords", records as f64, Unit::Count)
         .metric(
             "LatencyMs",
             started.elapsed().as_secs_f64() * 1000.0,
