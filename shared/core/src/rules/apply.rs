@@ -197,12 +197,13 @@ impl RuleSet {
             Source::Pointer(p) => {
                 let root = match p.root {
                     Root::Event => &lc.event,
-                    Root::Envelope => lc.envelope_json(),
+                    Root::Envelope => match super::native::envelope_pointer(lc.env, &p.rest) {
+                        Some(v) => return Ok(Cow::Owned(v)),
+                        None => lc.envelope_json(),
+                    },
                     Root::Kinesis => lc.kinesis_json(),
                 };
-                Ok(root
-                    .pointer(&p.rest)
-                    .map_or(Cow::Owned(Value::Null), Cow::Borrowed))
+                Ok(p.find(root).map_or(Cow::Owned(Value::Null), Cow::Borrowed))
             }
             Source::Expr(e) => {
                 let kinesis = || lc.kinesis_json();

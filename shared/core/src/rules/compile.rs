@@ -17,19 +17,6 @@ use super::{
 // ---------------------------------------------------------------------------------------------
 // Compiled form.
 
-/// Envelope fields a pointer or expression may read.
-const ENVELOPE_FIELDS: [&str; 10] = [
-    "v",
-    "id",
-    "id_generated",
-    "type",
-    "received_at",
-    "request_id",
-    "source_ip",
-    "user_agent",
-    "principal",
-    "stage",
-];
 /// Kinesis coordinate fields a pointer or expression may read.
 /// (`sub_sequence_number` is absent, so NULL, for a record that holds one event.)
 const KINESIS_FIELDS: [&str; 5] = [
@@ -53,6 +40,38 @@ pub(super) struct Pointer {
     pub(super) root: Root,
     /// JSON pointer within the root ("" = the root itself).
     pub(super) rest: String,
+    /// `rest`'s reference tokens, unescaped once here rather than on every line.
+    tokens: Vec<String>,
+}
+
+impl Pointer {
+    /// The value `rest` points at in `root`: what [`Value::pointer`] finds, without parsing
+    /// the pointer again.
+    pub(super) fn find<'v>(&self, root: &'v Value) -> Option<&'v Value> {
+        self.tokens.iter().try_fold(root, |at, token| match at {
+            Value::Object(map) => map.get(token),
+            Value::Array(list) => array_index(token).and_then(|i| list.get(i)),
+            _ => None,
+        })
+    }
+}
+
+/// The reference tokens of a JSON pointer (RFC 6901) that starts with `/` or is empty.
+fn pointer_tokens(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+/// An array index as a pointer token writes it (as serde_json reads it: digits, no sign, no
+/// leading zero).
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 #[derive(Debug)]
@@ -140,7 +159,7 @@ fn parse_pointer(at: &str, text: &str) -> Result<Pointer, RulesError> {
     };
     let fields: &[&str] = match root {
         Root::Event => &[],
-        Root::Envelope => &ENVELOPE_FIELDS,
+        Root::Envelope => &super::native::ENVELOPE_MEMBERS,
         Root::Kinesis => &KINESIS_FIELDS,
     };
     if root != Root::Event {
@@ -165,6 +184,7 @@ fn parse_pointer(at: &str, text: &str) -> Result<Pointer, RulesError> {
         text: text.to_owned(),
         root,
         rest: rest.to_owned(),
+        tokens: pointer_tokens(rest),
     })
 }
 
@@ -559,5 +579,44 @@ impl RuleSet {
             salt: spec.pii_salt.unwrap_or_default(),
             cel,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A compiled pointer finds what serde_json's `Value::pointer` finds.
+    #[test]
+    fn pointers_find_what_serde_json_finds() {
+        let doc = json!({"a": {"b/c": [10, {"~d": 2}], "": 3, "0": 4}, "l": [1, 2]});
+        for rest in [
+            "",
+            "/a",
+            "/a/b~1c",
+            "/a/b~1c/0",
+            "/a/b~1c/1/~0d",
+            "/a/",
+            "/a/0",
+            "/l/1",
+            "/l/01",
+            "/l/+1",
+            "/l/2",
+            "/l/-1",
+            "/missing",
+            "/a/b~1c/x",
+            "/l/1/x",
+            "/a/b~1c/00",
+        ] {
+            let p = Pointer {
+                text: format!("/event{rest}"),
+                root: Root::Event,
+                rest: rest.to_owned(),
+                tokens: pointer_tokens(rest),
+            };
+            assert_eq!(p.find(&doc), doc.pointer(rest), "{rest:?}");
+        }
     }
 }

@@ -37,7 +37,7 @@ pub(crate) struct Vars<'v> {
 }
 
 /// The members of the envelope's JSON view (`expr::scope`'s `envelope`), all always present.
-const ENVELOPE_MEMBERS: [&str; 10] = [
+pub(crate) const ENVELOPE_MEMBERS: [&str; 10] = [
     "v",
     "id",
     "id_generated",
@@ -619,6 +619,17 @@ pub(crate) fn envelope_json(e: &Envelope<'_>) -> Value {
     to_json(&V::Envelope, e).unwrap_or(Value::Null)
 }
 
+/// What the JSON pointer `pointer` finds in the envelope's JSON view, when it names one member
+/// (`/source_ip`): read from the envelope, without building the view. `None` otherwise (ask the
+/// view).
+pub(crate) fn envelope_pointer(e: &Envelope<'_>, pointer: &str) -> Option<Value> {
+    let member = pointer.strip_prefix('/')?;
+    if member.contains(['/', '~']) {
+        return None;
+    }
+    to_json(&envelope_member(e, member)?, e)
+}
+
 /// The result as the interpreter's result converts to JSON (`expr::to_json`); `None` for a
 /// non-finite number (which the interpreter's caller refuses with its own message).
 fn to_json(v: &V<'_>, env: &Envelope<'_>) -> Option<Value> {
@@ -984,6 +995,25 @@ mod tests {
                 Some(want),
                 "{src} on {event}"
             );
+        }
+    }
+
+    #[test]
+    fn envelope_pointers_read_the_member_or_defer() {
+        let bytes = envelope_bytes(Some("curl/8"));
+        let env = Envelope::parse(&bytes).unwrap();
+        let view = envelope_json(&env);
+        for member in ENVELOPE_MEMBERS {
+            let pointer = format!("/{member}");
+            assert_eq!(
+                envelope_pointer(&env, &pointer).as_ref(),
+                view.pointer(&pointer)
+            );
+        }
+        assert_eq!(envelope_pointer(&env, "/user_agent"), Some(json!("curl/8")));
+        assert_eq!(envelope_pointer(&env, "/principal"), Some(Value::Null));
+        for deferred in ["", "/", "/missing", "/user_agent/0", "/a~1b", "user_agent"] {
+            assert_eq!(envelope_pointer(&env, deferred), None, "{deferred}");
         }
     }
 
