@@ -265,6 +265,18 @@ impl PollPolicy {
 /// [`crate::envelope::format_timestamp`], milliseconds.)
 pub fn format_timestamp(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
+    if let Some(year) = four_digit_year(t.year()) {
+        // The loader writes three of these per row: digits by hand, not through `format!`.
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        put_digits(&mut b[..4], year);
+        put_digits(&mut b[5..7], u32::from(u8::from(t.month())));
+        put_digits(&mut b[8..10], u32::from(t.day()));
+        put_digits(&mut b[11..13], u32::from(t.hour()));
+        put_digits(&mut b[14..16], u32::from(t.minute()));
+        put_digits(&mut b[17..19], u32::from(t.second()));
+        put_digits(&mut b[20..26], t.microsecond());
+        return b.iter().map(|&c| char::from(c)).collect();
+    }
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
         t.year(),
@@ -277,9 +289,57 @@ pub fn format_timestamp(t: time::OffsetDateTime) -> String {
     )
 }
 
+/// A date as `YYYY-MM-DD`, the `DATE` text the loader writes.
+pub fn format_date(d: time::Date) -> String {
+    if let Some(year) = four_digit_year(d.year()) {
+        let mut b = *b"0000-00-00";
+        put_digits(&mut b[..4], year);
+        put_digits(&mut b[5..7], u32::from(u8::from(d.month())));
+        put_digits(&mut b[8..], u32::from(d.day()));
+        return b.iter().map(|&c| char::from(c)).collect();
+    }
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// The year when it is written with exactly four digits (0–9999).
+fn four_digit_year(year: i32) -> Option<u32> {
+    u32::try_from(year).ok().filter(|y| *y <= 9999)
+}
+
+/// `n` in decimal, right-aligned and zero-padded into all of `out` (`n` must fit).
+fn put_digits(out: &mut [u8], mut n: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The digits written by hand are `format!`'s, for every representable instant.
+        #[test]
+        fn hand_written_timestamps_are_the_formatted_ones(
+            secs in -377_705_116_800i64..253_402_300_800 + 86_400 * 365,
+            nanos in 0u32..1_000_000_000,
+            offset_min in -1439i32..1440,
+        ) {
+            let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) else { return Ok(()) };
+            let t = t.replace_nanosecond(nanos).unwrap();
+            let Ok(offset) = time::UtcOffset::from_whole_seconds(offset_min * 60) else { return Ok(()) };
+            let t = t.to_offset(offset);
+            let u = t.to_offset(time::UtcOffset::UTC);
+            let want = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                u.year(), u8::from(u.month()), u.day(), u.hour(), u.minute(), u.second(), u.microsecond()
+            );
+            proptest::prop_assert_eq!(format_timestamp(t), want);
+            let want = format!("{:04}-{:02}-{:02}", u.year(), u8::from(u.month()), u.day());
+            proptest::prop_assert_eq!(format_date(u.date()), want);
+        }
+    }
 
     #[test]
     fn timestamps_are_utc_with_microseconds() {

@@ -196,12 +196,7 @@ impl Cell {
     }
 }
 
-/// `YYYY-MM-DD`.
-pub(crate) fn format_date(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-pub(crate) use crate::warehouse::format_timestamp;
+pub(crate) use crate::warehouse::{format_date, format_timestamp};
 
 /// Parse an RFC 3339 timestamp (with an offset; no offset is ambiguous and refused).
 pub(crate) fn parse_timestamp(s: &str) -> Result<OffsetDateTime, String> {
