@@ -30,6 +30,8 @@
 //! records from any producer strictly: a bad magic, digest, protobuf or index is a
 //! [`PackError`], and the caller keeps the whole record as foreign.
 
+use std::collections::HashMap;
+
 use md5::{Digest, Md5};
 
 /// The four bytes every aggregated record starts with.
@@ -234,13 +236,6 @@ impl Default for PackPolicy {
     }
 }
 
-/// One pack being filled: its members (indices into the events) and the packer.
-struct Open {
-    key: String,
-    members: Vec<usize>,
-    packer: Packer,
-}
-
 /// Pack `events` (each a single-event record: envelope + its partition key, in request order)
 /// into as few records as `policy` allows. Returns the records and, for each event, the index
 /// of the record that carries it.
@@ -257,76 +252,78 @@ pub fn pack_records(
         let n = events.len();
         return (events, (0..n).collect());
     }
+    let plan = plan_packs(&events, policy);
+    let mut of_event = vec![0usize; events.len()];
     let mut slots: Vec<Option<crate::stream::Record>> = events.into_iter().map(Some).collect();
-    let mut of_event = vec![0usize; slots.len()];
-    let mut out: Vec<crate::stream::Record> = Vec::new();
-    let mut open: Vec<Open> = Vec::new();
-    let mut emit = |pack: Open, slots: &mut [Option<crate::stream::Record>], out: &mut Vec<_>| {
-        let index = out.len();
-        for &m in &pack.members {
-            of_event[m] = index;
+    let mut out = Vec::with_capacity(plan.len());
+    for members in plan {
+        for &m in &members {
+            of_event[m] = out.len();
         }
-        if let [only] = pack.members[..] {
-            if let Some(single) = slots[only].take() {
-                out.push(single);
-            }
-        } else {
-            out.push(crate::stream::Record {
-                data: pack.packer.finish(),
-                partition_key: pack.key,
+        if let [only] = members[..] {
+            out.extend(slots[only].take());
+            continue;
+        }
+        let mut packer = Packer::new();
+        let mut key = None;
+        for &m in &members {
+            let Some(event) = &slots[m] else { continue };
+            let key = key.get_or_insert_with(|| event.partition_key.clone());
+            packer.push(&UserRecord {
+                partition_key: key,
+                data: &event.data,
             });
         }
-    };
-    for i in 0..slots.len() {
-        let Some(event) = &slots[i] else { continue };
-        let group = if policy.by_key {
-            open.iter().position(|o| o.key == event.partition_key)
-        } else {
-            (!open.is_empty()).then_some(0)
-        };
-        let group = match group {
-            Some(g) => {
-                let o = &open[g];
-                let user = UserRecord {
-                    partition_key: &o.key,
-                    data: &event.data,
-                };
-                let fits = o.packer.size() + o.packer.added_size(&user) + o.key.len()
-                    <= policy.target_bytes;
-                if fits {
-                    Some(g)
-                } else {
-                    let full = open.remove(g);
-                    emit(full, &mut slots, &mut out);
-                    None
-                }
-            }
-            None => None,
-        };
-        let g = match group {
-            Some(g) => g,
-            None => {
-                let Some(event) = &slots[i] else { continue };
-                open.push(Open {
-                    key: event.partition_key.clone(),
-                    members: Vec::new(),
-                    packer: Packer::new(),
-                });
-                open.len() - 1
-            }
-        };
-        let Some(event) = &slots[i] else { continue };
-        let o = &mut open[g];
-        o.packer.push(&UserRecord {
-            partition_key: &o.key,
-            data: &event.data,
+        out.push(crate::stream::Record {
+            data: packer.finish(),
+            partition_key: key.unwrap_or_default(),
         });
-        o.members.push(i);
-    }
-    for pack in open {
-        emit(pack, &mut slots, &mut out);
     }
     (out, of_event)
+}
+
+/// The packs [`pack_records`] makes, as the indices of their events, in output order. Sizes are
+/// counted, not written: an event that ends up alone in its record is never copied.
+fn plan_packs(events: &[crate::stream::Record], policy: &PackPolicy) -> Vec<Vec<usize>> {
+    /// A pack being filled: its events and the size its record would have now.
+    struct Open {
+        members: Vec<usize>,
+        size: usize,
+        key_len: usize,
+    }
+    let mut open: Vec<Option<Open>> = Vec::new();
+    // The open pack of each key (or of all events, under "").
+    let mut by_key: HashMap<&str, usize> = HashMap::new();
+    let mut plan = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let key = if policy.by_key {
+            event.partition_key.as_str()
+        } else {
+            ""
+        };
+        // A user record of the pack's one key (index 0).
+        let added = len_field(Packer::inner_len(0, event.data.len()));
+        if let Some(&g) = by_key.get(key)
+            && let Some(o) = &mut open[g]
+        {
+            // The pack's key is sent with its record too.
+            if o.size + added + o.key_len <= policy.target_bytes {
+                o.members.push(i);
+                o.size += added;
+                continue;
+            }
+            plan.extend(open[g].take().map(|full| full.members));
+        }
+        let key_len = event.partition_key.len();
+        open.push(Some(Open {
+            members: vec![i],
+            size: FRAME_BYTES + len_field(key_len) + added,
+            key_len,
+        }));
+        by_key.insert(key, open.len() - 1);
+    }
+    plan.extend(open.into_iter().flatten().map(|o| o.members));
+    plan
 }
 
 /// What a stream record holds, classified as the raw-writer archives it: events that go to
