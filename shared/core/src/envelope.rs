@@ -218,7 +218,7 @@ pub enum EnvelopeError {
 impl<'a> Envelope<'a> {
     /// Decode and check an envelope.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, EnvelopeError> {
-        if bytes.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        if memchr::memchr2(b'\n', b'\r', bytes).is_some() {
             return Err(EnvelopeError::Invalid("line break inside the record"));
         }
         let env: Envelope<'a> =
