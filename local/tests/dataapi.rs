@@ -1035,11 +1035,11 @@ fn postgres_restarts_on_an_initialised_directory_and_stops() {
 }
 
 /// The shape of the rules-loader's load transaction: stage `(LIKE target)`, COPY with the
-/// loader's real `COPY_FORMAT_OPTIONS` (NULL marker, GZIP, DATEFORMAT, TIMEFORMAT), a deduping
+/// loader's real `COPY_FORMAT_OPTIONS` (NULL marker, ZSTD, DATEFORMAT, TIMEFORMAT), a deduping
 /// `INSERT … SELECT`, and a ledger row built with JSON_PARSE — in one BatchExecuteStatement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loader_style_load_transaction() {
-    use caudal_core::rules::{COPY_FORMAT_OPTIONS, NULL_MARKER};
+    use caudal_core::rules::{COPY_FORMAT_OPTIONS, NULL_MARKER, STAGING_CODEC};
     let ep = endpoint().await;
     let t = unique("events");
     let ledger = unique("ledger");
@@ -1064,15 +1064,15 @@ async fn loader_style_load_transaction() {
     let b = ep.bucket().await;
     ep.put(
         &b,
-        "staging/load-1/events.csv.gz",
-        Codec::default().compress(csv.as_bytes()).expect("gzip"),
+        "staging/load-1/events.csv.zst",
+        STAGING_CODEC.compress(csv.as_bytes()).expect("zstd"),
     )
     .await;
     ep.put(
         &b,
         "staging/load-1/events.manifest",
         format!(
-            r#"{{"entries":[{{"url":"s3://{b}/staging/load-1/events.csv.gz","mandatory":true}}]}}"#
+            r#"{{"entries":[{{"url":"s3://{b}/staging/load-1/events.csv.zst","mandatory":true}}]}}"#
         )
         .into_bytes(),
     )

@@ -2,7 +2,7 @@
 //!
 //! [`Stager`] runs every line of each raw object through the rules and writes
 //!
-//! * per table, gzip CSV parts in the encoding of [`caudal_core::rules::write_csv_row`] (a new part
+//! * per table, CSV parts ([`STAGING_CODEC`], zstd) in the encoding of [`caudal_core::rules::write_csv_row`] (a new part
 //!   when the compressed part reaches [`PART_TARGET_BYTES`], so memory stays bounded and COPY
 //!   gets several files to spread over slices);
 //! * the rejects twice: as CSV rows of `caudal_rejects` (COPYed, so dashboards show reasons) and
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use crate::latency::Arrivals;
 
 use caudal_core::codec::{Codec, DecodeError, Encoder};
-use caudal_core::rules::{Cell, Lineage, Outcome, Reject, RuleSet};
+use caudal_core::rules::{Cell, Lineage, Outcome, Reject, RuleSet, STAGING_CODEC};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -28,7 +28,8 @@ pub const PART_TARGET_BYTES: usize = 32 * 1024 * 1024;
 /// Largest raw object accepted after decompression (a bigger one is a poison object).
 pub const MAX_RAW_DECOMPRESSED_BYTES: usize = 256 * 1024 * 1024;
 
-const STAGING_CODEC: Codec = Codec::Gzip { level: 6 };
+/// The rejects NDJSON is for people and tools (`zcat`, `caudal`): gzip, which everything reads.
+const REJECTS_CODEC: Codec = Codec::Gzip { level: 6 };
 
 /// Why a raw object cannot be staged. Permanent: the same bytes fail the same way.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,7 @@ pub struct Part {
     pub table: Option<usize>,
     /// Part number within its table (0-based).
     pub number: u32,
-    /// Gzip CSV bytes.
+    /// CSV bytes in [`STAGING_CODEC`].
     pub bytes: Vec<u8>,
     /// Rows in the part.
     pub rows: u64,
@@ -334,7 +335,7 @@ impl<'r> Stager<'r> {
         let rejects_ndjson_gz = if self.rejects_ndjson.is_empty() {
             None
         } else {
-            Some(STAGING_CODEC.compress(&self.rejects_ndjson)?)
+            Some(REJECTS_CODEC.compress(&self.rejects_ndjson)?)
         };
         Ok(Staged {
             parts,

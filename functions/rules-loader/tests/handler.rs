@@ -51,7 +51,7 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
              \"received_at\", \"raw_key\", \"raw_line\", \"rule_version\", \"loaded_at\", \
              \"principal\") FROM 's3://caudal-staging/staging/page_views/{staging}/manifest.json' IAM_ROLE \
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
-             '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
+             '~caudal~null~' ZSTD DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
         ),
         format!(
             "INSERT INTO \"analytics\".\"page_views\" (\"event_time\", \"url\", \"event_id\", \
@@ -76,7 +76,7 @@ fn expected_batch(load_id: &str, version: &str) -> Vec<String> {
              \"loaded_at\", \"raw_text\", \"raw_truncated\", \"principal\") FROM \
              's3://caudal-staging/staging/caudal_rejects/{staging}/manifest.json' IAM_ROLE \
              'arn:aws:iam::123456789012:role/caudal-copy' MANIFEST FORMAT AS CSV NULL AS \
-             '~caudal~null~' GZIP DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
+             '~caudal~null~' ZSTD DATEFORMAT 'YYYY-MM-DD' TIMEFORMAT 'auto'"
         ),
         format!(
             "INSERT INTO \"analytics\".\"caudal_rejects\" (\"event_id\", \"event_type\", \
@@ -150,13 +150,13 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
 
     // Staging files: parts, manifests, human-readable rejects, and the descriptor last.
     let puts = s3.put_keys();
-    let part = format!("staging/page_views/{load_id}-{ATTEMPT}/part-0000.csv.gz");
+    let part = format!("staging/page_views/{load_id}-{ATTEMPT}/part-0000.csv.zst");
     let manifest = format!("staging/page_views/{load_id}-{ATTEMPT}/manifest.json");
     let descriptor = format!("staging/load-descriptors/{load_id}.json");
     for k in [
         &part,
         &manifest,
-        &format!("staging/caudal_rejects/{load_id}-{ATTEMPT}/part-0000.csv.gz"),
+        &format!("staging/caudal_rejects/{load_id}-{ATTEMPT}/part-0000.csv.zst"),
         &format!("rejected/{load_id}-{ATTEMPT}/rejects.ndjson.gz"),
         &descriptor,
     ] {
@@ -168,7 +168,7 @@ async fn happy_path_stages_and_submits_the_exact_batch() {
         "wrote into raw/: {puts:?}"
     );
 
-    let csv = gunzip(&s3.put_body(&part).unwrap());
+    let csv = unstage(&s3.put_body(&part).unwrap());
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 2, "{csv}");
     assert!(

@@ -80,6 +80,14 @@ impl Codec {
         }
     }
 
+    /// The media type of an object in this codec (`Content-Type` of what we put in S3).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Codec::Gzip { .. } => "application/gzip",
+            Codec::Zstd { .. } => "application/zstd",
+        }
+    }
+
     /// The keyword Redshift COPY uses for this codec.
     pub fn copy_keyword(self) -> &'static str {
         match self {

@@ -1,4 +1,4 @@
-//! Staging a load in S3: the rules over the load's raw objects, the gzip CSV parts, the
+//! Staging a load in S3: the rules over the load's raw objects, the CSV parts, the
 //! manifests and rejects under an attempt-specific prefix, and the load [`Descriptor`] written
 //! with a conditional put (or the earlier attempt's descriptor found and reused), so a retry
 //! re-submits byte-identical SQL.
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use caudal_aws::s3::{self, PutRequest, lost_conditional_write};
-use caudal_core::rules::COPY_FORMAT_OPTIONS;
+use caudal_core::rules::{COPY_FORMAT_OPTIONS, STAGING_CODEC};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -411,7 +411,8 @@ async fn upload_part(
     deadline: Instant,
 ) -> Result<(), LoadError> {
     let name = staging_name(state, part.table);
-    let key = caudal_core::keys::staging_part_key(&name, staging_id, part.number, ".gz").map_err(
+    let suffix = STAGING_CODEC.suffix();
+    let key = caudal_core::keys::staging_part_key(&name, staging_id, part.number, suffix).map_err(
         |e| LoadError::Descriptor {
             key: name.clone(),
             reason: e.to_string(),
@@ -422,7 +423,7 @@ async fn upload_part(
         state,
         &key,
         Bytes::from(part.bytes),
-        "application/gzip",
+        STAGING_CODEC.content_type(),
         deadline,
     )
     .await?;

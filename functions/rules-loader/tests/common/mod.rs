@@ -132,6 +132,14 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     Codec::Gzip { level: 6 }.compress(data).unwrap()
 }
 
+/// The text of a staging part (every frame), in the loader's staging codec.
+pub fn unstage(data: &[u8]) -> String {
+    let bytes = caudal_core::rules::STAGING_CODEC
+        .decompress_capped(data, usize::MAX)
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
 /// The text of a gzip object (every member), through [`Codec`].
 pub fn gunzip(data: &[u8]) -> String {
     let bytes = Codec::Gzip { level: 6 }

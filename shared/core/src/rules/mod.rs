@@ -69,7 +69,7 @@ use time::OffsetDateTime;
 use self::compile::{EventRule, Filter};
 
 pub use self::apply::REJECT_COLUMNS;
-pub use self::csv::{COPY_FORMAT_OPTIONS, write_csv_cells, write_csv_row};
+pub use self::csv::{COPY_FORMAT_OPTIONS, STAGING_CODEC, write_csv_cells, write_csv_row};
 pub use self::ddl::{ExistingColumn, MigrationPlan, SQL_LEDGER, SQL_REJECTS, SQL_VIEWS};
 pub use self::ident::{Ident, IdentError};
 pub use self::sample::{bench_event, is_raw_line, wrap_client_event};
