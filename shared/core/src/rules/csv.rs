@@ -140,7 +140,10 @@ mod tests {
         assert!(COPY_FORMAT_OPTIONS.contains("NULL AS '~caudal~null~'"));
         assert!(!COPY_FORMAT_OPTIONS.contains("EMPTYASNULL"));
         let keyword = format!(" {} ", STAGING_CODEC.copy_keyword());
-        assert!(COPY_FORMAT_OPTIONS.contains(&keyword), "{COPY_FORMAT_OPTIONS}");
+        assert!(
+            COPY_FORMAT_OPTIONS.contains(&keyword),
+            "{COPY_FORMAT_OPTIONS}"
+        );
         assert!(!COPY_FORMAT_OPTIONS.contains(" GZIP "));
     }
 }
