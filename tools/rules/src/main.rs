@@ -115,6 +115,22 @@ fn check(file: &PathBuf) -> Result<()> {
         writeln!(out, "event {e} -> {table}")?;
     }
     writeln!(out, "filters: {}", rs.filter_names().join(", "))?;
+    let exprs = rs.expressions();
+    let interpreted: Vec<&str> = exprs
+        .iter()
+        .filter(|(_, native)| !native)
+        .map(|(source, _)| *source)
+        .collect();
+    writeln!(
+        out,
+        "CEL: {} expression(s), {} native, {} through the interpreter (several times slower)",
+        exprs.len(),
+        exprs.len() - interpreted.len(),
+        interpreted.len()
+    )?;
+    for source in interpreted {
+        writeln!(out, "  interpreted: {source}")?;
+    }
     writeln!(
         out,
         "unknown types: {}",

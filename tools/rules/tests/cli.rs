@@ -47,6 +47,8 @@ fn check_summarises_the_default_file() {
         s.contains("filters: drop_bots, drop_internal_test, drop_health_checks"),
         "{s}"
     );
+    assert!(s.contains(", 0 through the interpreter"), "{s}");
+    assert!(!s.contains("interpreted:"), "{s}");
 }
 
 #[test]

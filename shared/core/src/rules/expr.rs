@@ -58,7 +58,6 @@ impl Expr {
     }
 
     /// Whether the native evaluator covers this expression (when its evaluation succeeds).
-    #[cfg(test)]
     pub fn is_native(&self) -> bool {
         self.native.is_some()
     }

@@ -874,24 +874,22 @@ fn the_principal_is_lineage_on_rows_and_rejects() {
 /// the loader runs none of them through the interpreter on the usual lines.
 #[test]
 fn the_shipped_rules_evaluate_natively() {
-    use compile::Source;
-    fn exprs<'s>(s: &'s Source, out: &mut Vec<&'s expr::Expr>) {
-        match s {
-            Source::Expr(e) => out.push(e),
-            Source::Coalesce(list) => list.iter().for_each(|s| exprs(s, out)),
-            Source::Pointer(_) | Source::Const(_) => {}
-        }
-    }
     let rs = RuleSet::from_yaml(BUNDLED_RULES_YAML).unwrap();
-    let mut all: Vec<&expr::Expr> = rs.global_filters.iter().map(|f| &f.expr).collect();
-    for rule in rs.events.values() {
-        all.extend(rule.filters.iter().map(|f| &f.expr));
-        for m in &rule.mappings {
-            exprs(&m.source, &mut all);
-        }
-    }
+    let all = rs.expressions();
     assert!(all.len() >= 9, "{} expressions", all.len());
-    for e in all {
-        assert!(e.is_native(), "{}", e.source);
+    for (source, native) in all {
+        assert!(native, "{source}");
     }
+    let yaml = BUNDLED_RULES_YAML.replace(
+        "event.page.url.contains('/healthz')",
+        "event.page.url.matches('/healthz')",
+    );
+    let rs = RuleSet::from_yaml(&yaml).unwrap();
+    let interpreted: Vec<&str> = rs
+        .expressions()
+        .into_iter()
+        .filter(|(_, native)| !native)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(interpreted, ["event.page.url.matches('/healthz')"]);
 }
