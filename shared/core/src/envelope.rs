@@ -121,7 +121,7 @@ impl Encoder {
         out.extend_from_slice(b",\"type\":");
         push_json_string(out, Some(event.event_type));
         out.extend_from_slice(&self.meta);
-        if memchr::memchr2(b'\n', b'\r', event.raw).is_some() {
+        if has_line_break(event.raw) {
             // Only possible as inter-token whitespace; keep every byte by carrying the text.
             out.extend_from_slice(b",\"event_text\":");
             push_json_string(out, Some(&String::from_utf8_lossy(event.raw)));
@@ -143,6 +143,11 @@ impl Encoder {
 /// Bytes of an envelope besides its id, type, request metadata and event: the member names,
 /// quotes and braces of `{"v":1,"id":"","id_generated":true,"type":"","event":}`.
 const ENVELOPE_FIXED_BYTES: usize = 54;
+
+/// Whether `bytes` hold a CR or LF, so they cannot stand as they are inside one NDJSON line.
+pub fn has_line_break(bytes: &[u8]) -> bool {
+    memchr::memchr2(b'\n', b'\r', bytes).is_some()
+}
 
 /// `value` as a JSON string (`null` when absent).
 fn push_json_string(out: &mut Vec<u8>, value: Option<&str>) {
@@ -218,7 +223,7 @@ pub enum EnvelopeError {
 impl<'a> Envelope<'a> {
     /// Decode and check an envelope.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, EnvelopeError> {
-        if memchr::memchr2(b'\n', b'\r', bytes).is_some() {
+        if has_line_break(bytes) {
             return Err(EnvelopeError::Invalid("line break inside the record"));
         }
         let env: Envelope<'a> =

@@ -13,7 +13,7 @@ use super::{
     Cell, ColumnType, EVENT_ID_COLUMN, Lineage, NULL_MARKER, Outcome, PRINCIPAL_COLUMN,
     RAW_KEY_COLUMN, Reject, Row, RuleSet, STANDARD_COLUMNS, clip, expr, source_text, types,
 };
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, has_line_break};
 use crate::raw::{KinesisCoords, RawLine};
 
 impl RuleSet {
@@ -386,7 +386,7 @@ impl RuleSet {
         })?;
         // Keep the client's exact bytes when they are one line (they always are valid JSON).
         let payload = match (payload, std::str::from_utf8(bytes)) {
-            (Cell::Super(_), Ok(s)) if !s.contains(['\n', '\r']) => Cell::Super(s.to_owned()),
+            (Cell::Super(_), Ok(s)) if !has_line_break(bytes) => Cell::Super(s.to_owned()),
             (p, _) => p,
         };
         let mut values = Vec::with_capacity(1 + STANDARD_COLUMNS.len());
