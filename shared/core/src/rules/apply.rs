@@ -161,18 +161,30 @@ impl RuleSet {
         sc: &Scope<'s>,
     ) -> Result<bool, Reject> {
         let fail = |msg: String| Reject::new("filter", Some(f.name.clone()), None, msg);
-        let kinesis = || lc.kinesis_json();
-        match f
-            .expr
-            .eval_line(&lc.vars(&kinesis), || self.scope(lc, sc))
-            .map_err(fail)?
-        {
+        match self.eval_expr(&f.expr, lc, sc).map_err(fail)? {
             Value::Bool(b) => Ok(b),
             other => Err(fail(format!(
                 "filter `{}` returned {other}, not a boolean",
                 f.name
             ))),
         }
+    }
+
+    /// Evaluate `e` on the line: natively when it can, else with the interpreter (whose scope
+    /// is built then).
+    fn eval_expr<'s>(
+        &self,
+        e: &expr::Expr,
+        lc: &'s LineCtx<'_>,
+        sc: &Scope<'s>,
+    ) -> Result<Value, String> {
+        let kinesis = || lc.kinesis_json();
+        let vars = Vars {
+            event: &lc.event,
+            envelope: lc.env,
+            kinesis: &kinesis,
+        };
+        e.eval_line(&vars, || self.scope(lc, sc))
     }
 
     /// The CEL scope of a line, built on first use (most lines of a type without expressions
@@ -205,11 +217,7 @@ impl RuleSet {
                 };
                 Ok(p.find(root).map_or(Cow::Owned(Value::Null), Cow::Borrowed))
             }
-            Source::Expr(e) => {
-                let kinesis = || lc.kinesis_json();
-                let v = e.eval_line(&lc.vars(&kinesis), || self.scope(lc, sc))?;
-                Ok(Cow::Owned(v))
-            }
+            Source::Expr(e) => Ok(Cow::Owned(self.eval_expr(e, lc, sc)?)),
             Source::Coalesce(list) => {
                 for s in list {
                     let v = self.eval_source(s, lc, sc)?;
@@ -484,16 +492,7 @@ struct LineCtx<'a> {
     uses: [bool; 3],
 }
 
-impl<'a> LineCtx<'a> {
-    /// The line's variables for the native evaluator.
-    fn vars<'s>(&'s self, kinesis: &'s dyn Fn() -> &'s Value) -> Vars<'s> {
-        Vars {
-            event: &self.event,
-            envelope: self.env,
-            kinesis,
-        }
-    }
-
+impl LineCtx<'_> {
     fn envelope_json(&self) -> &Value {
         self.env_json
             .get_or_init(|| super::native::envelope_json(self.env))

@@ -84,13 +84,20 @@ pub(super) enum Source {
 
 impl Source {
     pub(super) fn uses(&self, acc: &mut [bool; 3]) {
-        match self {
-            Source::Expr(e) => {
-                for (a, u) in acc.iter_mut().zip(e.uses) {
-                    *a |= u;
-                }
+        let mut exprs = Vec::new();
+        self.exprs(&mut exprs);
+        for e in exprs {
+            for (a, u) in acc.iter_mut().zip(e.uses) {
+                *a |= u;
             }
-            Source::Coalesce(list) => list.iter().for_each(|s| s.uses(acc)),
+        }
+    }
+
+    /// The CEL expressions this source evaluates (a coalesce's, in order), appended to `out`.
+    pub(super) fn exprs<'s>(&'s self, out: &mut Vec<&'s expr::Expr>) {
+        match self {
+            Source::Expr(e) => out.push(e),
+            Source::Coalesce(list) => list.iter().for_each(|s| s.exprs(out)),
             Source::Pointer(_) | Source::Const(_) => {}
         }
     }

@@ -325,20 +325,13 @@ impl RuleSet {
     /// text and whether the native evaluator covers it (`false`: every evaluation goes through
     /// the interpreter, several times slower).
     pub fn expressions(&self) -> Vec<(&str, bool)> {
-        fn of<'s>(s: &'s compile::Source, out: &mut Vec<&'s expr::Expr>) {
-            match s {
-                compile::Source::Expr(e) => out.push(e),
-                compile::Source::Coalesce(list) => list.iter().for_each(|s| of(s, out)),
-                compile::Source::Pointer(_) | compile::Source::Const(_) => {}
-            }
-        }
         let mut all: Vec<&expr::Expr> = self.global_filters.iter().map(|f| &f.expr).collect();
         let mut types: Vec<_> = self.events.iter().collect();
         types.sort_unstable_by_key(|(name, _)| name.as_str());
         for (_, rule) in types {
             all.extend(rule.filters.iter().map(|f| &f.expr));
             for m in &rule.mappings {
-                of(&m.source, &mut all);
+                m.source.exprs(&mut all);
             }
         }
         all.into_iter()
