@@ -133,10 +133,10 @@ fn to_val<'v>(v: &'v Value) -> Box<dyn cel::common::value::Val + 'v> {
     match v {
         Value::Null => Box::new(CelNull),
         Value::Bool(b) => Box::new(CelBool::from(*b)),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Box::new(CelInt::from(i)),
-            (None, Some(u)) => Box::new(CelUInt::from(u)),
-            _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        Value::Number(n) => match number(n) {
+            Num::Int(i) => Box::new(CelInt::from(i)),
+            Num::UInt(u) => Box::new(CelUInt::from(u)),
+            Num::Double(d) => Box::new(CelDouble::from(d)),
         },
         Value::String(s) => Box::new(CelString::from(s.as_str())),
         Value::Array(a) => Box::new(CelList::from(a.iter().map(to_val).collect::<Vec<_>>())),
@@ -145,6 +145,23 @@ fn to_val<'v>(v: &'v Value) -> Box<dyn cel::common::value::Val + 'v> {
                 .map(|(k, v)| (CelMapKey::String(CelString::from(k.as_str())), to_val(v)))
                 .collect::<std::collections::HashMap<_, _>>(),
         )),
+    }
+}
+
+/// A JSON number as CEL sees it.
+pub(crate) enum Num {
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+}
+
+/// How JSON numbers become CEL numbers, for the interpreter and the native evaluator alike:
+/// `int` whenever the value fits, then `uint`, else `double`.
+pub(crate) fn number(n: &Number) -> Num {
+    match (n.as_i64(), n.as_u64()) {
+        (Some(i), _) => Num::Int(i),
+        (None, Some(u)) => Num::UInt(u),
+        _ => Num::Double(n.as_f64().unwrap_or(f64::NAN)),
     }
 }
 

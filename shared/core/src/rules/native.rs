@@ -24,6 +24,7 @@ use cel::IdedExpr;
 use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, LiteralValue};
 use serde_json::{Map, Number, Value};
 
+use super::expr::{Num, number};
 use crate::envelope::Envelope;
 
 /// The variables of one line, as the evaluator reads them.
@@ -332,15 +333,15 @@ impl Native {
     }
 }
 
-/// JSON → value, as `expr::to_val` converts it: integers are `int` when they fit.
+/// JSON → value, as `expr::to_val` converts it (numbers by the same [`number`]).
 fn of_json(v: &Value) -> V<'_> {
     match v {
         Value::Null => V::Null,
         Value::Bool(b) => V::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => V::Int(i),
-            (None, Some(u)) => V::UInt(u),
-            _ => V::Double(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Number(n) => match number(n) {
+            Num::Int(i) => V::Int(i),
+            Num::UInt(u) => V::UInt(u),
+            Num::Double(d) => V::Double(d),
         },
         Value::String(s) => V::Str(Cow::Borrowed(s)),
         Value::Array(a) => V::Array(a),
