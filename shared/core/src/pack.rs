@@ -166,9 +166,22 @@ impl Packer {
     pub fn added_size(&self, record: &UserRecord<'_>) -> usize {
         let (index, new_key) = match self.key_index(record.partition_key) {
             Some(i) => (i, 0),
-            None => (self.keys.len(), len_field(record.partition_key.len())),
+            None => (
+                self.keys.len(),
+                Self::key_entry_size(record.partition_key.len()),
+            ),
         };
-        new_key + len_field(Self::inner_len(index, record.data.len()))
+        new_key + Self::record_entry_size(index, record.data.len())
+    }
+
+    /// Bytes a partition key of `key_len` bytes adds to the key table.
+    fn key_entry_size(key_len: usize) -> usize {
+        len_field(key_len)
+    }
+
+    /// Bytes a user record of key index `index` and `data_len` bytes adds.
+    fn record_entry_size(index: usize, data_len: usize) -> usize {
+        len_field(Self::inner_len(index, data_len))
     }
 
     fn inner_len(index: usize, data_len: usize) -> usize {
@@ -302,7 +315,7 @@ fn plan_packs(events: &[crate::stream::Record], policy: &PackPolicy) -> Vec<Vec<
             ""
         };
         // A user record of the pack's one key (index 0).
-        let added = len_field(Packer::inner_len(0, event.data.len()));
+        let added = Packer::record_entry_size(0, event.data.len());
         if let Some(&g) = by_key.get(key)
             && let Some(o) = &mut open[g]
         {
@@ -317,7 +330,7 @@ fn plan_packs(events: &[crate::stream::Record], policy: &PackPolicy) -> Vec<Vec<
         let key_len = event.partition_key.len();
         open.push(Some(Open {
             members: vec![i],
-            size: FRAME_BYTES + len_field(key_len) + added,
+            size: FRAME_BYTES + Packer::key_entry_size(key_len) + added,
             key_len,
         }));
         by_key.insert(key, open.len() - 1);
