@@ -29,7 +29,7 @@ pub const PART_TARGET_BYTES: usize = 32 * 1024 * 1024;
 pub const MAX_RAW_DECOMPRESSED_BYTES: usize = 256 * 1024 * 1024;
 
 /// The rejects NDJSON is for people and tools (`zcat`, `caudal`): gzip, which everything reads.
-const REJECTS_CODEC: Codec = Codec::Gzip { level: 6 };
+pub const REJECTS_CODEC: Codec = Codec::Gzip { level: 6 };
 
 /// Why a raw object cannot be staged. Permanent: the same bytes fail the same way.
 #[derive(Debug, thiserror::Error)]

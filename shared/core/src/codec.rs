@@ -35,8 +35,8 @@ pub struct UnknownCodec(pub String);
 /// Athena, Spark and the loader read it (docs/COST.md, "Codec").
 pub const RAW_DEFAULT: Codec = Codec::Zstd { level: 1 };
 
-/// gzip level 6: what `Content-Encoding: gzip` bodies, staging files and the tools that only
-/// read gzip get.
+/// gzip level 6: what `Content-Encoding: gzip` bodies, the loader's rejects documents and the
+/// tools that only read gzip get.
 impl Default for Codec {
     fn default() -> Self {
         Codec::Gzip { level: 6 }

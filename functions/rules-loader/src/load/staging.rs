@@ -16,7 +16,7 @@ use crate::State;
 use crate::error::LoadError;
 use crate::latency::Arrivals;
 use crate::sql::{self, LoadPlan, ObjectStats, StagedTable};
-use crate::stage::{Part, Staged, Stager, manifest};
+use crate::stage::{Part, REJECTS_CODEC, Staged, Stager, manifest};
 
 /// Name of the rejects folder under `staging/` (the rejects table).
 const REJECTS_STAGING_NAME: &str = sql::REJECTS_TABLE;
@@ -225,13 +225,21 @@ async fn stage_load(
     let (manifests, rejects_manifest) =
         put_manifests(state, staging_id, &uploaded, deadline).await?;
     if let Some(gz) = staged.rejects_ndjson_gz {
-        let key = caudal_core::keys::rejected_key(staging_id, ".gz").map_err(|e| {
-            LoadError::Descriptor {
-                key: staging_id.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
-        put(state, &key, Bytes::from(gz), "application/gzip", deadline).await?;
+        let key =
+            caudal_core::keys::rejected_key(staging_id, REJECTS_CODEC.suffix()).map_err(|e| {
+                LoadError::Descriptor {
+                    key: staging_id.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        put(
+            state,
+            &key,
+            Bytes::from(gz),
+            REJECTS_CODEC.content_type(),
+            deadline,
+        )
+        .await?;
     }
     let sqls = if objects.is_empty() {
         Vec::new()
