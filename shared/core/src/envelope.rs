@@ -101,8 +101,10 @@ impl Encoder {
         }
     }
 
-    /// The length of an envelope of `event` when its bytes hold no line break (then the
-    /// envelope is longer: the event is carried escaped), within the JSON escaping of its id.
+    /// The length of `event`'s envelope, to size its buffer: exact for a generated id that
+    /// needs no escaping and an event without line breaks; 20 bytes over for a client's id
+    /// (no `"id_generated":true`); short by the escapes when the id or the event's text form
+    /// needs them.
     pub fn size_hint(&self, event: &EventRef<'_>) -> usize {
         ENVELOPE_FIXED_BYTES
             + event.id.len()
