@@ -100,12 +100,15 @@ fn rss_child() {
         ))
         .expect("invoke");
     assert_eq!(out["statusCode"], 202, "{out}");
+    let peak = testkit::bench::vm_hwm_mb();
     println!(
-        "peak RSS for a {:.2} MB, 500-event request through the handler: VmHWM {:.1} MB (before the request {before:.1} MB); PutRecords calls {}",
+        "peak RSS for a {:.2} MB, 500-event request through the handler: VmHWM {peak:.1} MB (before the request {before:.1} MB); PutRecords calls {}",
         body.len() as f64 / 1e6,
-        testkit::bench::vm_hwm_mb(),
         ok.num_calls()
     );
+    if let Err(e) = record_measured(&[("ingest_peak_mb", peak)]) {
+        eprintln!("cost/measured.yaml not updated: {e}");
+    }
 }
 
 fn main() {
@@ -194,7 +197,13 @@ fn main() {
             println!("  of which parse + validate: {:.0} ns/event", per(validate));
         }
         if n == 100
-            && let Err(e) = record_measured(&[("ingest_us_per_event", per(core) / 1000.0)])
+            && let Err(e) = record_measured(&[
+                ("ingest_us_per_event", per(core) / 1000.0),
+                (
+                    "ingest_us_per_kb",
+                    core / (body(n).len() as f64 / 1024.0) / 1000.0,
+                ),
+            ])
         {
             eprintln!("cost/measured.yaml not updated: {e}");
         }

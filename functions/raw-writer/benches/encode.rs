@@ -318,6 +318,9 @@ fn rss_child() {
         s3_rule.num_calls(),
         fh_rule.num_calls(),
     );
+    if let Err(e) = record_measured(&[("raw_writer_peak_mb", end_kb as f64 / 1024.0)]) {
+        eprintln!("cost/measured.yaml not updated: {e}");
+    }
 }
 
 fn main() {

@@ -55,11 +55,14 @@ fn rss_child() {
     let (body, ndjson) = raw_object(12_000);
     let before = testkit::bench::vm_hwm_mb();
     let valid = stage(&rules, &body);
+    let peak = testkit::bench::vm_hwm_mb();
     println!(
-        "peak RSS staging the raw object of a 6 MB batch ({:.1} MB NDJSON, {valid} rows): VmHWM {:.1} MB (before staging {before:.1} MB)",
+        "peak RSS staging the raw object of a 6 MB batch ({:.1} MB NDJSON, {valid} rows): VmHWM {peak:.1} MB (before staging {before:.1} MB)",
         ndjson as f64 / 1e6,
-        testkit::bench::vm_hwm_mb()
     );
+    if let Err(e) = record_measured(&[("loader_peak_mb", peak)]) {
+        eprintln!("cost/measured.yaml not updated: {e}");
+    }
 }
 
 fn main() {

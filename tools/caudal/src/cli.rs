@@ -422,11 +422,19 @@ fn cost_cmd(
         let doc =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let table = crate::cost::markdown(&p, &m, &rows);
-        let Some(new) = crate::cost::replace_table(&doc, &table) else {
+        let Some(doc) = crate::cost::replace_table(&doc, crate::cost::TABLE_MARKERS, &table) else {
             bail!("{} has no cost-table markers", path.display());
         };
+        let memory = crate::cost::memory_markdown(&p, &m);
+        let Some(new) = crate::cost::replace_table(&doc, crate::cost::MEMORY_MARKERS, &memory)
+        else {
+            bail!("{} has no memory-table markers", path.display());
+        };
         std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))?;
-        println!("caudal cost: table written into {}", path.display());
+        println!(
+            "caudal cost: cost table and memory sizes written into {}",
+            path.display()
+        );
         return Ok(0);
     }
     if json {
@@ -441,6 +449,10 @@ fn cost_cmd(
             );
         }
         print!("{}", crate::cost::markdown(&p, &m, &rows));
+        if !markdown {
+            println!("\nmemory sizes that follow from the measurements:\n");
+            print!("{}", crate::cost::memory_markdown(&p, &m));
+        }
     }
     Ok(0)
 }

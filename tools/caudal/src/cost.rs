@@ -107,6 +107,23 @@ pub struct Assumptions {
     pub loader_window_s: f64,
     /// Template default: KinesisPackBytes.
     pub pack_target_bytes: f64,
+    /// Template default: LoaderConcurrency (the loader's reserved concurrency).
+    pub loader_concurrency: f64,
+    /// Memory sizing: a function's memory is at least its measured peak times this (allocator
+    /// slack, inputs larger than the benchmark's).
+    pub memory_headroom: f64,
+    /// Memory sizing: the most CPU time (ms) the ingest core may add to a client's wait for
+    /// the largest body the defaults accept (`MAX_BODY_BYTES`).
+    pub ingest_cpu_budget_ms: f64,
+    /// Memory sizing: the most CPU time (ms) the raw-writer may spend on a full batch (Lambda's
+    /// 6 MB payload); a shard's 1 MB/s of writes takes over 4 s to fill one.
+    pub raw_writer_cpu_budget_ms: f64,
+    /// Memory sizing: the event rate (events/s) the loaders at `loader_concurrency` must keep
+    /// up with.
+    pub loader_design_rate: f64,
+    /// Memory sizing: the share of a loader's time its CPU may take; the rest is its waits for
+    /// S3 and the Data API.
+    pub loader_cpu_busy: f64,
 }
 
 /// What the benchmarks measured (`make bench` writes it).
@@ -124,6 +141,14 @@ pub struct Measured {
     pub compression_ratio: f64,
     /// Loader CPU per event (rules and staging CSV), µs.
     pub loader_us_per_event: f64,
+    /// Ingest core CPU per KB of request body, µs (the same run as `ingest_us_per_event`).
+    pub ingest_us_per_kb: f64,
+    /// Ingest peak resident memory (MB) for the largest request the defaults accept.
+    pub ingest_peak_mb: f64,
+    /// Raw-writer peak resident memory (MB) for a full 6 MB batch.
+    pub raw_writer_peak_mb: f64,
+    /// Loader peak resident memory (MB) staging the raw object of a full 6 MB batch.
+    pub loader_peak_mb: f64,
 }
 
 /// One scenario: rate, event size, events per request.
@@ -191,7 +216,21 @@ const EVENTS: f64 = 1_000_000.0;
 /// Lambda's Kinesis batch payload limit (the base64 text counts).
 const LAMBDA_PAYLOAD_BYTES: f64 = 6.0 * 1000.0 * 1000.0;
 
-fn lambda(p: &Prices, invocations: f64, seconds_each: f64, memory_mb: f64) -> f64 {
+/// Lambda gives a function CPU in proportion to its memory, one full vCPU at 1,769 MB (AWS
+/// Lambda developer guide, "Configuring Lambda function memory"). caudal's handlers do their
+/// CPU work on one thread, so memory past this buys no more speed.
+pub const MB_PER_VCPU: f64 = 1769.0;
+
+/// The share of one core that a function of `memory_mb` does its CPU work with: what turns a
+/// benchmark's CPU time (measured on a full core) into billed duration.
+pub fn cpu_share(memory_mb: f64) -> f64 {
+    (memory_mb / MB_PER_VCPU).clamp(f64::MIN_POSITIVE, 1.0)
+}
+
+/// The cost of `invocations` that each wait `wait_s` and do `cpu_s` of full-core CPU work, at
+/// `memory_mb`.
+fn lambda(p: &Prices, invocations: f64, wait_s: f64, cpu_s: f64, memory_mb: f64) -> f64 {
+    let seconds_each = wait_s + cpu_s / cpu_share(memory_mb);
     invocations
         * (p.lambda_per_million_requests / EVENTS
             + seconds_each * memory_mb / 1024.0 * p.lambda_per_gb_second)
@@ -207,8 +246,13 @@ pub fn row(p: &Prices, m: &Measured, s: Scenario) -> Row {
 
     let body_units = (s.per_request * s.event_bytes / p.api_request_unit_bytes.max(1.0)).ceil();
     let api = requests * body_units * p.api_per_million_requests / EVENTS;
-    let ingest_s = (a.put_records_ms + s.per_request * m.ingest_us_per_event / 1000.0) / 1000.0;
-    let ingest = lambda(p, requests, ingest_s, a.memory_mb[0]);
+    let ingest = lambda(
+        p,
+        requests,
+        a.put_records_ms / 1000.0,
+        s.per_request * m.ingest_us_per_event / 1e6,
+        a.memory_mb[0],
+    );
 
     // Packing: a request's envelopes in records of at most the target.
     let request_bytes = s.per_request * envelope;
@@ -249,9 +293,14 @@ pub fn row(p: &Prices, m: &Measured, s: Scenario) -> Row {
         .max(1.0);
     let batches = records / batch_records;
     let events_per_batch = EVENTS / batches;
-    let raw_s = (events_per_batch * envelope / 1024.0 * m.raw_writer_us_per_kb / 1e6)
-        + a.raw_writer_io_ms / 1000.0;
-    let raw = lambda(p, batches, raw_s, a.memory_mb[1]) + batches * p.s3_per_1000_put / 1000.0;
+    let raw_cpu_s = events_per_batch * envelope / 1024.0 * m.raw_writer_us_per_kb / 1e6;
+    let raw = lambda(
+        p,
+        batches,
+        a.raw_writer_io_ms / 1000.0,
+        raw_cpu_s,
+        a.memory_mb[1],
+    ) + batches * p.s3_per_1000_put / 1000.0;
 
     let lake_bytes = (line * EVENTS).max(
         // The raw-writer packs lines into Firehose records; rounding only bites tiny batches.
@@ -266,10 +315,16 @@ pub fn row(p: &Prices, m: &Measured, s: Scenario) -> Row {
         .min(a.loader_batch_size)
         .max(1.0);
     let loads = batches / objects_per_load;
-    let loader_s = EVENTS / loads * m.loader_us_per_event / 1e6 + a.loader_io_ms / 1000.0;
+    let loader_cpu_s = EVENTS / loads * m.loader_us_per_event / 1e6;
     let staged = batches * 3.0 * p.sqs_per_million_requests / EVENTS
         + batches * p.s3_per_1000_get / 1000.0
-        + lambda(p, loads, loader_s, a.memory_mb[2])
+        + lambda(
+            p,
+            loads,
+            a.loader_io_ms / 1000.0,
+            loader_cpu_s,
+            a.memory_mb[2],
+        )
         + loads * a.staging_objects_per_load * (p.s3_per_1000_put + p.s3_per_1000_get) / 1000.0;
 
     let logs = (requests * a.log_bytes_per_request
@@ -302,6 +357,97 @@ pub fn row(p: &Prices, m: &Measured, s: Scenario) -> Row {
         redshift,
         storage_per_month,
     }
+}
+
+/// How one function's memory size follows from the measurements: the smallest size that holds
+/// its measured peak with headroom and does its largest unit of CPU work within its budget, at
+/// the share of a core that memory buys ([`cpu_share`]). Smallest because every caudal
+/// function waits on I/O for most of its billed time: below one vCPU the CPU part of the bill
+/// is the same at any size (half the share, twice the seconds), while the waits cost in
+/// proportion to memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sizing {
+    /// The function (its binary name).
+    pub function: &'static str,
+    /// Its measured peak resident memory (MB).
+    pub peak_mb: f64,
+    /// What its CPU budget covers.
+    pub work: &'static str,
+    /// That work's CPU time on a full core (ms).
+    pub cpu_ms: f64,
+    /// The time it may take (ms).
+    pub budget_ms: f64,
+    /// The size that follows (MB): a multiple of [`MEMORY_STEP_MB`], at least Lambda's 128.
+    pub derived_mb: f64,
+    /// The template's size (`assumptions.memory_mb`).
+    pub template_mb: f64,
+}
+
+/// Memory sizes are derived in steps of this (Lambda takes any MB from 128 to 10,240).
+pub const MEMORY_STEP_MB: f64 = 64.0;
+
+/// Lambda's smallest memory size.
+const MIN_MEMORY_MB: f64 = 128.0;
+
+/// Lambda's Kinesis batch payload limit, as record data: the payload carries it base64-encoded.
+const BATCH_RECORD_KB: f64 = LAMBDA_PAYLOAD_BYTES * 3.0 / 4.0 / 1024.0;
+
+fn sizing(
+    function: &'static str,
+    peak_mb: f64,
+    work: &'static str,
+    cpu_ms: f64,
+    budget_ms: f64,
+    headroom: f64,
+    template_mb: f64,
+) -> Sizing {
+    let for_memory = peak_mb * headroom;
+    let for_cpu = cpu_ms / budget_ms.max(f64::MIN_POSITIVE) * MB_PER_VCPU;
+    let need = for_memory.max(for_cpu).max(MIN_MEMORY_MB);
+    Sizing {
+        function,
+        peak_mb,
+        work,
+        cpu_ms,
+        budget_ms,
+        derived_mb: (need / MEMORY_STEP_MB).ceil() * MEMORY_STEP_MB,
+        template_mb,
+    }
+}
+
+/// The three functions' memory sizes from the measurements and the budgets in `assumptions`.
+pub fn memory_sizes(p: &Prices, m: &Measured) -> [Sizing; 3] {
+    let a = &p.assumptions;
+    let max_body_kb = caudal_core::limits::DEFAULT_MAX_BODY_BYTES as f64 / 1024.0;
+    [
+        sizing(
+            "ingest-api",
+            m.ingest_peak_mb,
+            "the largest body (MAX_BODY_BYTES)",
+            max_body_kb * m.ingest_us_per_kb / 1000.0,
+            a.ingest_cpu_budget_ms,
+            a.memory_headroom,
+            a.memory_mb[0],
+        ),
+        sizing(
+            "raw-writer",
+            m.raw_writer_peak_mb,
+            "a full 6 MB batch",
+            BATCH_RECORD_KB * m.raw_writer_us_per_kb / 1000.0,
+            a.raw_writer_cpu_budget_ms,
+            a.memory_headroom,
+            a.memory_mb[1],
+        ),
+        sizing(
+            "rules-loader",
+            m.loader_peak_mb,
+            "1 s of traffic at the design rate, over LoaderConcurrency loaders",
+            a.loader_design_rate * m.loader_us_per_event / 1000.0,
+            1000.0 * a.loader_concurrency * a.loader_cpu_busy,
+            a.memory_headroom,
+            a.memory_mb[2],
+        ),
+    ]
 }
 
 /// The table's scenarios: 10 / 1,000 / 10,000 events/s × 0.5 / 1 / 4 KB × 1 / 10 / 100 per
@@ -399,12 +545,48 @@ pub fn markdown(p: &Prices, m: &Measured, rows: &[Row]) -> String {
     out
 }
 
-/// The markers around the table in docs/COST.md.
+/// The memory derivation as Markdown (what docs/COST.md holds between [`MEMORY_MARKERS`]).
+pub fn memory_markdown(p: &Prices, m: &Measured) -> String {
+    let a = &p.assumptions;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measurements of {} ({}); headroom {}× the peak; one vCPU at {MB_PER_VCPU} MB.\n",
+        m.date, m.machine, a.memory_headroom
+    );
+    out.push_str(
+        "| function | peak | × headroom | CPU budget covers | CPU on a full core | budget | \
+         share it needs | **derived** | template |\n",
+    );
+    out.push_str("|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
+    for s in memory_sizes(p, m) {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} MB | {:.0} MB | {} | {:.1} ms | {:.0} ms | {:.3} vCPU ({:.0} MB) | **{} MB** | {} MB |",
+            s.function,
+            s.peak_mb,
+            s.peak_mb * a.memory_headroom,
+            s.work,
+            s.cpu_ms,
+            s.budget_ms,
+            s.cpu_ms / s.budget_ms,
+            s.cpu_ms / s.budget_ms * MB_PER_VCPU,
+            s.derived_mb,
+            s.template_mb,
+        );
+    }
+    out
+}
+
+/// The markers around the cost table in docs/COST.md.
 pub const TABLE_MARKERS: (&str, &str) = ("<!-- cost-table -->\n", "<!-- /cost-table -->");
 
-/// `doc` with the text between [`TABLE_MARKERS`] replaced by `table`, or `None` without them.
-pub fn replace_table(doc: &str, table: &str) -> Option<String> {
-    let (open, close) = TABLE_MARKERS;
+/// The markers around the memory derivation in docs/COST.md.
+pub const MEMORY_MARKERS: (&str, &str) = ("<!-- memory-table -->\n", "<!-- /memory-table -->");
+
+/// `doc` with the text between `markers` replaced by `table`, or `None` without them.
+pub fn replace_table(doc: &str, markers: (&str, &str), table: &str) -> Option<String> {
+    let (open, close) = markers;
     let start = doc.find(open)? + open.len();
     let end = start + doc[start..].find(close)?;
     Some(format!("{}{table}{}", &doc[..start], &doc[end..]))
@@ -496,22 +678,105 @@ mod tests {
         let rows: Vec<Row> = scenarios().into_iter().map(|s| row(&p, &m, s)).collect();
         assert_eq!(rows.len(), 27);
         let table = markdown(&p, &m, &rows);
+        let memory = memory_markdown(&p, &m);
         let doc = std::fs::read_to_string(repo().join("docs/COST.md")).unwrap();
+        let stale =
+            "docs/COST.md is out of date: run `cargo run -p caudal -- cost --update docs/COST.md`";
         assert_eq!(
-            replace_table(&doc, &table).as_deref(),
+            replace_table(&doc, TABLE_MARKERS, &table).as_deref(),
             Some(doc.as_str()),
-            "docs/COST.md is out of date: run `cargo run -p caudal -- cost --update docs/COST.md`"
+            "{stale}"
         );
+        assert_eq!(
+            replace_table(&doc, MEMORY_MARKERS, &memory).as_deref(),
+            Some(doc.as_str()),
+            "{stale}"
+        );
+    }
+
+    /// The template's memory sizes are the derived ones, and the model computes with them.
+    #[test]
+    fn the_template_memory_sizes_follow_from_the_measurements() {
+        let (p, m) = shipped();
+        let names = caudal_local::stack::template::LocalNames::local("http://127.0.0.1:4566");
+        // The template needs one Redshift target; neither changes a function's memory.
+        let target = [("RedshiftWorkgroup".to_owned(), "caudal".to_owned())];
+        let model = caudal_local::stack::template::Model::load(
+            &repo().join("template.yaml"),
+            &target,
+            &names,
+        )
+        .unwrap();
+        for (i, s) in memory_sizes(&p, &m).iter().enumerate() {
+            let f = model.function_by_binary(s.function).unwrap();
+            assert_eq!(
+                f64::from(f.memory_mb),
+                s.derived_mb,
+                "{}: template.yaml MemorySize is not the derived size ({s:?}); \
+                 see docs/COST.md, Memory sizes",
+                s.function
+            );
+            assert_eq!(
+                p.assumptions.memory_mb[i], s.derived_mb,
+                "cost/prices.yaml memory_mb"
+            );
+        }
+        assert_eq!(
+            model
+                .parameters
+                .get("LoaderConcurrency")
+                .map(String::as_str),
+            Some(format!("{}", p.assumptions.loader_concurrency).as_str()),
+            "cost/prices.yaml loader_concurrency is the template's default"
+        );
+    }
+
+    #[test]
+    fn sizes_are_the_smallest_that_hold_the_peak_and_meet_the_cpu_budget() {
+        // Memory-bound: 100 MB × 2 = 200 → 256.
+        let s = sizing("f", 100.0, "w", 1.0, 1000.0, 2.0, 0.0);
+        assert_eq!(s.derived_mb, 256.0);
+        // CPU-bound: 10 ms of work in 20 ms needs half a vCPU, 884.5 MB → 896.
+        let s = sizing("f", 10.0, "w", 10.0, 20.0, 2.0, 0.0);
+        assert_eq!(s.derived_mb, 896.0);
+        // On the step: exactly 192 MB stays 192.
+        assert_eq!(sizing("f", 96.0, "w", 0.0, 1.0, 2.0, 0.0).derived_mb, 192.0);
+        // Never below Lambda's 128 MB.
+        assert_eq!(sizing("f", 1.0, "w", 0.0, 1.0, 2.0, 0.0).derived_mb, 128.0);
+    }
+
+    #[test]
+    fn cpu_work_takes_longer_at_a_smaller_share_and_waits_cost_by_memory() {
+        let (p, _) = shipped();
+        assert_eq!(cpu_share(MB_PER_VCPU), 1.0);
+        assert_eq!(
+            cpu_share(4.0 * MB_PER_VCPU),
+            1.0,
+            "one thread: no gain past one vCPU"
+        );
+        assert!((cpu_share(MB_PER_VCPU / 4.0) - 0.25).abs() < 1e-12);
+        // Below one vCPU, CPU work costs the same at any size; a wait costs by memory.
+        let gb_s = |wait: f64, cpu: f64, mb: f64| {
+            (lambda(&p, 1.0, wait, cpu, mb) - p.lambda_per_million_requests / EVENTS)
+                / p.lambda_per_gb_second
+        };
+        assert!((gb_s(0.0, 1.0, 256.0) - gb_s(0.0, 1.0, 512.0)).abs() < 1e-9);
+        assert!((gb_s(0.0, 1.0, 256.0) - MB_PER_VCPU / 1024.0).abs() < 1e-9);
+        assert!((gb_s(1.0, 0.0, 512.0) - 2.0 * gb_s(1.0, 0.0, 256.0)).abs() < 1e-9);
     }
 
     #[test]
     fn the_table_is_replaced_between_its_markers_only() {
         let doc = "intro\n<!-- cost-table -->\nold\n<!-- /cost-table -->\nafter\n";
         assert_eq!(
-            replace_table(doc, "new\n").unwrap(),
+            replace_table(doc, TABLE_MARKERS, "new\n").unwrap(),
             "intro\n<!-- cost-table -->\nnew\n<!-- /cost-table -->\nafter\n"
         );
-        assert_eq!(replace_table("no markers", "x"), None);
-        assert_eq!(replace_table("<!-- cost-table -->\nopen only", "x"), None);
+        assert_eq!(replace_table(doc, MEMORY_MARKERS, "x"), None);
+        assert_eq!(replace_table("no markers", TABLE_MARKERS, "x"), None);
+        assert_eq!(
+            replace_table("<!-- cost-table -->\nopen only", TABLE_MARKERS, "x"),
+            None
+        );
     }
 }
