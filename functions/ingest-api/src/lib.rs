@@ -25,6 +25,7 @@ use std::time::Duration;
 use caudal_aws::clients::ClientFactory;
 use caudal_aws::kinesis;
 use caudal_core::config::{ConfigError, Env, RulesFileError};
+use caudal_core::cors::AllowedOrigins;
 use caudal_core::event::{self, BodyError, Event, MediaType, ParseOptions, RejectCode};
 use caudal_core::limits::{KINESIS_RECORD_MAX_BYTES, Limits};
 use caudal_core::pack::{DEFAULT_TARGET_BYTES, PackPolicy};
@@ -75,6 +76,9 @@ pub struct Config {
     /// packs hold one key each: how events are packed into Kinesis records
     /// ([`caudal_core::pack`]).
     pub pack: PackPolicy,
+    /// `ALLOWED_ORIGINS` (the template's `AllowedOrigins`): the web pages whose browsers may
+    /// send events; a request with any other `Origin` is refused (403). Empty = none.
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Smallest packing target accepted: below a few events' worth, packing costs a protobuf and
@@ -110,7 +114,15 @@ impl Config {
             target_bytes: usize::try_from(target).unwrap_or(DEFAULT_TARGET_BYTES),
             by_key: partition_key_field.is_some(),
         };
+        let origins = env.optional("ALLOWED_ORIGINS").unwrap_or_default();
+        let allowed_origins =
+            AllowedOrigins::parse(&origins).map_err(|e| ConfigError::Invalid {
+                name: "ALLOWED_ORIGINS".into(),
+                value: origins.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
+            allowed_origins,
             stream_name: env.required("STREAM_NAME")?,
             partition_key_field,
             pack,
@@ -252,7 +264,27 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
         .principal
         .as_deref()
         .is_some_and(|p| !caudal_core::envelope::is_valid_principal(p));
+    // A browser's request from a page that may not send (API Gateway's CORS only hides the
+    // response from the page; a request without a preflight still arrives here).
+    let refused_origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
+        .filter(|o| !state.config.allowed_origins.allows(o));
     let resp = match (path.as_str(), &method) {
+        (EVENTS_PATH, &Method::POST) if refused_origin.is_some() => {
+            let origin = refused_origin.as_deref().unwrap_or_default();
+            tracing::warn!(request_id = %meta.request_id, origin, "origin_not_allowed");
+            error_response(
+                403,
+                "origin_not_allowed",
+                &format!(
+                    "origin {:?} may not send events: add it to the stack's AllowedOrigins",
+                    event::truncate(origin, 200)
+                ),
+                &meta.request_id,
+            )
+        }
         // Events are de-duplicated per principal, so it is recorded whole or not at all.
         (EVENTS_PATH, &Method::POST) if unrecordable => error_response(
             403,

@@ -357,7 +357,7 @@ async fn body_errors_are_json_with_stable_codes() {
     assert!(r.body["message"].as_str().unwrap().contains("line 1"));
 
     let mut ev = event("v2-single");
-    ev["headers"]["content-type"] = json!("text/plain");
+    ev["headers"]["content-type"] = json!("text/csv");
     let r = call(&st, ev).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
@@ -633,6 +633,7 @@ fn config_from_env() {
         ("PUT_DEADLINE_MS", "0"),
         ("PUT_DEADLINE_MS", "30000"),
         ("MAX_EVENTS", "-1"),
+        ("ALLOWED_ORIGINS", "https://shop.example.com/"),
     ] {
         let err = Config::from_env(&env(&[("STREAM_NAME", "s"), (k, v)])).unwrap_err();
         assert!(err.to_string().contains(k), "{err}");
@@ -841,6 +842,78 @@ async fn a_principal_that_cannot_be_recorded_whole_is_refused_before_anything_is
     assert_eq!(call(&st, ev).await.status, 202);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "only the accepted request reached Kinesis");
+}
+
+#[tokio::test]
+async fn a_browser_beacon_from_an_allowed_origin_is_accepted_as_json() {
+    // events/ingest-api-v2-beacon.json: what `navigator.sendBeacon(url, JSON.stringify(events))`
+    // sends from https://shop.example.com (text/plain, with its Origin).
+    let (rule, seen) = recording_ok();
+    let st = state(
+        config(&[(
+            "ALLOWED_ORIGINS",
+            "https://other.example,https://shop.example.com",
+        )]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+    let ev = event("v2-beacon");
+    let r = call(&st, ev.clone()).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        statuses(&r.body),
+        vec![(0, "accepted".to_owned()), (1, "accepted".to_owned())]
+    );
+    let seen = seen.lock().unwrap();
+    let env = Envelope::parse(&seen[0][0].1).unwrap();
+    let sent: Vec<Value> = serde_json::from_slice(&event_body(&ev)).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&env.event_bytes()).unwrap(),
+        sent[0],
+        "the beacon's first event, as sent"
+    );
+}
+
+#[tokio::test]
+async fn a_request_from_an_origin_that_may_not_send_is_refused_and_nothing_is_written() {
+    let (rule, seen) = recording_ok();
+    for allowed in ["", "https://other.example", "http://*"] {
+        let st = state(
+            config(&[("ALLOWED_ORIGINS", allowed)]),
+            RuleMode::MatchAny,
+            &[&rule],
+        );
+        let r = call(&st, event("v2-beacon")).await;
+        assert_eq!(r.status, 403, "{allowed:?}: {}", r.body);
+        assert_eq!(r.body["code"], "origin_not_allowed");
+        let msg = r.body["message"].as_str().unwrap();
+        assert!(
+            msg.contains("https://shop.example.com") && msg.contains("AllowedOrigins"),
+            "{msg}"
+        );
+        // A server SDK sends no Origin: unaffected by the list.
+        let mut ev = event("v2-beacon");
+        ev["headers"].as_object_mut().unwrap().remove("origin");
+        assert_eq!(call(&st, ev).await.status, 202, "{allowed:?}");
+        // The probe route is not refused.
+        let mut probe = event("v2-health");
+        probe["headers"]["origin"] = json!("https://evil.example");
+        assert_eq!(call(&st, probe).await.status, 200);
+    }
+    for allowed in ["*", "https://*", "HTTPS://SHOP.EXAMPLE.COM"] {
+        let st = state(
+            config(&[("ALLOWED_ORIGINS", allowed)]),
+            RuleMode::MatchAny,
+            &[&rule],
+        );
+        assert_eq!(
+            call(&st, event("v2-beacon")).await.status,
+            202,
+            "{allowed:?}"
+        );
+    }
+    // Three origin-less requests and three allowed ones: six, no refused one.
+    assert_eq!(seen.lock().unwrap().len(), 6);
 }
 
 /// (key, body) of every spill PutObject a mock saw.

@@ -8,6 +8,7 @@
 //! | module | role | pure? |
 //! |---|---|---|
 //! | [`config`] | typed reading of environment variables (done once, in each `main`) | yes |
+//! | [`cors`] | which browser origins may send (API Gateway's matching rules) | yes |
 //! | [`limits`] | request/event limits with safe defaults | yes |
 //! | [`event`] | parse and validate client bodies (JSON, arrays, NDJSON, gzip) into events | yes |
 //! | [`envelope`] | the envelope written to Kinesis: original bytes + server metadata | yes |
@@ -31,6 +32,7 @@ pub mod batching;
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod cors;
 pub mod envelope;
 pub mod event;
 pub mod keys;

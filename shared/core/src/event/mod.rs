@@ -52,13 +52,16 @@ use crate::limits::{Limits, PARTITION_KEY_MAX_CHARS};
 
 mod scan;
 
-pub use self::scan::{Scalar, ScanError, Scanned, Scratch, scan};
-use self::scan::{is_ws, truncate};
+use self::scan::is_ws;
+pub use self::scan::{Scalar, ScanError, Scanned, Scratch, scan, truncate};
 
 /// The accepted request media types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaType {
-    /// `application/json`: an object, an array, or `{"events":[…]}`.
+    /// `application/json`: an object, an array, or `{"events":[…]}`. `text/plain` bodies are
+    /// read the same way: browsers send JSON as `text/plain` (`navigator.sendBeacon` with a
+    /// string, `fetch` without a preflight), because `application/json` is not a CORS-safelisted
+    /// content type.
     Json,
     /// `application/x-ndjson`: one JSON object per line.
     Ndjson,
@@ -74,7 +77,7 @@ impl MediaType {
         let mut parts = value.split(';');
         let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
         let media = match essence.as_str() {
-            "application/json" => MediaType::Json,
+            "application/json" | "text/plain" => MediaType::Json,
             "application/x-ndjson" | "application/ndjson" => MediaType::Ndjson,
             _ => return Err(BodyError::UnsupportedMediaType(truncate(value, 100))),
         };
@@ -96,7 +99,9 @@ impl MediaType {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
     /// The `Content-Type` is not one we accept (415).
-    #[error("unsupported media type {0:?}: send application/json or application/x-ndjson (UTF-8)")]
+    #[error(
+        "unsupported media type {0:?}: send application/json, text/plain (JSON, from browsers) or application/x-ndjson (UTF-8)"
+    )]
     UnsupportedMediaType(String),
     /// The `Content-Encoding` is not `gzip` or `identity` (415).
     #[error("unsupported content encoding {0:?}: send gzip or no encoding")]

@@ -257,7 +257,7 @@ fn unescape_strict(s: &str) -> Option<String> {
 }
 
 /// `s` cut to `max_chars` characters, with `…` when cut (for values quoted in messages).
-pub(super) fn truncate(s: &str, max_chars: usize) -> String {
+pub fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         None => s.to_owned(),
         Some((at, _)) => format!("{}…", &s[..at]),

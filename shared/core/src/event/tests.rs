@@ -327,10 +327,16 @@ fn media_types() {
         MediaType::from_content_type(Some("application/ndjson;charset=utf-8")),
         Ok(MediaType::Ndjson)
     );
+    // Browsers send JSON as text/plain (sendBeacon, fetch without a preflight).
+    assert_eq!(
+        MediaType::from_content_type(Some("text/plain;charset=UTF-8")),
+        Ok(MediaType::Json)
+    );
     for bad in [
         None,
         Some(""),
-        Some("text/plain"),
+        Some("text/html"),
+        Some("text/plain; charset=windows-1252"),
         Some("application/json; charset=latin1"),
         Some("application/x-www-form-urlencoded"),
     ] {
