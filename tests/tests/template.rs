@@ -1048,3 +1048,45 @@ fn redshift_region_turns_a_stack_into_a_second_region_only_elsewhere() {
     let err = model_in("us-west-2", &iam).unwrap_err();
     assert!(err.contains("AuthMode"), "{err}");
 }
+
+#[test]
+fn allowed_origins_turn_on_the_http_apis_cors_and_the_ingest_functions_check() {
+    // Default: no CORS configuration, no origin allowed.
+    let none = model_in("us-east-1", &[]).unwrap();
+    assert!(none.cors.is_none());
+    assert_eq!(env_of(&none, "ingest-api", "ALLOWED_ORIGINS"), "");
+    let on = model_in(
+        "us-east-1",
+        &[(
+            "AllowedOrigins",
+            "https://shop.example.com,https://*.invalid",
+        )],
+    );
+    assert!(
+        on.unwrap_err().contains("AllowOrigins"),
+        "an entry API Gateway would not take fails the local stack too"
+    );
+    let on = model_in(
+        "us-east-1",
+        &[(
+            "AllowedOrigins",
+            "https://shop.example.com,http://localhost:8080",
+        )],
+    )
+    .unwrap();
+    let cors = on.cors.as_ref().unwrap();
+    assert!(cors.allow_origins.allows("https://shop.example.com"));
+    assert!(cors.allow_origins.allows("http://localhost:8080"));
+    assert!(!cors.allow_origins.allows("https://evil.example"));
+    assert_eq!(cors.allow_methods, ["GET", "POST"]);
+    for h in ["content-type", "content-encoding", "authorization"] {
+        assert!(cors.allow_headers.iter().any(|a| a == h), "{h}");
+    }
+    assert!(cors.expose_headers.iter().any(|e| e == "retry-after"));
+    assert!(!cors.allow_credentials);
+    // The function refuses what the API's CORS would only hide: the same list.
+    assert_eq!(
+        env_of(&on, "ingest-api", "ALLOWED_ORIGINS"),
+        "https://shop.example.com,http://localhost:8080"
+    );
+}

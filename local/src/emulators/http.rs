@@ -10,7 +10,12 @@
 //! `timeEpoch`), bodies base64-encoded unless they are UTF-8 text without a Content-Encoding,
 //! the 10 MB API payload limit (413), and the response rules: an object with `statusCode` is
 //! the response, anything else is a 200 JSON body; a failed invocation is a 500, a timed-out
-//! one a 503, both with API Gateway's `{"message": …}` bodies. Authorizers are not emulated:
+//! one a 503, both with API Gateway's `{"message": …}` bodies. With a `CorsConfiguration`
+//! (developer guide, "Configuring CORS for an HTTP API"): a preflight (`OPTIONS` with `Origin`
+//! and `Access-Control-Request-Method`) is answered by the API itself, 204 with the configured
+//! `Access-Control-*` headers when the origin is allowed and none when it is not (so the browser
+//! refuses); an integration's response loses the `Access-Control-*` headers the function set
+//! and gets the configured ones for an allowed origin. Authorizers are not emulated:
 //! the local endpoint accepts every request, which is why the local stack runs with
 //! `AuthMode=NONE`.
 
@@ -28,7 +33,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use crate::emulators::lambda::{InvokeError, LocalFunction};
-use crate::stack::template::Route;
+use crate::stack::template::{Cors, Route};
 
 /// API Gateway's maximum request payload.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
@@ -67,6 +72,7 @@ pub struct Api {
     routes: Vec<BoundRoute>,
     api_id: String,
     account_id: String,
+    cors: Option<Cors>,
     /// Response counters.
     pub stats: ApiStats,
 }
@@ -78,8 +84,15 @@ impl Api {
             routes,
             api_id: api_id.to_owned(),
             account_id: account_id.to_owned(),
+            cors: None,
             stats: ApiStats::default(),
         }
+    }
+
+    /// The same API with the template's CORS configuration.
+    pub fn with_cors(mut self, cors: Option<Cors>) -> Api {
+        self.cors = cors;
+        self
     }
 }
 
@@ -106,6 +119,20 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
+    let origin = parts
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    if let (Some(cors), Some(origin)) = (&api.cors, &origin)
+        && parts.method == http::Method::OPTIONS
+        && parts
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        api.stats.record("(preflight)", 204);
+        return preflight(cors, origin);
+    }
     let Some((bound, path_params)) = match_route(&api.routes, &method, &path) else {
         api.stats.record("(no route)", 404);
         return message(StatusCode::NOT_FOUND, "Not Found");
@@ -146,10 +173,18 @@ async fn handle(
         .unwrap_or_default()
         .to_owned();
     let mut response = match bound.function.invoke(event).await {
-        Ok(out) => http_response(&out).unwrap_or_else(|e| {
-            tracing::warn!(route = %route_key, error = %e, "malformed_function_response");
-            message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-        }),
+        Ok(out) => match http_response(&out) {
+            Ok(mut r) => {
+                if let Some(cors) = &api.cors {
+                    cors_response_headers(cors, origin.as_deref(), r.headers_mut());
+                }
+                r
+            }
+            Err(e) => {
+                tracing::warn!(route = %route_key, error = %e, "malformed_function_response");
+                message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+        },
         Err(InvokeError::PayloadTooLarge(_)) => {
             message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large")
         }
@@ -163,6 +198,74 @@ async fn handle(
     }
     api.stats.record(&route_key, response.status().as_u16());
     response
+}
+
+/// API Gateway's own answer to a preflight: 204, with the configured headers only when the
+/// origin is allowed.
+fn preflight(cors: &Cors, origin: &str) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let Some(allow) = cors.allow_origins.allow_origin_header(origin) else {
+        return r;
+    };
+    let h = r.headers_mut();
+    set_cors(h, http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    set_cors(
+        h,
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        &cors.allow_methods.join(","),
+    );
+    set_cors(
+        h,
+        http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        &cors.allow_headers.join(","),
+    );
+    if let Some(age) = cors.max_age {
+        set_cors(h, http::header::ACCESS_CONTROL_MAX_AGE, &age.to_string());
+    }
+    if cors.allow_credentials {
+        set_cors(h, http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+    }
+    r
+}
+
+/// Set a configured CORS header; an empty value (an empty list) is not sent.
+fn set_cors(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value)
+        && !value.is_empty()
+    {
+        headers.insert(name, v);
+    }
+}
+
+/// An integration's response under a CORS configuration: the function's own
+/// `Access-Control-*` headers are dropped (API Gateway ignores them) and, for an allowed
+/// origin, the configured ones are set.
+fn cors_response_headers(cors: &Cors, origin: Option<&str>, headers: &mut HeaderMap) {
+    let theirs: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for k in theirs {
+        headers.remove(k);
+    }
+    let Some(allow) = origin.and_then(|o| cors.allow_origins.allow_origin_header(o)) else {
+        return;
+    };
+    set_cors(headers, http::header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    set_cors(
+        headers,
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        &cors.expose_headers.join(","),
+    );
+    if cors.allow_credentials {
+        set_cors(
+            headers,
+            http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            "true",
+        );
+    }
 }
 
 fn message(status: StatusCode, text: &str) -> Response {

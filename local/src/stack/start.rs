@@ -480,7 +480,7 @@ async fn start_api(
             })
         })
         .collect();
-    let api = Arc::new(Api::new(routes, "local", &names.account_id));
+    let api = Arc::new(Api::new(routes, "local", &names.account_id).with_cors(model.cors.clone()));
     let api_listener = tokio::net::TcpListener::bind(("127.0.0.1", api_port.unwrap_or(0)))
         .await
         .map_err(io(format!(

@@ -36,6 +36,18 @@ fn echo() -> impl Handler {
     }
 }
 
+/// Serve `api` on a loopback port: its address, and a future that stops the server.
+async fn serving(api: Arc<Api>) -> (SocketAddr, impl Future<Output = ()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let server = tokio::spawn(serve(listener, api, shutdown.wait()));
+    (addr, async move {
+        trigger.fire();
+        server.await.unwrap().unwrap();
+    })
+}
+
 #[test]
 fn routes_follow_api_gateway_precedence() {
     let routes = vec![
@@ -215,10 +227,7 @@ async fn the_server_invokes_functions_and_maps_failures_like_api_gateway() {
         ),
     ];
     let api = Arc::new(Api::new(routes, "HttpApi", "123456789012"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (trigger, shutdown) = crate::shutdown::channel();
-    let server = tokio::spawn(serve(listener, api.clone(), shutdown.wait()));
+    let (addr, stop) = serving(api.clone()).await;
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
 
@@ -262,6 +271,136 @@ async fn the_server_invokes_functions_and_maps_failures_like_api_gateway() {
     assert_eq!(stats[&("POST /v1/events".to_owned(), 200)], 1);
     assert_eq!(stats[&("GET /v1/fail".to_owned(), 500)], 1);
     assert_eq!(stats[&("(no route)".to_owned(), 404)], 1);
-    trigger.fire();
-    server.await.unwrap().unwrap();
+    stop.await;
+}
+
+fn cors(origins: &str) -> Cors {
+    Cors {
+        allow_origins: caudal_core::cors::AllowedOrigins::parse(origins).unwrap(),
+        allow_methods: vec!["GET".into(), "POST".into()],
+        allow_headers: vec!["content-type".into(), "authorization".into()],
+        expose_headers: vec!["retry-after".into()],
+        max_age: Some(7200),
+        allow_credentials: false,
+    }
+}
+
+#[tokio::test]
+async fn with_cors_preflights_are_answered_and_only_allowed_origins_get_headers() {
+    // The function sets a CORS header of its own, which API Gateway ignores.
+    let echo_with_acao = |ev: Value, _ctx: lambda_runtime::Context| async move {
+        Ok(json!({
+            "statusCode": 202,
+            "headers": {"access-control-allow-origin": "*", "x-kept": "1"},
+            "body": ev.to_string()
+        }))
+    };
+    let routes = vec![bound("POST /v1/events", echo_with_acao)];
+    let api = Arc::new(
+        Api::new(routes, "HttpApi", "123456789012").with_cors(Some(cors("https://shop.example"))),
+    );
+    let (addr, stop) = serving(api.clone()).await;
+    let url = format!("http://{addr}/v1/events");
+    let client = reqwest::Client::new();
+    let preflight = |origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+
+    let ok = preflight("https://shop.example").await.unwrap();
+    assert_eq!(ok.status(), 204);
+    let h = ok.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(h["access-control-allow-methods"], "GET,POST");
+    assert_eq!(
+        h["access-control-allow-headers"],
+        "content-type,authorization"
+    );
+    assert_eq!(h["access-control-max-age"], "7200");
+    assert!(!h.contains_key("access-control-allow-credentials"));
+
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert_eq!(refused.status(), 204);
+    assert!(
+        !refused
+            .headers()
+            .keys()
+            .any(|k| k.as_str().starts_with("access-control-")),
+        "no CORS headers: the browser refuses the request"
+    );
+
+    // An OPTIONS that is not a preflight has no route.
+    let plain = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 404);
+
+    let post = |origin: Option<&str>| {
+        let mut r = client
+            .post(&url)
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(r#"{"type":"a"}"#);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    let allowed = post(Some("https://shop.example")).await.unwrap();
+    assert_eq!(allowed.status(), 202);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example",
+        "the configured value replaces the function's *"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-expose-headers"],
+        "retry-after"
+    );
+    assert_eq!(allowed.headers()["x-kept"], "1");
+    let ev: Value = serde_json::from_str(&allowed.text().await.unwrap()).unwrap();
+    assert_eq!(ev["headers"]["origin"], "https://shop.example");
+    assert_eq!(ev["isBase64Encoded"], false, "text/plain is passed as text");
+
+    // Another origin still reaches the function (API Gateway does not block it); it only
+    // gets no CORS headers, and the function's own are gone.
+    for origin in [Some("https://evil.example"), None] {
+        let r = post(origin).await.unwrap();
+        assert_eq!(r.status(), 202);
+        assert!(
+            !r.headers()
+                .keys()
+                .any(|k| k.as_str().starts_with("access-control-")),
+            "{origin:?}"
+        );
+    }
+    let stats = api.stats.snapshot();
+    assert_eq!(stats[&("(preflight)".to_owned(), 204)], 2);
+    assert_eq!(stats[&("POST /v1/events".to_owned(), 202)], 3);
+    stop.await;
+}
+
+#[tokio::test]
+async fn without_cors_a_preflight_has_no_route() {
+    let api = Arc::new(Api::new(
+        vec![bound("POST /v1/events", echo())],
+        "HttpApi",
+        "123456789012",
+    ));
+    let (addr, stop) = serving(api).await;
+    let r = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("http://{addr}/v1/events"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    stop.await;
 }

@@ -59,6 +59,12 @@ impl Resolver {
                     }
                 }
                 "AWS::ApiGatewayV2::Route" => route_resources.push(id.clone()),
+                "AWS::ApiGatewayV2::Api" => {
+                    let p = self.properties(id)?;
+                    if let Some(c) = p.get("CorsConfiguration") {
+                        m.cors = Some(cors_from(c, &format!("Resources.{id}.Properties"))?);
+                    }
+                }
                 "AWS::Lambda::EventSourceMapping" => mappings.push(id.clone()),
                 "AWS::Serverless::Api" | "AWS::ApiGateway::RestApi" => m.warnings.push(format!(
                     "{id}: REST APIs (v1) are not emulated; only HTTP API routes are served"
@@ -720,6 +726,41 @@ fn as_bool(v: &Value) -> Option<bool> {
         Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
         _ => None,
     }
+}
+
+/// An HTTP API's `CorsConfiguration`.
+fn cors_from(v: &Value, at: &str) -> Result<Cors> {
+    let at = format!("{at}.CorsConfiguration");
+    let c = v
+        .as_object()
+        .ok_or_else(|| TemplateError::invalid(&at, "must be an object"))?;
+    let list = |key: &str| -> Result<Vec<String>> {
+        match c.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    scalar_string(i).ok_or_else(|| {
+                        TemplateError::invalid(&at, format!("{key} must be a list of strings"))
+                    })
+                })
+                .collect(),
+            Some(_) => Err(TemplateError::invalid(
+                &at,
+                format!("{key} must be a list of strings"),
+            )),
+        }
+    };
+    let allow_origins = caudal_core::cors::AllowedOrigins::parse(&list("AllowOrigins")?.join(","))
+        .map_err(|e| TemplateError::invalid(&at, format!("AllowOrigins: {e}")))?;
+    Ok(Cors {
+        allow_origins,
+        allow_methods: list("AllowMethods")?,
+        allow_headers: list("AllowHeaders")?,
+        expose_headers: list("ExposeHeaders")?,
+        max_age: opt_u64(c, "MaxAge", &at)?,
+        allow_credentials: c.get("AllowCredentials").and_then(as_bool).unwrap_or(false),
+    })
 }
 
 fn req_str(p: &Map<String, Value>, key: &str, at: &str) -> Result<String> {

@@ -191,6 +191,23 @@ pub struct DeliveryStream {
     pub compression: String,
 }
 
+/// The HTTP API's `CorsConfiguration` (what the local API emulates: docs/LOCAL.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// `AllowOrigins`, with API Gateway's matching rules.
+    pub allow_origins: caudal_core::cors::AllowedOrigins,
+    /// `AllowMethods`.
+    pub allow_methods: Vec<String>,
+    /// `AllowHeaders`.
+    pub allow_headers: Vec<String>,
+    /// `ExposeHeaders`.
+    pub expose_headers: Vec<String>,
+    /// `MaxAge` (seconds), when set.
+    pub max_age: Option<u64>,
+    /// `AllowCredentials`.
+    pub allow_credentials: bool,
+}
+
 /// An HTTP API route mapped to a function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -219,6 +236,8 @@ pub struct Model {
     pub delivery_streams: Vec<DeliveryStream>,
     /// HTTP routes.
     pub routes: Vec<Route>,
+    /// The HTTP API's CORS configuration, when it has one.
+    pub cors: Option<Cors>,
     /// The parameter values used (defaults + overrides).
     pub parameters: BTreeMap<String, String>,
     /// Things declared in the template that the local stack does not emulate.
