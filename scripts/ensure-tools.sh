@@ -4,7 +4,7 @@
 #   - pinned Python tools (requirements-dev.txt) in $VENV, checkov (requirements-checkov.txt) in
 #     $CHECKOV_VENV — each venv is rebuilt when its requirements file changes (hash stamp);
 #   - Debian packages: PostgreSQL 15 server binaries, qemu-user-static + arm64 libc (to run the
-#     arm64 bootstrap), only when absent;
+#     arm64 bootstrap), chromium + chromium-driver (the browser test), only when absent;
 #   - the rustup target for arm64 Lambda builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,9 @@ for d in $(pg_bindir); do [[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres
 [[ -n "$found_pg" ]] || missing+=(postgresql-15)
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 [[ -d /usr/aarch64-linux-gnu/lib ]] || missing+=(libc6-arm64-cross)
+# The end-to-end browser phase drives headless Chromium over WebDriver (tests/tests/common/browser.rs).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   echo "==> apt-get install ${missing[*]}"
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo

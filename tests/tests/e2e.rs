@@ -20,6 +20,11 @@
 //!    and the reconciliation stays at zero.
 //! 5. Packing: 1,000 events of 500 bytes in requests of 50 take at least 10× fewer Kinesis
 //!    records than events (every phase's events are packed; this one measures the goal).
+//! 6. Browsers: headless Chromium opens a page of an allowed origin (`AllowedOrigins`) and one
+//!    of another origin; each sends events with `navigator.sendBeacon`, a `text/plain` `fetch`
+//!    (no preflight) and an `application/json` `fetch` (preflighted). The allowed page reads its
+//!    receipts and its events are one row each; the other page's requests are refused (403, or
+//!    at the preflight) and none of its events is loaded or rejected.
 //!
 //! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
 
@@ -37,6 +42,8 @@ use common::{
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 const EVENTS_PER_REQUEST: usize = 150;
@@ -191,6 +198,12 @@ async fn the_pipeline_loads_everything_exactly_once() {
     let mut opts = StackOptions::for_repo(&repo());
     opts.run_dir = run_dir.clone();
     opts.second_region = Some(SECOND_REGION.to_owned());
+    // Phase 6's pages: one server, two origins; only the 127.0.0.1 one may send.
+    let page_port = browser::serve_page();
+    opts.parameters.push((
+        "AllowedOrigins".to_owned(),
+        format!("http://127.0.0.1:{page_port}"),
+    ));
     let stack = Stack::start(opts).await.expect("local stack starts");
     eprintln!("stack started in {:?}", started.elapsed());
 
@@ -477,6 +490,7 @@ async fn the_pipeline_loads_everything_exactly_once() {
 
     two_regions(&stack, &run, &pg, &counts3).await;
     packing(&stack, &run, &pg).await;
+    browsers(&stack, &run, &pg, page_port).await;
 
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -538,6 +552,121 @@ async fn packing(stack: &Stack, run: &str, pg: &tokio_postgres::Client) {
         "phase 5: {events} events of 500 B in requests of {PER_REQUEST} took {records} Kinesis \
          records ({:.1} events per record), all loaded once ({:?})",
         events as f64 / records.max(1) as f64,
+        phase.elapsed()
+    );
+}
+
+/// The script a tracking page runs (`args`: the API URL and four event ids): a beacon, a
+/// `text/plain` fetch of two events and an `application/json` fetch; it returns what the page
+/// could see of each.
+const PAGE_SCRIPT: &str = r#"
+const [api, ids] = args;
+const ev = (id) => ({type: "page_view", id, ts: new Date().toISOString(), user_id: "u-browser",
+  session_id: "s-browser", page: {url: location.href, title: "Shoes", referrer: "https://www.example.org/"},
+  device: {mobile: false}});
+const read = async (r) => ({status: r.status, body: await r.json(),
+  request_id: r.headers.get("apigw-requestid")});
+const out = {beacon: navigator.sendBeacon(api + "/v1/events", JSON.stringify([ev(ids[0])]))};
+try {
+  out.plain = await read(await fetch(api + "/v1/events", {method: "POST",
+    headers: {"content-type": "text/plain"}, body: JSON.stringify([ev(ids[1]), ev(ids[2])])}));
+} catch (e) { out.plain = {error: String(e)}; }
+try {
+  out.json = await read(await fetch(api + "/v1/events", {method: "POST",
+    headers: {"content-type": "application/json"}, body: JSON.stringify(ev(ids[3]))}));
+} catch (e) { out.json = {error: String(e)}; }
+return out;
+"#;
+
+/// Phase 6: a page of an allowed origin and one of another origin send events from a real
+/// browser (see the module docs).
+async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_port: u16) {
+    let phase = Instant::now();
+    let api = stack.api_url();
+    let counted = |key: &str, status: u16| -> u64 {
+        stack
+            .api()
+            .stats
+            .snapshot()
+            .get(&(key.to_owned(), status))
+            .copied()
+            .unwrap_or(0)
+    };
+    let (refused_before, preflights_before) =
+        (counted("POST /v1/events", 403), counted("(preflight)", 204));
+    let ids = |page: &str| -> Vec<String> { (0..4).map(|k| format!("{run}{page}-{k}")).collect() };
+    let (allowed, other) = (ids("web"), ids("evil"));
+    let chrome = browser::Browser::start(browser::DESKTOP_CHROME).await;
+
+    chrome
+        .goto(&format!("http://127.0.0.1:{page_port}/shoes"))
+        .await;
+    let seen = chrome.run(PAGE_SCRIPT, json!([api, allowed])).await;
+    assert_eq!(seen["beacon"], true, "{seen}");
+    for (form, n) in [("plain", 2), ("json", 1)] {
+        assert_eq!(seen[form]["status"], 202, "{form}: {seen}");
+        assert_eq!(seen[form]["body"]["accepted"], n, "{form}: {seen}");
+        assert!(
+            seen[form]["request_id"].is_string(),
+            "exposed header: {seen}"
+        );
+    }
+
+    chrome
+        .goto(&format!("http://localhost:{page_port}/shoes"))
+        .await;
+    let blocked = chrome.run(PAGE_SCRIPT, json!([api, other])).await;
+    for form in ["plain", "json"] {
+        assert!(
+            blocked[form]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Failed to fetch")),
+            "the browser must not hand the page a response: {blocked}"
+        );
+    }
+    // The beacon and the text/plain fetch reach the function and are refused; the JSON fetch
+    // never leaves the browser (its preflight has no CORS headers).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counted("POST /v1/events", 403) < refused_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the other origin's requests never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    chrome.quit().await;
+    assert_eq!(counted("(preflight)", 204), preflights_before + 2);
+
+    // The beacon is sent after its script returns: wait until all four allowed events are in.
+    let deadline = Instant::now() + LOAD_TIMEOUT;
+    let rows = loop {
+        let counts = report::wait_until_loaded(stack, LOAD_TIMEOUT)
+            .await
+            .expect("settles after the browsers");
+        assert!(counts.reconciliation.mismatches.is_empty());
+        let rows = rows_by_id_and_table(pg).await;
+        if allowed.iter().all(|id| rows.contains_key(id)) || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for id in &allowed {
+        assert_eq!(
+            rows.get(id).cloned().unwrap_or_default(),
+            vec![("page_views".to_owned(), 1)],
+            "{id}: one row"
+        );
+    }
+    let rejects = rejects_by_id(pg).await;
+    for id in &other {
+        assert!(
+            !rows.contains_key(id) && !rejects.contains_key(id),
+            "{id} was refused"
+        );
+    }
+    eprintln!(
+        "phase 6: a page of an allowed origin sent 4 events (beacon, text/plain, JSON with a \
+         preflight), each loaded once; another origin's were refused ({:?})",
         phase.elapsed()
     );
 }
