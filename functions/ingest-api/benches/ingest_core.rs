@@ -131,6 +131,7 @@ fn main() {
         user_agent: Some("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X)".into()),
         principal: Some("arn:aws:iam::123456789012:user/tracker".into()),
         stage: Some("$default".into()),
+        protocol: None,
     };
     let opts = ParseOptions {
         partition_key_field: Some("user_id"),

@@ -192,6 +192,7 @@ mod tests {
                 id_generated: false,
                 event_type: "click",
                 raw: raw.as_bytes(),
+                event_time: None,
             },
             &RequestMeta::default(),
         )

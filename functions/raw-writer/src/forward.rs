@@ -318,6 +318,7 @@ mod tests {
                         id_generated: false,
                         event_type: "t",
                         raw: format!(r#"{{"n":"m{i}"}}"#).as_bytes(),
+                        event_time: None,
                     },
                     &Default::default(),
                 )

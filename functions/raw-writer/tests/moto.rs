@@ -59,6 +59,7 @@ fn envelope(i: usize, rng: &mut u64) -> Vec<u8> {
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0".into()),
         principal: None,
         stage: Some("$default".into()),
+        protocol: None,
     };
     encode(
         &EventRef {
@@ -66,6 +67,7 @@ fn envelope(i: usize, rng: &mut u64) -> Vec<u8> {
             id_generated: i.is_multiple_of(3),
             event_type: kind,
             raw: raw.as_bytes(),
+            event_time: None,
         },
         &meta,
     )

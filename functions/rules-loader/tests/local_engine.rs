@@ -431,6 +431,7 @@ fn line_from(principal: Option<&str>, id: &str, event: &str, seq: u64) -> Vec<u8
             id_generated: false,
             event_type: "page_view",
             raw: event.as_bytes(),
+            event_time: None,
         },
         &caudal_core::envelope::RequestMeta {
             request_id: format!("req-{seq}"),

@@ -42,6 +42,9 @@ pub struct RequestMeta {
     pub principal: Option<String>,
     /// The API stage.
     pub stage: Option<String>,
+    /// The tracking protocol the request spoke, when it is not caudal's own (`segment`): the
+    /// envelope's `protocol` member (docs/CONTRACTS.md §1).
+    pub protocol: Option<&'static str>,
 }
 
 /// One accepted event, ready to be encoded.
@@ -55,6 +58,10 @@ pub struct EventRef<'a> {
     pub event_type: &'a str,
     /// The client's exact bytes for this event (valid JSON, validated UTF-8).
     pub raw: &'a [u8],
+    /// When the event happened as its protocol defines it (Segment: `timestamp` corrected for
+    /// the client's clock skew), formatted by [`format_timestamp`]: the envelope's
+    /// `event_time` member. `None` for caudal's own events, whose time is their `ts`.
+    pub event_time: Option<&'a str>,
 }
 
 /// Format a timestamp as RFC 3339 UTC with millisecond precision (`2026-11-25T19:55:17.123Z`),
@@ -95,6 +102,9 @@ impl Encoder {
         field(&mut out, "user_agent", meta.user_agent.as_deref());
         field(&mut out, "principal", meta.principal.as_deref());
         field(&mut out, "stage", meta.stage.as_deref());
+        if meta.protocol.is_some() {
+            field(&mut out, "protocol", meta.protocol);
+        }
         Self {
             head: format!("{{\"v\":{ENVELOPE_VERSION},\"id\":").into_bytes(),
             meta: out,
@@ -111,6 +121,7 @@ impl Encoder {
             + event.event_type.len()
             + self.meta.len()
             + event.raw.len()
+            + event.event_time.map_or(0, |t| t.len() + 15)
     }
 
     /// Append the envelope for `event` to `out` as one line (without the trailing newline).
@@ -123,6 +134,10 @@ impl Encoder {
         out.extend_from_slice(b",\"type\":");
         push_json_string(out, Some(event.event_type));
         out.extend_from_slice(&self.meta);
+        if let Some(t) = event.event_time {
+            out.extend_from_slice(b",\"event_time\":");
+            push_json_string(out, Some(t));
+        }
         if has_line_break(event.raw) {
             // Only possible as inter-token whitespace; keep every byte by carrying the text.
             out.extend_from_slice(b",\"event_text\":");
@@ -200,6 +215,12 @@ pub struct Envelope<'a> {
     /// API stage.
     #[serde(borrow)]
     pub stage: Option<Cow<'a, str>>,
+    /// The tracking protocol (`segment`), absent for caudal's own.
+    #[serde(default, borrow)]
+    pub protocol: Option<Cow<'a, str>>,
+    /// The event's time as its protocol defines it (RFC 3339), when ingest derived one.
+    #[serde(default, borrow)]
+    pub event_time: Option<Cow<'a, str>>,
     /// The client's event, verbatim.
     #[serde(borrow)]
     pub event: Option<&'a RawValue>,
@@ -273,6 +294,7 @@ mod tests {
             user_agent: Some("curl/8 \"quoted\"".into()),
             principal: None,
             stage: Some("$default".into()),
+            protocol: None,
         }
     }
 
@@ -289,6 +311,52 @@ mod tests {
     }
 
     #[test]
+    fn a_protocol_and_an_event_time_are_written_only_when_set() {
+        let raw = br#"{"type":"track","event":"Order Completed"}"#;
+        let ev = EventRef {
+            id: "m-1",
+            id_generated: false,
+            event_type: "segment.track.order_completed",
+            raw,
+            event_time: Some("2026-11-25T19:55:16.000Z"),
+        };
+        let segment = RequestMeta {
+            protocol: Some("segment"),
+            ..meta()
+        };
+        let enc = Encoder::new(&segment);
+        let bytes = enc.encode(&ev);
+        assert!(
+            bytes.len() <= enc.size_hint(&ev) + 20,
+            "the hint stays near"
+        );
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.ends_with(r#","stage":"$default","protocol":"segment","event_time":"2026-11-25T19:55:16.000Z","event":{"type":"track","event":"Order Completed"}}"#),
+            "{text}"
+        );
+        let env = Envelope::parse(&bytes).unwrap();
+        assert_eq!(env.protocol.as_deref(), Some("segment"));
+        assert_eq!(env.event_time.as_deref(), Some("2026-11-25T19:55:16.000Z"));
+        assert_eq!(&*env.event_bytes(), raw);
+        // caudal's own events carry neither member.
+        let own = encode(
+            &EventRef {
+                event_time: None,
+                ..ev
+            },
+            &meta(),
+        );
+        let text = std::str::from_utf8(&own).unwrap();
+        assert!(
+            !text.contains("protocol") && !text.contains("event_time"),
+            "{text}"
+        );
+        let env = Envelope::parse(&own).unwrap();
+        assert_eq!((env.protocol, env.event_time), (None, None));
+    }
+
+    #[test]
     fn raw_bytes_are_embedded_verbatim() {
         let raw = br#"{ "type":"page_view",  "x": 1.50, "s":"\u00e9" }"#;
         let ev = EventRef {
@@ -296,6 +364,7 @@ mod tests {
             id_generated: false,
             event_type: "page_view",
             raw,
+            event_time: None,
         };
         let bytes = encode(&ev, &meta());
         let text = std::str::from_utf8(&bytes).unwrap();
@@ -320,6 +389,7 @@ mod tests {
             id_generated,
             event_type: "page_view",
             raw,
+            event_time: None,
         };
         let plain = ev("e\"1", false, br#"{"type":"page_view"}"#);
         let tail = r#","type":"page_view","received_at":"2026-11-25T19:55:17.123Z","request_id":"req-1","source_ip":"203.0.113.9","user_agent":"curl/8 \"quoted\"","principal":null,"stage":"$default""#;
@@ -357,6 +427,7 @@ mod tests {
             id_generated: true,
             event_type: "page_view",
             raw: br#"{"type":"page_view","n":1}"#,
+            event_time: None,
         };
         assert_eq!(
             encoder.size_hint(&generated),
@@ -379,6 +450,7 @@ mod tests {
             id_generated: true,
             event_type: "signup",
             raw,
+            event_time: None,
         };
         let bytes = encode(&ev, &meta());
         assert!(!bytes.contains(&b'\n') && !bytes.contains(&b'\r'));

@@ -116,6 +116,7 @@ mod tests {
                 id_generated: false,
                 event_type: "t",
                 raw: br#"{"type":"t","a":[1, 2]}"#,
+                event_time: None,
             },
             &RequestMeta::default(),
         );

@@ -306,6 +306,7 @@ impl<'a> Event<'a> {
             id_generated: self.id_generated,
             event_type: &self.event_type,
             raw: self.raw.as_bytes(),
+            event_time: None,
         }
     }
 }

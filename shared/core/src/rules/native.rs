@@ -38,7 +38,7 @@ pub(crate) struct Vars<'v> {
 }
 
 /// The members of the envelope's JSON view (`expr::scope`'s `envelope`), all always present.
-pub(crate) const ENVELOPE_MEMBERS: [&str; 10] = [
+pub(crate) const ENVELOPE_MEMBERS: [&str; 12] = [
     "v",
     "id",
     "id_generated",
@@ -49,6 +49,8 @@ pub(crate) const ENVELOPE_MEMBERS: [&str; 10] = [
     "user_agent",
     "principal",
     "stage",
+    "protocol",
+    "event_time",
 ];
 
 /// A compiled expression of the supported subset.
@@ -366,6 +368,8 @@ fn envelope_member<'v>(e: &'v Envelope<'v>, field: &str) -> Option<V<'v>> {
         "user_agent" => opt_str(&e.user_agent),
         "principal" => opt_str(&e.principal),
         "stage" => opt_str(&e.stage),
+        "protocol" => opt_str(&e.protocol),
+        "event_time" => opt_str(&e.event_time),
         _ => return None,
     })
 }
@@ -675,12 +679,14 @@ mod tests {
             user_agent: user_agent.map(str::to_owned),
             principal: None,
             stage: Some("$default".into()),
+            protocol: None,
         };
         let ev = EventRef {
             id: "e-1",
             id_generated: false,
             event_type: "page_view",
             raw: b"{}",
+            event_time: None,
         };
         crate::envelope::encode(&ev, &meta)
     }
@@ -966,7 +972,7 @@ mod tests {
                 "envelope",
                 &page,
                 None,
-                json!({"v": 1, "id": "e-1", "id_generated": false, "type": "page_view", "received_at": "2026-11-25T19:55:17.123Z", "request_id": "req-1", "source_ip": "203.0.113.9", "user_agent": null, "principal": null, "stage": "$default"}),
+                json!({"v": 1, "id": "e-1", "id_generated": false, "type": "page_view", "received_at": "2026-11-25T19:55:17.123Z", "request_id": "req-1", "source_ip": "203.0.113.9", "user_agent": null, "principal": null, "stage": "$default", "protocol": null, "event_time": null}),
             ),
             ("has(envelope.missing)", &page, None, json!(false)),
             (

@@ -81,6 +81,7 @@ pub fn wrap_client_event(
             id_generated,
             event_type,
             raw: event,
+            event_time: None,
         },
         &crate::envelope::RequestMeta {
             request_id: "rules-test".into(),
@@ -89,6 +90,7 @@ pub fn wrap_client_event(
             user_agent: Some("caudal-rules-test/1.0".into()),
             principal: None,
             stage: Some("local".into()),
+            protocol: None,
         },
     );
     let coords = KinesisCoords {

@@ -42,6 +42,7 @@ fn raw_from(bytes: &[u8], ua: Option<&str>, ip: Option<&str>, principal: Option<
             id_generated: false,
             event_type: ty,
             raw: bytes,
+            event_time: None,
         },
         &crate::envelope::RequestMeta {
             request_id: "req-1".into(),
@@ -52,6 +53,7 @@ fn raw_from(bytes: &[u8], ua: Option<&str>, ip: Option<&str>, principal: Option<
             user_agent: ua.map(str::to_owned),
             principal: principal.map(str::to_owned),
             stage: Some("$default".into()),
+            protocol: None,
         },
     );
     let coords = KinesisCoords {
@@ -462,6 +464,7 @@ fn event_text_form_is_read() {
             id_generated: true,
             event_type: "e",
             raw: raw_bytes,
+            event_time: None,
         },
         &crate::envelope::RequestMeta::default(),
     );
