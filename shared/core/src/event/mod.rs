@@ -291,6 +291,8 @@ pub struct Event<'a> {
     /// The value of the configured partition-key field, when the event has it as a string or
     /// number of 1–256 characters.
     pub partition_value: Option<Cow<'a, str>>,
+    /// The envelope's `event_time`, for events of another protocol ([`crate::segment`]).
+    pub event_time: Option<String>,
 }
 
 impl<'a> Event<'a> {
@@ -306,7 +308,7 @@ impl<'a> Event<'a> {
             id_generated: self.id_generated,
             event_type: &self.event_type,
             raw: self.raw.as_bytes(),
-            event_time: None,
+            event_time: self.event_time.as_deref(),
         }
     }
 }
@@ -657,10 +659,12 @@ fn read_event<'a>(
         ts,
         raw,
         partition_value,
+        event_time: None,
     })
 }
 
-fn scan_refusal(e: ScanError, max_depth: usize) -> Refusal {
+/// The rejection for a scanner finding.
+pub(crate) fn scan_refusal(e: ScanError, max_depth: usize) -> Refusal {
     match e {
         ScanError::TooDeep => (
             RejectCode::TooDeep,
