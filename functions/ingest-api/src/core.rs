@@ -73,7 +73,20 @@ pub fn prepare<'a>(
     meta: &RequestMeta,
     check: Option<EventCheck<'_>>,
 ) -> Result<Prepared<'a>, BodyError> {
-    let items = event::parse_events(body, media, opts)?;
+    Ok(prepare_items(
+        event::parse_events(body, media, opts)?,
+        meta,
+        check,
+    ))
+}
+
+/// Envelope validated items (caudal's own from [`prepare`], or another protocol's such as
+/// [`caudal_core::segment::parse`]). `check` runs on each valid event.
+pub fn prepare_items<'a>(
+    items: Vec<ItemResult<'a>>,
+    meta: &RequestMeta,
+    check: Option<EventCheck<'_>>,
+) -> Prepared<'a> {
     let mut out = Prepared {
         slots: Vec::with_capacity(items.len()),
         records: Vec::with_capacity(items.len()),
@@ -120,7 +133,7 @@ pub fn prepare<'a>(
             partition_key,
         });
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use caudal_core::limits::{KINESIS_RECORD_MAX_BYTES, Limits};
 use caudal_core::pack::{DEFAULT_TARGET_BYTES, PackPolicy};
 use caudal_core::retry::{DeadlinePolicy, RetryPolicy};
 use caudal_core::rules::RuleSet;
+use caudal_core::segment::{self, WriteKeys};
 use caudal_core::stream::PutOutcome;
 use caudal_core::telemetry::{Emf, Unit};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
@@ -40,7 +41,7 @@ use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::core::{EventCheck, prepare};
+use crate::core::{EventCheck, Prepared, prepare, prepare_items};
 use crate::receipt::Receipt;
 use crate::spill::{Breaker, SpillReport, SpillTarget};
 
@@ -79,6 +80,10 @@ pub struct Config {
     /// `ALLOWED_ORIGINS` (the template's `AllowedOrigins`): the web pages whose browsers may
     /// send events; a request with any other `Origin` is refused (403). Empty = none.
     pub allowed_origins: AllowedOrigins,
+    /// `SEGMENT_WRITE_KEYS` (the template's `SegmentWriteKeys`): the write keys Segment's SDKs
+    /// may send with on the Segment routes ([`caudal_core::segment`]). Empty = those routes
+    /// refuse every request.
+    pub segment_write_keys: WriteKeys,
 }
 
 /// Smallest packing target accepted: below a few events' worth, packing costs a protobuf and
@@ -123,6 +128,9 @@ impl Config {
             })?;
         Ok(Self {
             allowed_origins,
+            segment_write_keys: WriteKeys::parse(
+                &env.optional("SEGMENT_WRITE_KEYS").unwrap_or_default(),
+            ),
             stream_name: env.required("STREAM_NAME")?,
             partition_key_field,
             pack,
@@ -271,8 +279,10 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
         .get(header::ORIGIN)
         .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
         .filter(|o| !state.config.allowed_origins.allows(o));
+    let segment_call = segment::Call::from_path(&path);
+    let tracking = path == EVENTS_PATH || segment_call.is_some();
     let resp = match (path.as_str(), &method) {
-        (EVENTS_PATH, &Method::POST) if refused_origin.is_some() => {
+        (_, &Method::POST) if tracking && refused_origin.is_some() => {
             let origin = refused_origin.as_deref().unwrap_or_default();
             tracing::warn!(request_id = %meta.request_id, origin, "origin_not_allowed");
             error_response(
@@ -296,14 +306,23 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
             ),
             &meta.request_id,
         ),
-        (EVENTS_PATH, &Method::POST) => ingest(state, &req, meta, ctx.deadline, started).await,
+        (EVENTS_PATH, &Method::POST) => {
+            ingest(state, &req, meta, ctx.deadline, started, Protocol::Caudal).await
+        }
+        (_, &Method::POST) if let Some(call) = segment_call => {
+            ingest(
+                state,
+                &req,
+                meta,
+                ctx.deadline,
+                started,
+                Protocol::Segment(call),
+            )
+            .await
+        }
         (HEALTH_PATH, &Method::GET | &Method::HEAD) => json_response(200, &json!({"status": "ok"})),
-        (EVENTS_PATH | HEALTH_PATH, _) => {
-            let allow = if path == EVENTS_PATH {
-                "POST"
-            } else {
-                "GET, HEAD"
-            };
+        (p, _) if tracking || p == HEALTH_PATH => {
+            let allow = if tracking { "POST" } else { "GET, HEAD" };
             let mut r = error_response(
                 405,
                 "method_not_allowed",
@@ -317,26 +336,72 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
         _ => error_response(
             404,
             "not_found",
-            "no such route; POST /v1/events or GET /v1/health",
+            "no such route; POST /v1/events, Segment's POST /v1/batch (and /v1/track, …) or GET /v1/health",
             &meta.request_id,
         ),
     };
     Ok(resp)
 }
 
-/// `POST /v1/events`.
+/// What a tracking route speaks.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    /// caudal's own `POST /v1/events`.
+    Caudal,
+    /// Segment's tracking API ([`caudal_core::segment`]).
+    Segment(segment::Call),
+}
+
+/// Why a request was refused as a whole.
+#[derive(Debug)]
+enum Refused {
+    /// Its body cannot be read.
+    Body(BodyError),
+    /// A Segment request without a configured write key (401, which Segment's SDKs do not
+    /// retry).
+    WriteKey(&'static str, String),
+}
+
+impl Refused {
+    fn status(&self) -> u16 {
+        match self {
+            Refused::Body(e) => e.status(),
+            Refused::WriteKey(..) => 401,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Refused::Body(e) => e.code(),
+            Refused::WriteKey(code, _) => code,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refused::Body(e) => e.to_string(),
+            Refused::WriteKey(_, m) => m.clone(),
+        }
+    }
+}
+
+/// `POST /v1/events`, and Segment's routes.
 async fn ingest(
     state: &State,
     req: &Request,
-    meta: caudal_core::envelope::RequestMeta,
+    mut meta: caudal_core::envelope::RequestMeta,
     lambda_deadline_ms: u64,
     started: std::time::Instant,
+    protocol: Protocol,
 ) -> Response<Body> {
-    let prepared = prepare_request(state, req, &meta);
+    let prepared = match protocol {
+        Protocol::Caudal => prepare_request(state, req, &meta).map_err(Refused::Body),
+        Protocol::Segment(call) => prepare_segment(state, req, &mut meta, call),
+    };
     let (slots, records) = match prepared {
         Ok(p) => p,
         Err(e) => {
-            log_body_error(&e, &meta.request_id);
+            log_refused(&e, &meta.request_id);
             if state.metrics {
                 emit_metrics(
                     &meta.request_id,
@@ -347,7 +412,7 @@ async fn ingest(
                     started,
                 );
             }
-            return error_response(e.status(), e.code(), &e.to_string(), &meta.request_id);
+            return error_response(e.status(), e.code(), &e.message(), &meta.request_id);
         }
     };
     let (outcome, spilled) = put_durably(state, &records, lambda_deadline_ms).await;
@@ -366,12 +431,130 @@ async fn ingest(
         );
     }
     let body = serde_json::to_value(&receipt).unwrap_or(Value::Null);
+    let (status, body) = match protocol {
+        Protocol::Caudal => (status, body),
+        Protocol::Segment(_) => segment_answer(status, body, &receipt),
+    };
     let mut resp = json_response(status, &body);
     if status == 503 {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     resp
+}
+
+/// A receipt as Segment's SDKs read it: they treat exactly 200 as success, drop a batch on
+/// another 4xx and retry it whole on 429 or 5xx. So: some events accepted → 200 with
+/// `success` (the receipt's statuses are still there); every message rejected → 400 with the
+/// first reason (retrying cannot help); some events to retry → 503 (the SDK resends the batch,
+/// and the accepted ones are de-duplicated by `messageId`).
+fn segment_answer(status: u16, mut body: Value, receipt: &Receipt) -> (u16, Value) {
+    let (status, extra) = match status {
+        202 => (200, json!({"success": true})),
+        422 => (
+            400,
+            json!({"success": false, "code": "invalid_messages",
+                   "message": format!("every message was rejected; the first: {}",
+                                      receipt.first_rejection().unwrap_or("(none)"))}),
+        ),
+        503 => (
+            503,
+            json!({"success": false, "code": "retry",
+                   "message": "some messages could not be stored in time; send the batch again"}),
+        ),
+        other => (other, json!({})),
+    };
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    (status, body)
+}
+
+/// A Segment request: the write key (HTTP Basic, or the body's `writeKey`) names the
+/// principal; then its messages are split and enveloped like caudal's own events, with the
+/// protocol and each event's time on the envelope.
+fn prepare_segment(
+    state: &State,
+    req: &Request,
+    meta: &mut caudal_core::envelope::RequestMeta,
+    call: segment::Call,
+) -> Result<(Vec<core::Slot<'static>>, Vec<caudal_core::stream::Record>), Refused> {
+    let cfg = &state.config;
+    let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let opts = ParseOptions {
+        limits: cfg.limits,
+        partition_key_field: None,
+    };
+    let basic = header(header::AUTHORIZATION).and_then(segment::basic_auth_key);
+    let media =
+        MediaType::from_content_type(header(header::CONTENT_TYPE)).map_err(Refused::Body)?;
+    if media != MediaType::Json {
+        return Err(Refused::Body(BodyError::InvalidShape(
+            "Segment's API takes JSON (application/json or text/plain)",
+        )));
+    }
+    let body = event::decode_body(
+        req.body().as_ref(),
+        header(header::CONTENT_ENCODING),
+        &cfg.limits,
+    )
+    .map_err(Refused::Body)?;
+    let received_at = meta
+        .received_at
+        .as_deref()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let parsed = segment::parse(&body, call, &opts, received_at).map_err(Refused::Body)?;
+    let Some(key) = basic.or(parsed.write_key) else {
+        return Err(Refused::WriteKey(
+            "missing_write_key",
+            "send the source's write key as HTTP Basic user (or writeKey)".into(),
+        ));
+    };
+    let Some(principal) = cfg.segment_write_keys.principal(&key) else {
+        return Err(Refused::WriteKey(
+            "invalid_write_key",
+            "the write key is not one of this stack's SegmentWriteKeys".into(),
+        ));
+    };
+    meta.principal = Some(principal);
+    meta.protocol = Some(segment::PROTOCOL);
+    let schema_check = |ev: &Event<'_>| schema_check(state, ev);
+    let check: Option<EventCheck<'_>> = cfg
+        .schema_rules
+        .as_ref()
+        .map(|_| &schema_check as EventCheck<'_>);
+    // A user's messages stay in order: packs hold one partition key (userId, else
+    // anonymousId) each.
+    let policy = PackPolicy {
+        by_key: true,
+        ..cfg.pack
+    };
+    Ok(owned(
+        prepare_items(parsed.items, meta, check).pack(&policy),
+    ))
+}
+
+/// The slots and records of a prepared request, owning their ids (the body they borrowed ends
+/// with the request's preparation).
+fn owned(p: Prepared<'_>) -> (Vec<core::Slot<'static>>, Vec<caudal_core::stream::Record>) {
+    let slots = p
+        .slots
+        .into_iter()
+        .map(|s| match s {
+            core::Slot::Send { index, id, record } => core::Slot::Send {
+                index,
+                id: std::borrow::Cow::Owned(id.into_owned()),
+                record,
+            },
+            core::Slot::Rejected(r) => core::Slot::Rejected(r),
+        })
+        .collect();
+    (slots, p.records)
 }
 
 /// Decode and split the request body into per-item slots and the Kinesis records to send,
@@ -402,22 +585,7 @@ fn prepare_request(
         .map(|_| &schema_check as EventCheck<'_>);
     decoded.and_then(|(media, body)| {
         // `prepare` borrows the body; move both into one owner for the rest of the request.
-        prepare(&body, media, &opts, meta, check).map(|p| {
-            let p = p.pack(&cfg.pack);
-            let slots: Vec<core::Slot<'static>> = p
-                .slots
-                .into_iter()
-                .map(|s| match s {
-                    core::Slot::Send { index, id, record } => core::Slot::Send {
-                        index,
-                        id: std::borrow::Cow::Owned(id.into_owned()),
-                        record,
-                    },
-                    core::Slot::Rejected(r) => core::Slot::Rejected(r),
-                })
-                .collect();
-            (slots, p.records)
-        })
+        prepare(&body, media, &opts, meta, check).map(|p| owned(p.pack(&cfg.pack)))
     })
 }
 
@@ -519,7 +687,7 @@ fn schema_check(state: &State, ev: &Event<'_>) -> Option<(RejectCode, String)> {
     }
 }
 
-fn log_body_error(e: &BodyError, request_id: &str) {
+fn log_refused(e: &Refused, request_id: &str) {
     tracing::info!(
         request_id,
         status = e.status(),

@@ -103,6 +103,11 @@ impl Receipt {
         r
     }
 
+    /// The reason of the first rejected item, if any (for messages that quote one).
+    pub fn first_rejection(&self) -> Option<&str> {
+        self.results.iter().find_map(|i| i.reason.as_deref())
+    }
+
     /// 503 when anything must be retried, else 202 when something was accepted, else 422 (every
     /// item rejected).
     pub fn status(&self) -> u16 {

@@ -1076,3 +1076,172 @@ async fn during_an_outage_later_requests_spill_after_one_short_probe() {
     assert_eq!(down.num_calls() - first, 1, "then one probe per request");
     assert_eq!(spilled.lock().unwrap().len(), 2);
 }
+
+/// The Segment routes' state: two write keys, every record accepted and recorded.
+fn segment_state(rule: &Rule) -> State {
+    state(
+        config(&[("SEGMENT_WRITE_KEYS", "wk-test-1, wk-test-2")]),
+        RuleMode::MatchAny,
+        &[rule],
+    )
+}
+
+fn envelopes(seen: &Seen) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .flat_map(|(_, data)| unpacked_envelopes(data))
+        .collect()
+}
+
+/// The envelopes of one record, packed or single, as JSON.
+fn unpacked_envelopes(data: &[u8]) -> Vec<Value> {
+    match caudal_core::pack::unpack(data) {
+        Ok(users) => users
+            .iter()
+            .map(|u| serde_json::from_slice(u.data).unwrap())
+            .collect(),
+        Err(_) => vec![serde_json::from_slice(data).unwrap()],
+    }
+}
+
+#[tokio::test]
+async fn a_segment_batch_as_analytics_python_sends_it_is_200_and_one_event_per_message() {
+    let (rule, seen) = recording_ok();
+    let st = segment_state(&rule);
+    let ev = event("v2-segment-batch");
+    let r = call(&st, ev.clone()).await;
+    assert_eq!(r.status, 200, "the SDK counts only 200 as sent: {}", r.body);
+    assert_eq!(r.body["success"], true);
+    assert_eq!(r.body["accepted"], 3);
+    let sent: Value = serde_json::from_slice(&event_body(&ev)).unwrap();
+    let envs = envelopes(&seen);
+    assert_eq!(envs.len(), 3);
+    let types: Vec<&str> = envs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "segment.track.order_completed",
+            "segment.identify",
+            "segment.page"
+        ]
+    );
+    for (env, msg) in envs.iter().zip(sent["batch"].as_array().unwrap()) {
+        assert_eq!(env["protocol"], "segment");
+        assert_eq!(env["id"], msg["messageId"], "messageId is the event id");
+        assert_eq!(&env["event"], msg, "each message as the SDK sent it");
+        let p = env["principal"].as_str().unwrap();
+        assert!(p.starts_with("segment:") && !p.contains("wk-test"), "{p}");
+        // receivedAt − (sentAt − timestamp), to the millisecond.
+        let t = |v: &Value| {
+            time::OffsetDateTime::parse(
+                v.as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        };
+        let want = t(&env["received_at"]) - (t(&sent["sentAt"]) - t(&msg["timestamp"]));
+        assert_eq!(t(&env["event_time"]), want);
+    }
+    // The batch-level members are read, not stored as events.
+    assert!(!envs.iter().any(|e| e["event"].get("writeKey").is_some()));
+}
+
+#[tokio::test]
+async fn a_single_segment_call_with_basic_auth_takes_its_type_from_the_route() {
+    let (rule, seen) = recording_ok();
+    let st = segment_state(&rule);
+    let r = call(&st, event("v2-segment-track")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let envs = envelopes(&seen);
+    assert_eq!(envs[0]["type"], "segment.track.signed_up");
+    assert_eq!(envs[0]["id"], "node-0001");
+    // Another key: another source, so another principal (de-duplication is per source).
+    let (rule2, seen2) = recording_ok();
+    let r = call(&segment_state(&rule2), event("v2-segment-batch")).await;
+    assert_eq!(r.status, 200);
+    assert_ne!(envelopes(&seen2)[0]["principal"], envs[0]["principal"]);
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_write_key_is_401_and_writes_nothing() {
+    let (rule, seen) = recording_ok();
+    let st = segment_state(&rule);
+    let mut wrong = event("v2-segment-batch");
+    let body = event_body(&wrong);
+    let mut v: Value = serde_json::from_slice(&body).unwrap();
+    v["writeKey"] = json!("wk-revoked");
+    wrong["body"] = json!(v.to_string());
+    let r = call(&st, wrong).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("invalid_write_key"))
+    );
+    assert!(
+        r.body["message"].is_string(),
+        "the SDK logs code and message"
+    );
+    v.as_object_mut().unwrap().remove("writeKey");
+    let mut missing = event("v2-segment-batch");
+    missing["body"] = json!(v.to_string());
+    let r = call(&st, missing).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("missing_write_key"))
+    );
+    // No keys configured: the routes refuse every key.
+    let none = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    assert_eq!(call(&none, event("v2-segment-batch")).await.status, 401);
+    assert!(seen.lock().unwrap().is_empty(), "nothing reached Kinesis");
+    // A good request right after is unaffected.
+    assert_eq!(call(&st, event("v2-segment-batch")).await.status, 200);
+}
+
+#[tokio::test]
+async fn segment_answers_follow_what_the_sdks_retry() {
+    let (rule, _) = recording_ok();
+    let st = segment_state(&rule);
+    // Every message invalid: 400, which the SDK does not retry.
+    let mut bad = event("v2-segment-batch");
+    bad["body"] = json!(r#"{"batch":[{"type":"launch"},{"type":"track"}],"writeKey":"wk-test-1"}"#);
+    let r = call(&st, bad).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("invalid_messages"))
+    );
+    assert!(
+        r.body["message"].as_str().unwrap().contains("launch"),
+        "{}",
+        r.body
+    );
+    // Kinesis keeps refusing: 503, so the SDK sends the batch again.
+    let throttled = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
+        output(
+            req.records()
+                .iter()
+                .map(|_| err_entry("ProvisionedThroughputExceededException"))
+                .collect(),
+        )
+    });
+    let st = state(
+        config(&[
+            ("SEGMENT_WRITE_KEYS", "wk-test-1"),
+            ("PUT_DEADLINE_MS", "200"),
+        ]),
+        RuleMode::MatchAny,
+        &[&throttled],
+    );
+    let r = call(&st, event("v2-segment-batch")).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (503, Some("retry")),
+        "{}",
+        r.body
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    // Wrong method on a Segment route.
+    let mut get = event("v2-segment-batch");
+    get["requestContext"]["http"]["method"] = json!("GET");
+    assert_eq!(call(&segment_state(&rule), get).await.status, 405);
+}
