@@ -25,6 +25,11 @@
 //!    (no preflight) and an `application/json` `fetch` (preflighted). The allowed page reads its
 //!    receipts and its events are one row each; the other page's requests are refused (403, or
 //!    at the preflight) and none of its events is loaded or rejected.
+//! 7. Segment's SDK: the real `segment-analytics-python` (tests/sdk/segment_e2e.py) sends
+//!    identify, track and page calls through a proxy that loses the answer to its first batch
+//!    (a 503 after caudal took it): the SDK's retry does not duplicate, every message is one
+//!    row in its table, and a client with a wrong write key gets 401, gives up, and writes
+//!    nothing.
 //!
 //! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
 
@@ -50,6 +55,8 @@ const EVENTS_PER_REQUEST: usize = 150;
 const RESENT: usize = 500;
 const LOAD_TIMEOUT: Duration = Duration::from_secs(150);
 const SECOND_REGION: &str = "us-west-2";
+/// Phase 7's write key (the stack's `SegmentWriteKeys`).
+const SEGMENT_KEY: &str = "wk-e2e-source-1";
 
 /// Receipt summary: accepted ids and counts.
 #[derive(Debug, Default)]
@@ -204,6 +211,8 @@ async fn the_pipeline_loads_everything_exactly_once() {
         "AllowedOrigins".to_owned(),
         format!("http://127.0.0.1:{page_port}"),
     ));
+    opts.parameters
+        .push(("SegmentWriteKeys".to_owned(), SEGMENT_KEY.to_owned()));
     let stack = Stack::start(opts).await.expect("local stack starts");
     eprintln!("stack started in {:?}", started.elapsed());
 
@@ -491,6 +500,7 @@ async fn the_pipeline_loads_everything_exactly_once() {
     two_regions(&stack, &run, &pg, &counts3).await;
     packing(&stack, &run, &pg).await;
     browsers(&stack, &run, &pg, page_port).await;
+    segment_sdk(&stack, &run, &pg).await;
 
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -597,6 +607,8 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
     let ids = |page: &str| -> Vec<String> { (0..4).map(|k| format!("{run}{page}-{k}")).collect() };
     let (allowed, other) = (ids("web"), ids("evil"));
     let chrome = browser::Browser::start(browser::DESKTOP_CHROME).await;
+    let step = |what: &str| eprintln!("phase 6: {what} after {:?}", phase.elapsed());
+    step("browser started");
 
     chrome
         .goto(&format!("http://127.0.0.1:{page_port}/shoes"))
@@ -612,6 +624,7 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
         );
     }
 
+    step("the allowed page sent");
     chrome
         .goto(&format!("http://localhost:{page_port}/shoes"))
         .await;
@@ -624,6 +637,7 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
             "the browser must not hand the page a response: {blocked}"
         );
     }
+    step("the other page sent");
     // The beacon and the text/plain fetch reach the function and are refused; the JSON fetch
     // never leaves the browser (its preflight has no CORS headers).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -635,6 +649,7 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     chrome.quit().await;
+    step("its refusals counted");
     assert_eq!(counted("(preflight)", 204), preflights_before + 2);
 
     // The beacon is sent after its script returns: wait until all four allowed events are in.
@@ -667,6 +682,103 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
     eprintln!(
         "phase 6: a page of an allowed origin sent 4 events (beacon, text/plain, JSON with a \
          preflight), each loaded once; another origin's were refused ({:?})",
+        phase.elapsed()
+    );
+}
+
+/// Phase 7: Segment's Python SDK, unchanged but for its host (see the module docs).
+async fn segment_sdk(stack: &Stack, run: &str, pg: &tokio_postgres::Client) {
+    let phase = Instant::now();
+    let venv = std::env::var("VENV").expect("VENV (the Makefile sets it; make tools fills it)");
+    let out = tokio::process::Command::new(format!("{venv}/bin/python"))
+        .arg(repo().join("tests/sdk/segment_e2e.py"))
+        .args([
+            stack.api_url(),
+            SEGMENT_KEY,
+            "wk-not-configured",
+            &format!("{run}seg"),
+        ])
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "segment_e2e.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    assert_eq!(
+        report["errors"],
+        json!([]),
+        "the SDK reported no error: {report}"
+    );
+    assert_eq!(
+        report["wrong_key_errors"],
+        json!([401]),
+        "a wrong key: one 401, not retried: {report}"
+    );
+    let proxy = report["proxy"].as_array().unwrap();
+    assert!(
+        proxy
+            .iter()
+            .any(|p| p[0] == "/v1/batch" && p[1] == 200 && p[2] == 503),
+        "a batch caudal took was answered 503: {report}"
+    );
+    let sent = report["sent"].as_object().unwrap();
+    let total: usize = sent.values().map(|ids| ids.as_array().unwrap().len()).sum();
+    let deadline = Instant::now() + LOAD_TIMEOUT;
+    let rows = loop {
+        report::wait_until_loaded(stack, LOAD_TIMEOUT)
+            .await
+            .expect("settles after the SDK");
+        let rows = rows_by_id_and_table(pg).await;
+        let landed = sent
+            .values()
+            .flat_map(|ids| ids.as_array().unwrap())
+            .filter(|id| rows.contains_key(id.as_str().unwrap()))
+            .count();
+        if landed == total || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for (table, ids) in sent {
+        for id in ids.as_array().unwrap() {
+            let id = id.as_str().unwrap();
+            assert_eq!(
+                rows.get(id).cloned().unwrap_or_default(),
+                vec![(table.clone(), 1)],
+                "{id}: exactly one row in {table}"
+            );
+        }
+    }
+    for id in report["wrong_key_ids"].as_array().unwrap() {
+        assert!(!rows.contains_key(id.as_str().unwrap()), "{id}: wrong key");
+    }
+    // Clock skew corrected, pseudonymised traits, the message's fields in columns.
+    let order: (String, Option<String>, String) = {
+        let r = pg
+            .query_one(
+                "SELECT order_id, currency, user_id FROM public.segment_order_completed \
+                 WHERE event_id = $1",
+                &[&format!("{run}seg-order-0")],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        order,
+        (
+            format!("{run}seg-A-0"),
+            Some("EUR".to_owned()),
+            format!("{run}seg-user-0")
+        )
+    );
+    eprintln!(
+        "phase 7: segment-analytics-python sent {total} messages (one batch answered 503 after \
+         it was taken, then retried): each one row in its table; a wrong write key got 401 and \
+         wrote nothing ({:?})",
         phase.elapsed()
     );
 }

@@ -48,12 +48,15 @@ use crate::stack::template::{Model, TemplateError};
 /// - `RedshiftWorkgroup=caudal-local`: the template requires exactly one Redshift target and
 ///   the local Data API accepts any name;
 /// - batching windows of 1 s, so sample traffic is queryable in seconds rather than the
-///   production windows (tens of seconds) — the batching logic itself is unchanged.
-pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 4] = [
+///   production windows (tens of seconds) — the batching logic itself is unchanged;
+/// - `SegmentWriteKeys=caudal-local`, so a Segment SDK pointed at the local endpoint works
+///   with that write key (docs/SDKS.md).
+pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 5] = [
     ("AuthMode", "NONE"),
     ("RedshiftWorkgroup", "caudal-local"),
     ("RawWriterBatchWindowSeconds", "1"),
     ("LoaderBatchWindowSeconds", "1"),
+    ("SegmentWriteKeys", "caudal-local"),
 ];
 
 /// Parameter values a chaos run uses unless the user overrides them: the loader runs with 4

@@ -74,16 +74,24 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": find(&["chromium", "chromium-browser"]),
+                // No network but loopback: Chromium's own start-up lookups (updates, sync,
+                // safe browsing) would otherwise wait on DNS timeouts on a machine without
+                // internet, which made a session take seconds to minutes.
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", format!("--user-agent={user_agent}")]
+                         "--disable-dev-shm-usage", "--no-first-run",
+                         "--disable-component-update", "--disable-extensions",
+                         "--disable-sync", "--disable-background-networking",
+                         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+                         format!("--user-agent={user_agent}")]
             }
         }}});
         let created: Value = http
             .post(format!("{base}/session"))
             .json(&caps)
+            .timeout(Duration::from_secs(180))
             .send()
             .await
-            .expect("new session")
+            .expect("a new Chromium session within 3 minutes")
             .json()
             .await
             .expect("session JSON");
