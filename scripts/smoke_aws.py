@@ -63,6 +63,11 @@ OVERRIDES = {
     # archived one with Python's standard library, which reads gzip only. The codec itself is
     # covered by the Rust tests (the end-to-end runs use the zstd default).
     "COMPRESSION": "gzip",
+    # The browser case (events/ingest-api-v2-beacon.json) comes from this origin, and the Segment
+    # cases (events/ingest-api-v2-segment-*.json) send these write keys; the template's defaults
+    # allow no origin and no key.
+    "ALLOWED_ORIGINS": "https://shop.example.com",
+    "SEGMENT_WRITE_KEYS": "wk-test-1,wk-test-2",
 }
 
 
