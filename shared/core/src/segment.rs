@@ -153,7 +153,8 @@ struct Message<'a> {
     write_key: Option<&'a RawValue>,
 }
 
-/// A JSON string member's value; `Err` names what it is instead. `None`/`null` is `Ok(None)`.
+/// A JSON string member's value; `Err` names what it is instead. Absent is `Ok(None)`, and so
+/// is `null`: serde reads a `null` member into `None` before this sees it.
 fn string<'a>(v: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, &'static str> {
     let Some(v) = v else { return Ok(None) };
     let text = v.get();
@@ -161,7 +162,6 @@ fn string<'a>(v: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, &'static 
         Some(b'"') => serde_json::from_str::<Cow<'a, str>>(text)
             .map(Some)
             .map_err(|_| "an unreadable string"),
-        Some(b'n') => Ok(None),
         Some(b'{') => Err("an object"),
         Some(b'[') => Err("an array"),
         Some(b't' | b'f') => Err("a boolean"),

@@ -207,11 +207,24 @@ fn bad_messages_are_rejected_with_reasons_and_the_rest_go_through() {
         {"type":"page","messageId":"x-7","a":1,"a":2},
         "not an object",
         {"type":"page","messageId":"ok-2","sentAt":"garbled","timestamp":"2026-12-03T12:00:00Z"},
-        {"type":7}
+        {"type":7},
+        {"type":"track","messageId":"x-11","event":{"name":"A"}},
+        {"type":"track","messageId":"x-12","event":["A"]},
+        {"type":"page","messageId":null,"timestamp":null,"sentAt":null}
     ]}"#;
     let r = parse(body, Call::Batch, &ParseOptions::default(), received()).unwrap();
     let ids: Vec<String> = valid(&r.items).into_iter().map(|v| v.1).collect();
-    assert_eq!(ids, ["ok-1", "ok-2"]);
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(ids[..2], ["ok-1", "ok-2"]);
+    let ItemResult::Valid(nulls) = &r.items[13] else {
+        unreachable!()
+    };
+    assert!(nulls.id_generated, "a null messageId is absent");
+    assert_eq!(
+        nulls.event_time.as_deref(),
+        Some("2026-12-03T12:00:10.000Z"),
+        "a null timestamp is absent"
+    );
     let ItemResult::Valid(ok2) = &r.items[9] else {
         unreachable!()
     };
@@ -233,6 +246,8 @@ fn bad_messages_are_rejected_with_reasons_and_the_rest_go_through() {
             (7, RejectCode::DuplicateKey),
             (8, RejectCode::NotAnObject),
             (10, RejectCode::InvalidType),
+            (11, RejectCode::InvalidType),
+            (12, RejectCode::InvalidType),
         ]
     );
     let reasons = rejected(&r.items);
@@ -247,6 +262,20 @@ fn bad_messages_are_rejected_with_reasons_and_the_rest_go_through() {
         reasons[4]
             .2
             .contains("\"messageId\" must be a string, not a number")
+    );
+    assert!(
+        reasons[9]
+            .2
+            .contains("\"event\" must be a string, not an object"),
+        "{}",
+        reasons[9].2
+    );
+    assert!(
+        reasons[10]
+            .2
+            .contains("\"event\" must be a string, not an array"),
+        "{}",
+        reasons[10].2
     );
 }
 
@@ -282,5 +311,44 @@ fn whole_body_errors() {
         .unwrap_err()
         .code(),
         "body_too_large"
+    );
+}
+
+#[test]
+fn partition_keys_come_from_user_id_then_anonymous_id_when_usable() {
+    let long = "u".repeat(crate::limits::PARTITION_KEY_MAX_CHARS + 1);
+    let body = format!(
+        r#"{{"batch":[
+        {{"type":"page","messageId":"k-1","userId":42,"anonymousId":"a-1"}},
+        {{"type":"page","messageId":"k-2","userId":"","anonymousId":"a-2"}},
+        {{"type":"page","messageId":"k-3","userId":"{long}","anonymousId":"a-3"}},
+        {{"type":"page","messageId":"k-4","userId":true,"anonymousId":-7}},
+        {{"type":"page","messageId":"k-5","userId":{{"id":1}}}},
+        {{"type":"track","messageId":"k-6","event":true}}
+    ]}}"#
+    );
+    let r = parse(
+        body.as_bytes(),
+        Call::Batch,
+        &ParseOptions::default(),
+        received(),
+    )
+    .unwrap();
+    let keys: Vec<String> = r
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            ItemResult::Valid(e) => Some(e.partition_key().to_owned()),
+            ItemResult::Rejected(_) => None,
+        })
+        .collect();
+    assert_eq!(keys, ["42", "a-2", "a-3", "-7", "k-5"]);
+    let reasons = rejected(&r.items);
+    assert!(
+        reasons[0]
+            .2
+            .contains("\"event\" must be a string, not a boolean"),
+        "{}",
+        reasons[0].2
     );
 }
