@@ -233,6 +233,24 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         "  curl -s -XPOST {}/v1/events -H 'content-type: application/json' -d '{{\"type\":\"page_view\",\"ts\":\"2026-11-25T19:55:17Z\",\"page\":{{\"url\":\"https://example.com/\"}}}}'",
         stack.api_url()
     );
+    let segment_keys = stack
+        .model()
+        .parameters
+        .get("SegmentWriteKeys")
+        .cloned()
+        .unwrap_or_default();
+    if !segment_keys.trim().is_empty() {
+        // Never print a key someone passed in; the local default is no secret.
+        let key = if segment_keys.split(',').any(|k| k.trim() == "caudal-local") {
+            "caudal-local"
+        } else {
+            "one of --param SegmentWriteKeys"
+        };
+        println!(
+            "Segment:    SDKs with host {} and write key {key} (docs/SDKS.md)",
+            stack.api_url()
+        );
+    }
     println!("Warehouse:  {}", stack.psql_command());
     println!("  e.g.  SELECT * FROM caudal_reconciliation;  SELECT * FROM page_views LIMIT 10;");
     if args.once {
