@@ -213,8 +213,13 @@ pub fn event_time(
     }
 }
 
-fn parse_time(v: Option<Cow<'_, str>>) -> Option<Result<OffsetDateTime, ()>> {
-    v.map(|s| OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| ()))
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// A `sentAt` member, when it is a readable timestamp (one that is not is not used).
+fn sent_at(v: Option<&RawValue>) -> Option<OffsetDateTime> {
+    string(v).ok().flatten().and_then(|s| parse_time(&s))
 }
 
 fn refuse(code: RejectCode, reason: impl Into<String>) -> (RejectCode, String) {
@@ -329,19 +334,12 @@ fn message<'a>(
             format!("\"{what}\" must be an ISO 8601 / RFC 3339 timestamp string"),
         )
     };
-    let timestamp = match string(m.timestamp) {
-        Ok(v) => parse_time(v)
-            .transpose()
-            .map_err(|()| bad_ts("timestamp"))?,
-        Err(_) => return Err(bad_ts("timestamp")),
-    };
-    // A message's own sentAt wins over the batch's; one that cannot be read is not used.
-    let sent_at = string(m.sent_at)
-        .ok()
-        .flatten()
-        .and_then(|s| parse_time(Some(s)))
-        .and_then(Result::ok)
-        .or(batch_sent_at);
+    let timestamp = string(m.timestamp)
+        .map_err(|_| bad_ts("timestamp"))?
+        .map(|s| parse_time(&s).ok_or_else(|| bad_ts("timestamp")))
+        .transpose()?;
+    // A message's own sentAt wins over the batch's.
+    let sent_at = sent_at(m.sent_at).or(batch_sent_at);
     let when = event_time(timestamp, sent_at, received_at);
     let partition_value = key_value(m.user_id)
         .or_else(|| key_value(m.anonymous_id))
@@ -388,11 +386,7 @@ pub fn parse<'a>(
                     max: opts.limits.max_events,
                 });
             }
-            let sent_at = string(b.sent_at)
-                .ok()
-                .flatten()
-                .and_then(|s| parse_time(Some(s)))
-                .and_then(Result::ok);
+            let sent_at = sent_at(b.sent_at);
             let key = string(b.write_key).ok().flatten().map(Cow::into_owned);
             (batch.into_iter().map(RawValue::get).collect(), sent_at, key)
         }
