@@ -68,6 +68,8 @@ OVERRIDES = {
     # allow no origin and no key.
     "ALLOWED_ORIGINS": "https://shop.example.com",
     "SEGMENT_WRITE_KEYS": "wk-test-1,wk-test-2",
+    # The Snowplow cases (events/ingest-api-v2-snowplow-*.json) send this app id.
+    "SNOWPLOW_APP_IDS": "shop",
 }
 
 

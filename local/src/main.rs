@@ -251,6 +251,19 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             stack.api_url()
         );
     }
+    let app_ids = stack
+        .model()
+        .parameters
+        .get("SnowplowAppIds")
+        .cloned()
+        .unwrap_or_default();
+    if !app_ids.trim().is_empty() {
+        println!(
+            "Snowplow:   trackers with collector {} and app ids {} (docs/SDKS.md)",
+            stack.api_url(),
+            app_ids.trim()
+        );
+    }
     println!("Warehouse:  {}", stack.psql_command());
     println!("  e.g.  SELECT * FROM caudal_reconciliation;  SELECT * FROM page_views LIMIT 10;");
     if args.once {

@@ -32,6 +32,7 @@ use caudal_core::pack::{DEFAULT_TARGET_BYTES, PackPolicy};
 use caudal_core::retry::{DeadlinePolicy, RetryPolicy};
 use caudal_core::rules::RuleSet;
 use caudal_core::segment::{self, WriteKeys};
+use caudal_core::snowplow::{self, AppIds};
 use caudal_core::stream::PutOutcome;
 use caudal_core::telemetry::{Emf, Unit};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
@@ -84,6 +85,10 @@ pub struct Config {
     /// may send with on the Segment routes ([`caudal_core::segment`]). Empty = those routes
     /// refuse every request.
     pub segment_write_keys: WriteKeys,
+    /// `SNOWPLOW_APP_IDS` (the template's `SnowplowAppIds`): the app ids (`aid`) Snowplow's
+    /// routes take, `*` = any ([`caudal_core::snowplow`]). Empty = those routes refuse every
+    /// request (403).
+    pub snowplow_app_ids: AppIds,
 }
 
 /// Smallest packing target accepted: below a few events' worth, packing costs a protobuf and
@@ -131,6 +136,7 @@ impl Config {
             segment_write_keys: WriteKeys::parse(
                 &env.optional("SEGMENT_WRITE_KEYS").unwrap_or_default(),
             ),
+            snowplow_app_ids: AppIds::parse(&env.optional("SNOWPLOW_APP_IDS").unwrap_or_default()),
             stream_name: env.required("STREAM_NAME")?,
             partition_key_field,
             pack,
@@ -280,9 +286,15 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
         .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
         .filter(|o| !state.config.allowed_origins.allows(o));
     let segment_call = segment::Call::from_path(&path);
-    let tracking = path == EVENTS_PATH || segment_call.is_some();
+    let snowplow_route = snowplow::Route::from_path(&path);
+    let tracking = path == EVENTS_PATH || segment_call.is_some() || snowplow_route.is_some();
+    // The method each tracking route takes: the pixel is a GET, the others are POSTs.
+    let tracking_method = match snowplow_route {
+        Some(snowplow::Route::Pixel) => Method::GET,
+        _ => Method::POST,
+    };
     let resp = match (path.as_str(), &method) {
-        (_, &Method::POST) if tracking && refused_origin.is_some() => {
+        (_, m) if tracking && *m == tracking_method && refused_origin.is_some() => {
             let origin = refused_origin.as_deref().unwrap_or_default();
             tracing::warn!(request_id = %meta.request_id, origin, "origin_not_allowed");
             error_response(
@@ -320,9 +332,27 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
             )
             .await
         }
+        (_, m)
+            if let Some(route) = snowplow_route
+                && *m == tracking_method =>
+        {
+            ingest(
+                state,
+                &req,
+                meta,
+                ctx.deadline,
+                started,
+                Protocol::Snowplow(route),
+            )
+            .await
+        }
         (HEALTH_PATH, &Method::GET | &Method::HEAD) => json_response(200, &json!({"status": "ok"})),
         (p, _) if tracking || p == HEALTH_PATH => {
-            let allow = if tracking { "POST" } else { "GET, HEAD" };
+            let allow = match (tracking, snowplow_route) {
+                (true, Some(snowplow::Route::Pixel)) => "GET",
+                (true, _) => "POST",
+                (false, _) => "GET, HEAD",
+            };
             let mut r = error_response(
                 405,
                 "method_not_allowed",
@@ -336,7 +366,7 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
         _ => error_response(
             404,
             "not_found",
-            "no such route; POST /v1/events, Segment's POST /v1/batch (and /v1/track, …) or GET /v1/health",
+            "no such route; POST /v1/events, Segment's POST /v1/batch (and /v1/track, …), Snowplow's POST /com.snowplowanalytics.snowplow/tp2 and GET /i, or GET /v1/health",
             &meta.request_id,
         ),
     };
@@ -350,6 +380,8 @@ enum Protocol {
     Caudal,
     /// Segment's tracking API ([`caudal_core::segment`]).
     Segment(segment::Call),
+    /// Snowplow's tracker protocol ([`caudal_core::snowplow`]).
+    Snowplow(snowplow::Route),
 }
 
 /// Why a request was refused as a whole.
@@ -360,6 +392,9 @@ enum Refused {
     /// A Segment request without a configured write key (401, which Segment's SDKs do not
     /// retry).
     WriteKey(&'static str, String),
+    /// Snowplow's routes while the stack takes no app id (403, which Snowplow's trackers do not
+    /// retry).
+    SnowplowOff,
 }
 
 impl Refused {
@@ -367,6 +402,7 @@ impl Refused {
         match self {
             Refused::Body(e) => e.status(),
             Refused::WriteKey(..) => 401,
+            Refused::SnowplowOff => 403,
         }
     }
 
@@ -374,6 +410,7 @@ impl Refused {
         match self {
             Refused::Body(e) => e.code(),
             Refused::WriteKey(code, _) => code,
+            Refused::SnowplowOff => "snowplow_not_enabled",
         }
     }
 
@@ -381,11 +418,14 @@ impl Refused {
         match self {
             Refused::Body(e) => e.to_string(),
             Refused::WriteKey(_, m) => m.clone(),
+            Refused::SnowplowOff => {
+                "this stack takes no Snowplow events: list the app ids in its SnowplowAppIds".into()
+            }
         }
     }
 }
 
-/// `POST /v1/events`, and Segment's routes.
+/// `POST /v1/events`, Segment's and Snowplow's routes.
 async fn ingest(
     state: &State,
     req: &Request,
@@ -397,6 +437,7 @@ async fn ingest(
     let prepared = match protocol {
         Protocol::Caudal => prepare_request(state, req, &meta).map_err(Refused::Body),
         Protocol::Segment(call) => prepare_segment(state, req, &mut meta, call),
+        Protocol::Snowplow(route) => prepare_snowplow(state, req, &mut meta, route),
     };
     let (slots, records) = match prepared {
         Ok(p) => p,
@@ -434,12 +475,41 @@ async fn ingest(
     let (status, body) = match protocol {
         Protocol::Caudal => (status, body),
         Protocol::Segment(_) => segment_answer(status, body, &receipt),
+        Protocol::Snowplow(_) => (tracker_status(status), body),
     };
-    let mut resp = json_response(status, &body);
+    let mut resp = match protocol {
+        Protocol::Snowplow(snowplow::Route::Pixel) if status == 200 => pixel_response(),
+        _ => json_response(status, &body),
+    };
     if status == 503 {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
+    resp
+}
+
+/// A receipt's status as the trackers read it (Segment's SDKs and Snowplow's): they take only a
+/// 2xx as success, drop a batch on 400, 401, 403 and 422, and send it again on 429 and 5xx. So
+/// 202 → 200, 422 (every event rejected: sending it again cannot help) → 400, and the rest as
+/// they are (503: some events to retry; the tracker resends the batch, and the events already
+/// taken are de-duplicated by their ids).
+fn tracker_status(receipt_status: u16) -> u16 {
+    match receipt_status {
+        202 => 200,
+        422 => 400,
+        other => other,
+    }
+}
+
+/// The pixel's answer: the 1×1 GIF, never cached (each request is an event).
+fn pixel_response() -> Response<Body> {
+    let mut resp = Response::new(Body::Binary(snowplow::PIXEL_GIF.to_vec()));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     resp
 }
 
@@ -449,9 +519,9 @@ async fn ingest(
 /// first reason (retrying cannot help); some events to retry → 503 (the SDK resends the batch,
 /// and the accepted ones are de-duplicated by `messageId`).
 fn segment_answer(status: u16, mut body: Value, receipt: &Receipt) -> (u16, Value) {
-    let (status, extra) = match status {
-        202 => (200, json!({"success": true})),
-        422 => (
+    let (status, extra) = match tracker_status(status) {
+        200 => (200, json!({"success": true})),
+        400 => (
             400,
             json!({"success": false, "code": "invalid_messages",
                    "message": format!("every message was rejected; the first: {}",
@@ -501,13 +571,7 @@ fn prepare_segment(
         &cfg.limits,
     )
     .map_err(Refused::Body)?;
-    let received_at = meta
-        .received_at
-        .as_deref()
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let received_at = received_time(meta);
     let parsed = segment::parse(&body, call, &opts, received_at).map_err(Refused::Body)?;
     let Some(key) = basic.or(parsed.write_key) else {
         return Err(Refused::WriteKey(
@@ -523,7 +587,7 @@ fn prepare_segment(
     };
     meta.principal = Some(principal);
     meta.protocol = Some(segment::PROTOCOL);
-    let schema_check = |ev: &Event<'_>| schema_check(state, ev);
+    let schema_check = |ev: &Event<'_>| schema_check(state, ev, false);
     let check: Option<EventCheck<'_>> = cfg
         .schema_rules
         .as_ref()
@@ -537,6 +601,75 @@ fn prepare_segment(
     Ok(owned(
         prepare_items(parsed.items, meta, check).pack(&policy),
     ))
+}
+
+/// A Snowplow request: a tp2 POST body or the pixel's query string, read into events with the
+/// protocol and each event's time on the envelope. Snowplow's routes carry no credential, so
+/// their principal is `snowplow` (its events are de-duplicated by `eid` among themselves).
+fn prepare_snowplow(
+    state: &State,
+    req: &Request,
+    meta: &mut caudal_core::envelope::RequestMeta,
+    route: snowplow::Route,
+) -> Result<(Vec<core::Slot<'static>>, Vec<caudal_core::stream::Record>), Refused> {
+    let cfg = &state.config;
+    if cfg.snowplow_app_ids.is_empty() {
+        return Err(Refused::SnowplowOff);
+    }
+    let header = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let opts = ParseOptions {
+        limits: cfg.limits,
+        partition_key_field: None,
+    };
+    let received_at = received_time(meta);
+    meta.principal = Some(snowplow::PROTOCOL.to_owned());
+    meta.protocol = Some(snowplow::PROTOCOL);
+    let schema_check = |ev: &Event<'_>| schema_check(state, ev, true);
+    let check: Option<EventCheck<'_>> = cfg
+        .schema_rules
+        .as_ref()
+        .map(|_| &schema_check as EventCheck<'_>);
+    // One browser's events stay in order: packs hold one partition key (duid, else uid) each.
+    let policy = PackPolicy {
+        by_key: true,
+        ..cfg.pack
+    };
+    match route {
+        snowplow::Route::Pixel => {
+            let query = req.uri().query().unwrap_or_default();
+            let items = snowplow::parse_pixel(query, &opts, &cfg.snowplow_app_ids, received_at)
+                .map_err(Refused::Body)?;
+            Ok(owned(prepare_items(items, meta, check).pack(&policy)))
+        }
+        snowplow::Route::Post => {
+            let media = MediaType::from_content_type(header(header::CONTENT_TYPE))
+                .map_err(Refused::Body)?;
+            if media != MediaType::Json {
+                return Err(Refused::Body(BodyError::InvalidShape(
+                    "Snowplow's tp2 takes JSON (application/json or text/plain)",
+                )));
+            }
+            let body = event::decode_body(
+                req.body().as_ref(),
+                header(header::CONTENT_ENCODING),
+                &cfg.limits,
+            )
+            .map_err(Refused::Body)?;
+            let items = snowplow::parse_post(&body, &opts, &cfg.snowplow_app_ids, received_at)
+                .map_err(Refused::Body)?;
+            Ok(owned(prepare_items(items, meta, check).pack(&policy)))
+        }
+    }
+}
+
+/// When the request was received (its `received_at`), as a time.
+fn received_time(meta: &caudal_core::envelope::RequestMeta) -> time::OffsetDateTime {
+    meta.received_at
+        .as_deref()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .unwrap_or_else(time::OffsetDateTime::now_utc)
 }
 
 /// The slots and records of a prepared request, owning their ids (the body they borrowed ends
@@ -578,7 +711,7 @@ fn prepare_request(
         )
         .map(|b| (media, b))
     });
-    let schema_check = |ev: &Event<'_>| schema_check(state, ev);
+    let schema_check = |ev: &Event<'_>| schema_check(state, ev, false);
     let check: Option<EventCheck<'_>> = cfg
         .schema_rules
         .as_ref()
@@ -663,11 +796,17 @@ fn log_spill(request_id: &str, spilled: &SpillReport) {
 }
 
 /// Optional ingest-time schema validation with the rules engine.
-fn schema_check(state: &State, ev: &Event<'_>) -> Option<(RejectCode, String)> {
+/// `snowplow`: the event is Snowplow's, validated as the rules see it ([`snowplow::view`]).
+fn schema_check(state: &State, ev: &Event<'_>, snowplow: bool) -> Option<(RejectCode, String)> {
     let rules = state.config.schema_rules.as_ref()?;
-    let value: Value = match serde_json::from_str(ev.raw) {
+    let value = if snowplow {
+        snowplow::view(ev.raw.as_bytes()).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str::<Value>(ev.raw).map_err(|e| e.to_string())
+    };
+    let value = match value {
         Ok(v) => v,
-        // Already validated as JSON; a failure here would be serde_json's recursion limit.
+        // Already validated; a failure here would be serde_json's recursion limit.
         Err(e) => return Some((RejectCode::SchemaViolation, format!("cannot validate: {e}"))),
     };
     match rules.check_event(&ev.event_type, &value) {

@@ -1245,3 +1245,237 @@ async fn segment_answers_follow_what_the_sdks_retry() {
     get["requestContext"]["http"]["method"] = json!("GET");
     assert_eq!(call(&segment_state(&rule), get).await.status, 405);
 }
+
+/// The Snowplow routes' state: app id `shop`, every record accepted and recorded.
+fn snowplow_state(rule: &Rule) -> State {
+    state(
+        config(&[("SNOWPLOW_APP_IDS", "shop")]),
+        RuleMode::MatchAny,
+        &[rule],
+    )
+}
+
+#[tokio::test]
+async fn a_tp2_post_as_the_python_tracker_sends_it_is_200_and_one_event_per_element() {
+    let (rule, seen) = recording_ok();
+    let st = snowplow_state(&rule);
+    let ev = event("v2-snowplow-tp2");
+    let r = call(&st, ev.clone()).await;
+    assert_eq!(r.status, 200, "trackers count only 2xx as sent: {}", r.body);
+    assert_eq!(r.body["accepted"], 3);
+    let sent: Value = serde_json::from_slice(&event_body(&ev)).unwrap();
+    let envs = envelopes(&seen);
+    let types: Vec<&str> = envs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "snowplow.page_view",
+            "snowplow.struct",
+            "snowplow.unstruct.link_click"
+        ]
+    );
+    for (env, e) in envs.iter().zip(sent["data"].as_array().unwrap()) {
+        assert_eq!(env["protocol"], "snowplow");
+        assert_eq!(env["principal"], "snowplow");
+        assert_eq!(env["id"], e["eid"], "eid is the event id");
+        assert_eq!(&env["event"], e, "each event as the tracker sent it");
+    }
+    // dtm corrected by stm: received − (stm − dtm), 400 ms for the page view.
+    let t = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        t(&envs[0]["received_at"]) - t(&envs[0]["event_time"]),
+        time::Duration::milliseconds(400)
+    );
+    // One user's events in one packed record would be one key: here every event has uid u-42.
+    let keys: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(keys.iter().all(|k| k == "u-42"), "{keys:?}");
+}
+
+/// The raw Lambda answer (the pixel's body is base64, not JSON).
+async fn call_raw(state: &State, ev: Value) -> Value {
+    invoke(state, ev, Context::default()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_pixel_answers_a_gif_and_keeps_the_query_string_byte_for_byte() {
+    let (rule, seen) = recording_ok();
+    let st = snowplow_state(&rule);
+    let ev = event("v2-snowplow-pixel");
+    let out = call_raw(&st, ev.clone()).await;
+    assert_eq!(out["statusCode"], 200, "{out}");
+    assert_eq!(out["headers"]["content-type"], "image/gif");
+    assert!(
+        out["headers"]["cache-control"]
+            .as_str()
+            .unwrap()
+            .contains("no-store")
+    );
+    assert_eq!(out["isBase64Encoded"], true);
+    let gif = base64::engine::general_purpose::STANDARD
+        .decode(out["body"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(gif, caudal_core::snowplow::PIXEL_GIF);
+    let records = seen.lock().unwrap().concat();
+    assert_eq!(records.len(), 1);
+    let (key, data) = &records[0];
+    assert_eq!(
+        key, "9a8b7c6d-1111-4222-8333-444455556666",
+        "duid keys a browser"
+    );
+    let env = Envelope::parse(data).unwrap();
+    assert_eq!(
+        &*env.event_bytes(),
+        ev["rawQueryString"].as_str().unwrap().as_bytes()
+    );
+    assert!(
+        env.event.is_none(),
+        "a query string is carried as event_text"
+    );
+    assert_eq!(env.event_type, "snowplow.page_view");
+    assert_eq!(env.id, "2c3d4e5f-0000-4111-8222-333344445555");
+    assert_eq!(env.protocol.as_deref(), Some("snowplow"));
+}
+
+#[tokio::test]
+async fn snowplow_answers_follow_what_the_trackers_retry() {
+    let (rule, seen) = recording_ok();
+    let st = snowplow_state(&rule);
+    // Every event refused (another app): 400, which trackers do not retry.
+    let mut other = event("v2-snowplow-tp2");
+    other["body"] = json!(
+        event_body(&other)
+            .iter()
+            .map(|b| *b as char)
+            .collect::<String>()
+            .replace("\"aid\": \"shop\"", "\"aid\": \"blog\"")
+    );
+    let r = call(&st, other).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["results"][0]["code"], "unknown_app_id");
+    // A pixel of another app is a 400 with its reason, not a GIF.
+    let mut pixel = event("v2-snowplow-pixel");
+    pixel["rawQueryString"] = json!("e=pv&aid=blog&eid=p-1");
+    let r = call(&st, pixel).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["results"][0]["code"], "unknown_app_id");
+    let mut empty = event("v2-snowplow-pixel");
+    empty["rawQueryString"] = json!("");
+    assert_eq!(call(&st, empty).await.status, 400);
+    // Not tp2.
+    let mut not_tp2 = event("v2-snowplow-tp2");
+    not_tp2["body"] = json!(r#"{"data":[{"e":"pv"}]}"#);
+    let r = call(&st, not_tp2).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{}",
+        r.body
+    );
+    assert!(r.body["message"].as_str().unwrap().contains("payload_data"));
+    // The wrong method on each route.
+    let mut get = event("v2-snowplow-tp2");
+    get["requestContext"]["http"]["method"] = json!("GET");
+    let out = call_raw(&st, get).await;
+    assert_eq!(out["statusCode"], 405);
+    assert_eq!(out["headers"]["allow"], "POST");
+    let mut post = event("v2-snowplow-pixel");
+    post["requestContext"]["http"]["method"] = json!("POST");
+    let out = call_raw(&st, post).await;
+    assert_eq!(out["statusCode"], 405);
+    assert_eq!(out["headers"]["allow"], "GET");
+    assert!(seen.lock().unwrap().is_empty(), "nothing reached Kinesis");
+    // No app id configured: 403 on both routes, nothing written.
+    let off = state(config(&[]), RuleMode::MatchAny, &[&rule]);
+    for case in ["v2-snowplow-tp2", "v2-snowplow-pixel"] {
+        let r = call(&off, event(case)).await;
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (403, Some("snowplow_not_enabled")),
+            "{case}"
+        );
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    // Kinesis keeps refusing: 503, so the tracker sends the batch again.
+    let throttled = mock!(aws_sdk_kinesis::Client::put_records).then_compute_output(|req| {
+        output(
+            req.records()
+                .iter()
+                .map(|_| err_entry("ProvisionedThroughputExceededException"))
+                .collect(),
+        )
+    });
+    let st = state(
+        config(&[("SNOWPLOW_APP_IDS", "*"), ("PUT_DEADLINE_MS", "200")]),
+        RuleMode::MatchAny,
+        &[&throttled],
+    );
+    for case in ["v2-snowplow-tp2", "v2-snowplow-pixel"] {
+        let out = call_raw(&st, event(case)).await;
+        assert_eq!(out["statusCode"], 503, "{case}: {out}");
+        assert!(out["headers"]["retry-after"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn a_pixel_from_a_page_that_may_not_send_is_403() {
+    let (rule, seen) = recording_ok();
+    let st = state(
+        config(&[
+            ("SNOWPLOW_APP_IDS", "shop"),
+            ("ALLOWED_ORIGINS", "https://shop.example.com"),
+        ]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+    let mut ev = event("v2-snowplow-pixel");
+    ev["headers"]["origin"] = json!("https://evil.example");
+    let r = call(&st, ev).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("origin_not_allowed"))
+    );
+    assert!(seen.lock().unwrap().is_empty());
+    let mut ev = event("v2-snowplow-pixel");
+    ev["headers"]["origin"] = json!("https://shop.example.com");
+    assert_eq!(call_raw(&st, ev).await["statusCode"], 200);
+}
+
+#[tokio::test]
+async fn snowplow_events_are_schema_checked_as_the_rules_see_them() {
+    let (rule, seen) = recording_ok();
+    let st = state(
+        config(&[("SNOWPLOW_APP_IDS", "*"), ("SCHEMA_VALIDATION", "on")]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+    let r = call(&st, event("v2-snowplow-tp2")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["accepted"], 3);
+    // A structured event without its action: the shipped schema requires se_ac.
+    let mut ev = event("v2-snowplow-pixel");
+    ev["rawQueryString"] = json!("e=se&se_ca=cart&eid=s-1");
+    let r = call(&st, ev).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["results"][0]["code"], "schema_violation");
+    assert!(
+        r.body["results"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("se_ac"),
+        "{}",
+        r.body
+    );
+    assert_eq!(envelopes(&seen).len(), 3);
+}

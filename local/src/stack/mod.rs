@@ -50,13 +50,15 @@ use crate::stack::template::{Model, TemplateError};
 /// - batching windows of 1 s, so sample traffic is queryable in seconds rather than the
 ///   production windows (tens of seconds) — the batching logic itself is unchanged;
 /// - `SegmentWriteKeys=caudal-local`, so a Segment SDK pointed at the local endpoint works
-///   with that write key (docs/SDKS.md).
-pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 5] = [
+///   with that write key, and `SnowplowAppIds=*`, so a Snowplow tracker with any app id does
+///   (docs/SDKS.md).
+pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 6] = [
     ("AuthMode", "NONE"),
     ("RedshiftWorkgroup", "caudal-local"),
     ("RawWriterBatchWindowSeconds", "1"),
     ("LoaderBatchWindowSeconds", "1"),
     ("SegmentWriteKeys", "caudal-local"),
+    ("SnowplowAppIds", "*"),
 ];
 
 /// Parameter values a chaos run uses unless the user overrides them: the loader runs with 4

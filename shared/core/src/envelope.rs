@@ -3,7 +3,8 @@
 //! The client's bytes are embedded **verbatim** — never parsed and re-serialized — so the raw
 //! archive keeps exactly what the client sent. JSON allows CR/LF only as whitespace between
 //! tokens; an event containing such bytes is carried as `event_text` (a JSON string of the exact
-//! original text) so the envelope remains one NDJSON line. [`Envelope::event_bytes`] returns the
+//! original text) so the envelope remains one NDJSON line, and so is an event that is not a JSON
+//! object (the query string of Snowplow's pixel). [`Envelope::event_bytes`] returns the
 //! original bytes for both forms.
 
 use std::borrow::Cow;
@@ -56,7 +57,8 @@ pub struct EventRef<'a> {
     pub id_generated: bool,
     /// The validated event type.
     pub event_type: &'a str,
-    /// The client's exact bytes for this event (valid JSON, validated UTF-8).
+    /// The client's exact bytes for this event (validated UTF-8): a JSON object, or the query
+    /// string of Snowplow's pixel (carried as text).
     pub raw: &'a [u8],
     /// When the event happened as its protocol defines it (Segment: `timestamp` corrected for
     /// the client's clock skew), formatted by [`format_timestamp`]: the envelope's
@@ -138,8 +140,9 @@ impl Encoder {
             out.extend_from_slice(b",\"event_time\":");
             push_json_string(out, Some(t));
         }
-        if has_line_break(event.raw) {
-            // Only possible as inter-token whitespace; keep every byte by carrying the text.
+        if has_line_break(event.raw) || !event.raw.starts_with(b"{") {
+            // A line break is only possible as inter-token whitespace, and an event that is not
+            // a JSON object is a query string: keep every byte by carrying the text.
             out.extend_from_slice(b",\"event_text\":");
             push_json_string(out, Some(&String::from_utf8_lossy(event.raw)));
         } else {

@@ -21,6 +21,7 @@
 //! | [`command`] | operator commands on the loader's queue (load, reprocess one raw object) | yes |
 //! | [`rules`] | the business-rules engine (schemas, filters, mappings, routes, DDL) | yes |
 //! | [`segment`] | Segment's tracking API (batch and single calls, write keys, clock skew) into events | yes |
+//! | [`snowplow`] | Snowplow's tracker protocol (tp2 POST, the `/i` pixel, base64 contexts) into events, and the view the rules read | yes |
 //! | [`telemetry`] | tracing set-up and CloudWatch EMF metric lines | yes |
 //! | [`spill`] | the spill path: objects ingest writes when Kinesis refuses, read back by the drain | yes |
 //! | [`stream`] | Kinesis records, where they landed, PutRecords outcomes and limits | yes |
@@ -44,6 +45,7 @@ pub mod raw;
 pub mod retry;
 pub mod rules;
 pub mod segment;
+pub mod snowplow;
 pub mod spill;
 pub mod stream;
 pub mod telemetry;

@@ -15,7 +15,8 @@
 //!   or is longer than the type allows. `messageId` is the event id (generated when absent).
 //! - **Event time.** `timestamp` corrected for the client's clock as Segment's spec says:
 //!   `receivedAt − (sentAt − timestamp)` when the request or the message has `sentAt`;
-//!   `timestamp` alone without it; `receivedAt` when the message has no `timestamp`.
+//!   `timestamp` alone without it; `receivedAt` when the message has no `timestamp`
+//!   ([`crate::event::corrected_time`]).
 //! - **Validation** is caudal's own: each message passes the scanner (size, nesting, duplicate
 //!   keys, unreadable values) and the checks above; a refused message is a rejection with its
 //!   reason, and the others go through.
@@ -183,34 +184,7 @@ fn key_value(v: Option<&RawValue>) -> Option<String> {
 /// `segment.track.<name>` for a track event's name, or `segment.track` when the name gives no
 /// usable type.
 pub fn track_type(name: &str) -> String {
-    let mut snake = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            snake.push(c.to_ascii_lowercase());
-        } else if !snake.ends_with('_') && !snake.is_empty() {
-            snake.push('_');
-        }
-    }
-    let snake = snake.trim_end_matches('_');
-    if snake.is_empty() || snake.len() > MAX_NAME_CHARS {
-        "segment.track".to_owned()
-    } else {
-        format!("segment.track.{snake}")
-    }
-}
-
-/// The event time: `received_at − (sent_at − timestamp)` with both, else `timestamp`, else
-/// `received_at`.
-pub fn event_time(
-    timestamp: Option<OffsetDateTime>,
-    sent_at: Option<OffsetDateTime>,
-    received_at: OffsetDateTime,
-) -> OffsetDateTime {
-    match (timestamp, sent_at) {
-        (Some(t), Some(s)) => received_at - (s - t),
-        (Some(t), None) => t,
-        (None, _) => received_at,
-    }
+    event::typed_name("segment.track", name, MAX_NAME_CHARS)
 }
 
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
@@ -340,7 +314,7 @@ fn message<'a>(
         .transpose()?;
     // A message's own sentAt wins over the batch's.
     let sent_at = sent_at(m.sent_at).or(batch_sent_at);
-    let when = event_time(timestamp, sent_at, received_at);
+    let when = event::corrected_time(timestamp, sent_at, received_at);
     let partition_value = key_value(m.user_id)
         .or_else(|| key_value(m.anonymous_id))
         .map(Cow::Owned);

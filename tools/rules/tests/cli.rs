@@ -154,8 +154,9 @@ fn ddl_prints_create_statements() {
         s.contains("CREATE OR REPLACE VIEW \"analytics\".caudal_reconciliation"),
         "{s}"
     );
-    // 8 event tables (5 of caudal's own incl. the catch-all, 3 for Segment), ledger + rejects, 3 views.
-    assert_eq!(s.matches(";\n").count(), 8 + 2 + 3);
+    // 11 event tables (5 of caudal's own incl. the catch-all, 3 for Segment, 3 for Snowplow),
+    // ledger + rejects, 3 views.
+    assert_eq!(s.matches(";\n").count(), 11 + 2 + 3);
     let o = rules(&["ddl", "--schema", "x; drop table y"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a valid identifier"));

@@ -234,6 +234,8 @@ pub enum RejectCode {
     SchemaViolation,
     /// The rules file has no rule for this type and no catch-all (optional ingest validation).
     UnknownType,
+    /// A Snowplow event whose app id (`aid`) is not one the stack takes ([`crate::snowplow`]).
+    UnknownApp,
 }
 
 impl RejectCode {
@@ -252,6 +254,7 @@ impl RejectCode {
             RejectCode::InvalidTs => "invalid_ts",
             RejectCode::SchemaViolation => "schema_violation",
             RejectCode::UnknownType => "unknown_type",
+            RejectCode::UnknownApp => "unknown_app_id",
         }
     }
 }
@@ -589,6 +592,42 @@ pub fn is_valid_type(t: &str) -> bool {
         && b[1..]
             .iter()
             .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
+}
+
+/// `<prefix>.<name in snake case>` (`Order Completed` → `order_completed`), or `prefix` alone
+/// when the name has no letter or digit or its snake form is longer than `max_chars`: the type
+/// of another protocol's event named by the client (a Segment track call, a Snowplow
+/// self-describing event).
+pub fn typed_name(prefix: &str, name: &str, max_chars: usize) -> String {
+    let mut snake = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            snake.push(c.to_ascii_lowercase());
+        } else if !snake.ends_with('_') && !snake.is_empty() {
+            snake.push('_');
+        }
+    }
+    let snake = snake.trim_end_matches('_');
+    if snake.is_empty() || snake.len() > max_chars {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.{snake}")
+    }
+}
+
+/// When an event happened, from the device's clock corrected by how far it was off when it
+/// sent (Segment's and Snowplow's rule, Snowplow's `derived_tstamp`): `received_at − (sent_at −
+/// created)` with both, else `created`, else `received_at`.
+pub fn corrected_time(
+    created: Option<OffsetDateTime>,
+    sent_at: Option<OffsetDateTime>,
+    received_at: OffsetDateTime,
+) -> OffsetDateTime {
+    match (created, sent_at) {
+        (Some(t), Some(s)) => received_at - (s - t),
+        (Some(t), None) => t,
+        (None, _) => received_at,
+    }
 }
 
 /// Longest event id, in bytes of UTF-8: the warehouse's `event_id` is a `VARCHAR(128)` and

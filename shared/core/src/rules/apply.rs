@@ -37,16 +37,9 @@ impl RuleSet {
             Outcome::Rejected(r)
         };
         let bytes = env.event_bytes();
-        let event: Value = match serde_json::from_slice(&bytes) {
+        let (event, bytes) = match event_view(&env, bytes) {
             Ok(v) => v,
-            Err(e) => {
-                return identify(Reject::new(
-                    "parse",
-                    None,
-                    None,
-                    format!("event is not JSON: {e}"),
-                ));
-            }
+            Err(message) => return identify(Reject::new("parse", None, None, message)),
         };
         let rule = self.events.get(env.event_type.as_ref());
         let lc = LineCtx {
@@ -479,6 +472,24 @@ fn sanitize(s: &str) -> String {
 
 /// The lazily built CEL scope of one line.
 type Scope<'s> = OnceCell<cel::Context<'s, 's>>;
+
+/// The event the rules read, parsed, and its JSON text: the client's bytes, or for a Snowplow
+/// event (a tracker's name → value pairs, or a pixel's query string) its
+/// [`crate::snowplow::view`].
+fn event_view<'b>(
+    env: &Envelope<'_>,
+    bytes: Cow<'b, [u8]>,
+) -> Result<(Value, Cow<'b, [u8]>), String> {
+    if env.protocol.as_deref() == Some(crate::snowplow::PROTOCOL) {
+        let view = crate::snowplow::view(&bytes).map_err(|e| e.to_string())?;
+        let text = serde_json::to_vec(&view).map_err(|e| e.to_string())?;
+        return Ok((view, Cow::Owned(text)));
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Ok((v, bytes)),
+        Err(e) => Err(format!("event is not JSON: {e}")),
+    }
+}
 
 /// Per-line evaluation state: the parsed event plus lazily built JSON/CEL views.
 struct LineCtx<'a> {

@@ -896,3 +896,115 @@ fn the_shipped_rules_evaluate_natively() {
         .collect();
     assert_eq!(interpreted, ["event.page.url.matches('/healthz')"]);
 }
+
+/// A raw-archive line for a Snowplow event given by its exact text (a tp2 object or a pixel's
+/// query string), as ingest envelopes it.
+fn snowplow_line(text: &str, event_type: &str) -> Vec<u8> {
+    let env = crate::envelope::encode(
+        &crate::envelope::EventRef {
+            id: "sp-1",
+            id_generated: false,
+            event_type,
+            raw: text.as_bytes(),
+            event_time: Some("2026-11-25T19:55:16.250Z"),
+        },
+        &crate::envelope::RequestMeta {
+            request_id: "req-1".into(),
+            principal: Some("snowplow".into()),
+            protocol: Some(crate::snowplow::PROTOCOL),
+            ..Default::default()
+        },
+    );
+    let coords = KinesisCoords {
+        shard_id: "shardId-000000000003".into(),
+        sequence_number: "4959".into(),
+        arrival: "2026-11-25T19:55:18.000Z".into(),
+        partition_key: "pk".into(),
+        sub_sequence_number: None,
+    };
+    let mut out = Vec::new();
+    crate::raw::write_line(&mut out, &coords, &env).unwrap();
+    out.pop();
+    out
+}
+
+#[test]
+fn bundled_snowplow_pixel_page_view_reads_the_decoded_query_string() {
+    use base64::Engine as _;
+    let rs = bundled();
+    let cx = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        r#"{"schema":"iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-1","data":[{"schema":"iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0","data":{"id":"wp-1"}}]}"#,
+    );
+    let q = format!(
+        "e=pv&aid=shop&p=web&duid=d-1&sid=s-1&url=https%3A%2F%2Fshop.example%2F%3Fa%3D1&page=Caf%C3%A9+menu&refr=https%3A%2F%2Fsearch.example%2F&tv=js-4.1.0&cx={cx}"
+    );
+    let out = rs.apply_line(&snowplow_line(&q, "snowplow.page_view"), &lineage());
+    assert_eq!(table_of(&rs, &out), "snowplow_page_views");
+    let row = row_of(&rs, &out);
+    assert_eq!(row["event_time"], "2026-11-25T19:55:16.250000Z");
+    assert_eq!(row["url"], "https://shop.example/?a=1");
+    assert_eq!(row["title"], "Café menu");
+    assert_eq!(row["domain_userid"], "d-1");
+    assert_eq!(row["platform"], "web");
+    assert_eq!(row["contexts"][0]["data"]["id"], "wp-1");
+    assert_eq!(row["user_id"], Value::Null);
+    assert_eq!(row["principal"], "snowplow");
+}
+
+#[test]
+fn bundled_snowplow_struct_and_self_describing_events_map_their_fields() {
+    use base64::Engine as _;
+    let rs = bundled();
+    let se = r#"{"e":"se","aid":"shop","uid":"u-7","se_ca":"cart","se_ac":"add","se_la":"sku-1","se_va":"2.5"}"#;
+    let out = rs.apply_line(&snowplow_line(se, "snowplow.struct"), &lineage());
+    assert_eq!(table_of(&rs, &out), "snowplow_struct_events");
+    let row = row_of(&rs, &out);
+    assert_eq!(
+        (row["category"].clone(), row["action"].clone()),
+        (json!("cart"), json!("add"))
+    );
+    assert_eq!(row["value"], 2.5);
+    assert_eq!(row["user_id"], "u-7");
+    let no_action = r#"{"e":"se","se_ca":"cart"}"#;
+    let r = reject_of(rs.apply_line(&snowplow_line(no_action, "snowplow.struct"), &lineage()));
+    assert_eq!(r.code, "schema");
+    assert!(r.message.contains("se_ac"), "{r:?}");
+    let bad_value = r#"{"e":"se","se_ca":"c","se_ac":"a","se_va":"lots"}"#;
+    let r = reject_of(rs.apply_line(&snowplow_line(bad_value, "snowplow.struct"), &lineage()));
+    assert_eq!(r.path.as_deref(), Some("/se_va"), "{r:?}");
+    let ue = base64::engine::general_purpose::URL_SAFE.encode(
+        r#"{"schema":"iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0","data":{"schema":"iglu:com.snowplowanalytics.snowplow/link_click/jsonschema/1-0-1","data":{"targetUrl":"https://x.example/","elementId":"buy"}}}"#,
+    );
+    let click = format!(r#"{{"e":"ue","duid":"d-2","ue_px":"{ue}"}}"#);
+    let out = rs.apply_line(
+        &snowplow_line(&click, "snowplow.unstruct.link_click"),
+        &lineage(),
+    );
+    assert_eq!(table_of(&rs, &out), "snowplow_link_clicks");
+    let row = row_of(&rs, &out);
+    assert_eq!(row["target_url"], "https://x.example/");
+    assert_eq!(row["element_id"], "buy");
+    assert_eq!(row["domain_userid"], "d-2");
+}
+
+#[test]
+fn a_snowplow_event_the_view_cannot_read_is_a_parse_reject() {
+    let rs = bundled();
+    let r = reject_of(rs.apply_line(
+        &snowplow_line("e=pv&e=pp", "snowplow.page_view"),
+        &lineage(),
+    ));
+    assert_eq!(r.code, "parse");
+    assert!(r.message.contains("not a Snowplow event"), "{r:?}");
+    assert_eq!(r.event_id.as_deref(), Some("sp-1"));
+    // An unknown Snowplow type goes to the catch-all table as its view (JSON, not the query).
+    let out = rs.apply_line(
+        &snowplow_line("e=pp&pp_mix=0", "snowplow.page_ping"),
+        &lineage(),
+    );
+    assert_eq!(table_of(&rs, &out), "unknown_events");
+    assert_eq!(
+        row_of(&rs, &out)["payload"],
+        json!({"e": "pp", "pp_mix": "0"})
+    );
+}

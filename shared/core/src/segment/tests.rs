@@ -108,11 +108,11 @@ fn clock_skew_is_corrected_by_sent_at() {
     let sent = datetime!(2026-12-03 12:00:00 UTC);
     let got = datetime!(2026-12-03 12:01:00 UTC);
     assert_eq!(
-        event_time(Some(t), Some(sent), got),
+        event::corrected_time(Some(t), Some(sent), got),
         datetime!(2026-12-03 12:00:00 UTC)
     );
-    assert_eq!(event_time(Some(t), None, got), t);
-    assert_eq!(event_time(None, Some(sent), got), got);
+    assert_eq!(event::corrected_time(Some(t), None, got), t);
+    assert_eq!(event::corrected_time(None, Some(sent), got), got);
 }
 
 #[test]
