@@ -30,6 +30,11 @@
 //!    (a 503 after caudal took it): the SDK's retry does not duplicate, every message is one
 //!    row in its table, and a client with a wrong write key gets 401, gives up, and writes
 //!    nothing.
+//! 8. Snowplow's tracker: the real `snowplow-tracker` (tests/sdk/snowplow_e2e.py) sends page
+//!    views, structured and self-describing events (with base64 contexts) as tp2 POST batches
+//!    and as `/i` pixels, through a proxy that loses the answer to the first of each: every
+//!    event is one row in its table (the catch-all for a schema the rules do not name), and a
+//!    tracker of an app the stack does not list gets 400, gives up, and writes nothing.
 //!
 //! Needs moto_server (MOTO_SERVER or PATH) and PostgreSQL 15 server binaries, like `make local`.
 
@@ -57,6 +62,8 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(150);
 const SECOND_REGION: &str = "us-west-2";
 /// Phase 7's write key (the stack's `SegmentWriteKeys`).
 const SEGMENT_KEY: &str = "wk-e2e-source-1";
+/// Phase 8's app id (the stack's `SnowplowAppIds`).
+const SNOWPLOW_APP: &str = "e2e-shop";
 
 /// Receipt summary: accepted ids and counts.
 #[derive(Debug, Default)]
@@ -213,6 +220,8 @@ async fn the_pipeline_loads_everything_exactly_once() {
     ));
     opts.parameters
         .push(("SegmentWriteKeys".to_owned(), SEGMENT_KEY.to_owned()));
+    opts.parameters
+        .push(("SnowplowAppIds".to_owned(), SNOWPLOW_APP.to_owned()));
     let stack = Stack::start(opts).await.expect("local stack starts");
     eprintln!("stack started in {:?}", started.elapsed());
 
@@ -501,6 +510,7 @@ async fn the_pipeline_loads_everything_exactly_once() {
     packing(&stack, &run, &pg).await;
     browsers(&stack, &run, &pg, page_port).await;
     segment_sdk(&stack, &run, &pg).await;
+    snowplow_sdk(&stack, &run, &pg).await;
 
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -725,33 +735,7 @@ async fn segment_sdk(stack: &Stack, run: &str, pg: &tokio_postgres::Client) {
         "a batch caudal took was answered 503: {report}"
     );
     let sent = report["sent"].as_object().unwrap();
-    let total: usize = sent.values().map(|ids| ids.as_array().unwrap().len()).sum();
-    let deadline = Instant::now() + LOAD_TIMEOUT;
-    let rows = loop {
-        report::wait_until_loaded(stack, LOAD_TIMEOUT)
-            .await
-            .expect("settles after the SDK");
-        let rows = rows_by_id_and_table(pg).await;
-        let landed = sent
-            .values()
-            .flat_map(|ids| ids.as_array().unwrap())
-            .filter(|id| rows.contains_key(id.as_str().unwrap()))
-            .count();
-        if landed == total || Instant::now() > deadline {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    for (table, ids) in sent {
-        for id in ids.as_array().unwrap() {
-            let id = id.as_str().unwrap();
-            assert_eq!(
-                rows.get(id).cloned().unwrap_or_default(),
-                vec![(table.clone(), 1)],
-                "{id}: exactly one row in {table}"
-            );
-        }
-    }
+    let (total, rows) = each_once_in_its_table(stack, pg, sent).await;
     for id in report["wrong_key_ids"].as_array().unwrap() {
         assert!(!rows.contains_key(id.as_str().unwrap()), "{id}: wrong key");
     }
@@ -779,6 +763,151 @@ async fn segment_sdk(stack: &Stack, run: &str, pg: &tokio_postgres::Client) {
         "phase 7: segment-analytics-python sent {total} messages (one batch answered 503 after \
          it was taken, then retried): each one row in its table; a wrong write key got 401 and \
          wrote nothing ({:?})",
+        phase.elapsed()
+    );
+}
+
+/// Waits until every id of `sent` (table → ids) has landed (or the load timeout passes), then
+/// checks that each is exactly one row, in its table. Returns how many ids and the rows.
+async fn each_once_in_its_table(
+    stack: &Stack,
+    pg: &tokio_postgres::Client,
+    sent: &serde_json::Map<String, Value>,
+) -> (usize, HashMap<String, Vec<(String, i64)>>) {
+    let ids = || {
+        sent.iter()
+            .flat_map(|(t, ids)| ids.as_array().unwrap().iter().map(move |id| (t, id)))
+            .map(|(t, id)| (t, id.as_str().unwrap()))
+    };
+    let total = ids().count();
+    let deadline = Instant::now() + LOAD_TIMEOUT;
+    let rows = loop {
+        report::wait_until_loaded(stack, LOAD_TIMEOUT)
+            .await
+            .expect("settles after the SDK");
+        let rows = rows_by_id_and_table(pg).await;
+        let landed = ids().filter(|(_, id)| rows.contains_key(*id)).count();
+        if landed == total || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for (table, id) in ids() {
+        assert_eq!(
+            rows.get(id).cloned().unwrap_or_default(),
+            vec![(table.clone(), 1)],
+            "{id}: exactly one row in {table}"
+        );
+    }
+    (total, rows)
+}
+
+/// Phase 8: Snowplow's Python tracker, unchanged but for its collector (see the module docs).
+async fn snowplow_sdk(stack: &Stack, run: &str, pg: &tokio_postgres::Client) {
+    let phase = Instant::now();
+    let venv = std::env::var("VENV").expect("VENV (the Makefile sets it; make tools fills it)");
+    let out = tokio::process::Command::new(format!("{venv}/bin/python"))
+        .arg(repo().join("tests/sdk/snowplow_e2e.py"))
+        .args([
+            stack.api_url(),
+            SNOWPLOW_APP,
+            "e2e-unlisted",
+            &format!("{run}sp"),
+        ])
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "snowplow_e2e.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    let proxy = report["proxy"].as_array().unwrap();
+    // The proxy lost caudal's 200 to the first POST and the first pixel: the tracker saw a
+    // failure for each, and no other.
+    for (method, path) in [
+        ("POST", "/com.snowplowanalytics.snowplow/tp2"),
+        ("GET", "/i"),
+    ] {
+        assert!(
+            proxy
+                .iter()
+                .any(|p| p[0] == method && p[1] == path && p[2] == 200 && p[3] == 503),
+            "a {method} caudal took was answered 503: {report}"
+        );
+    }
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "only the two lost answers: {report}");
+    assert_eq!(
+        report["wrong_app_failures"],
+        json!([3]),
+        "another app: one 400, not retried: {report}"
+    );
+    assert!(
+        proxy
+            .iter()
+            .filter(|p| p[2] == 400)
+            .all(|p| p[4] == report["wrong_app_ids"]),
+        "{report}"
+    );
+    let sent = report["sent"].as_object().unwrap();
+    let (total, rows) = each_once_in_its_table(stack, pg, sent).await;
+    let rejects = rejects_by_id(pg).await;
+    for id in report["wrong_app_ids"].as_array().unwrap() {
+        let id = id.as_str().unwrap();
+        assert!(
+            !rows.contains_key(id) && !rejects.contains_key(id),
+            "{id}: another app"
+        );
+    }
+    // The decoded fields in their columns: the POST's JSON escapes and the pixel's percent
+    // escapes, the base64 context, the number from a string, the device time corrected.
+    let first_view = report["sent"]["snowplow_page_views"][0].as_str().unwrap();
+    let r = pg
+        .query_one(
+            "SELECT title, url, domain_userid, app_id, contexts::text \
+             FROM public.snowplow_page_views WHERE event_id = $1",
+            &[&first_view],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "Product 0 — café");
+    assert_eq!(
+        r.get::<_, String>(1),
+        "https://shop.example.com/p/0?ref=mail&q=a+b"
+    );
+    assert_eq!(r.get::<_, String>(2), format!("{run}sp-duid-0"));
+    assert_eq!(r.get::<_, String>(3), SNOWPLOW_APP);
+    assert!(
+        r.get::<_, String>(4).contains("gold"),
+        "{}",
+        r.get::<_, String>(4)
+    );
+    let pixel_struct = report["sent"]["snowplow_struct_events"][6]
+        .as_str()
+        .unwrap();
+    let r = pg
+        .query_one(
+            "SELECT category, action, value, domain_userid FROM public.snowplow_struct_events \
+             WHERE event_id = $1",
+            &[&pixel_struct],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, f64>(2)
+        ),
+        ("video".to_owned(), "play".to_owned(), 1.0)
+    );
+    assert_eq!(r.get::<_, String>(3), format!("{run}sp-pixel-duid-1"));
+    eprintln!(
+        "phase 8: snowplow-tracker sent {total} events (tp2 POST batches and /i pixels; the first \
+         of each answered 503 after it was taken, then retried): each one row in its table; \
+         another app's got 400 and wrote nothing ({:?})",
         phase.elapsed()
     );
 }
