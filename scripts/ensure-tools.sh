@@ -5,6 +5,7 @@
 #     $CHECKOV_VENV — each venv is rebuilt when its requirements file changes (hash stamp);
 #   - Debian packages: PostgreSQL 15 server binaries, qemu-user-static + arm64 libc (to run the
 #     arm64 bootstrap), chromium + chromium-driver (the browser test), only when absent;
+#   - the browser tracker the browser test loads (tests/browser, npm ci, when its lock changes);
 #   - the rustup target for arm64 Lambda builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,15 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Snowplow's browser tracker from npm, pinned by tests/browser/package-lock.json, served to the
+# end-to-end test's page (phase 6).
+npm_stamp=$(sha256sum tests/browser/package-lock.json | cut -c1-16)
+if [[ ! -f tests/browser/node_modules/.stamp || "$(cat tests/browser/node_modules/.stamp)" != "$npm_stamp" ]]; then
+  echo "==> npm ci in tests/browser"
+  npm ci --prefix tests/browser --ignore-scripts --no-audit --no-fund --loglevel=error
+  echo "$npm_stamp" > tests/browser/node_modules/.stamp
 fi
 
 if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then

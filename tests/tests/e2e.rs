@@ -23,8 +23,10 @@
 //! 6. Browsers: headless Chromium opens a page of an allowed origin (`AllowedOrigins`) and one
 //!    of another origin; each sends events with `navigator.sendBeacon`, a `text/plain` `fetch`
 //!    (no preflight) and an `application/json` `fetch` (preflighted). The allowed page reads its
-//!    receipts and its events are one row each; the other page's requests are refused (403, or
-//!    at the preflight) and none of its events is loaded or rejected.
+//!    receipts and its events are one row each, and so are the events it sends with Snowplow's
+//!    browser tracker from npm (`@snowplow/browser-tracker`, tests/browser); the other page's
+//!    requests are refused (403, or at the preflight) and none of its events is loaded or
+//!    rejected.
 //! 7. Segment's SDK: the real `segment-analytics-python` (tests/sdk/segment_e2e.py) sends
 //!    identify, track and page calls through a proxy that loses the answer to its first batch
 //!    (a 503 after caudal took it): the SDK's retry does not duplicate, every message is one
@@ -213,7 +215,9 @@ async fn the_pipeline_loads_everything_exactly_once() {
     opts.run_dir = run_dir.clone();
     opts.second_region = Some(SECOND_REGION.to_owned());
     // Phase 6's pages: one server, two origins; only the 127.0.0.1 one may send.
-    let page_port = browser::serve_page();
+    let tracker =
+        repo().join("tests/browser/node_modules/@snowplow/browser-tracker/dist/index.umd.min.js");
+    let page_port = browser::serve_page(vec![("/sp.js", tracker)]);
     opts.parameters.push((
         "AllowedOrigins".to_owned(),
         format!("http://127.0.0.1:{page_port}"),
@@ -598,6 +602,34 @@ try {
 return out;
 "#;
 
+/// The script a page with Snowplow's browser tracker runs (`args`: the API URL and the app id):
+/// it loads the tracker from npm (`/sp.js`, tests/browser) and tracks a page view, a structured
+/// and a self-describing event as a site would; it returns the events the tracker reported
+/// sent (`eid`, `e`) and any failure.
+const TRACKER_SCRIPT: &str = r#"
+const [api, app] = args;
+await new Promise((ok, fail) => {
+  const s = document.createElement("script");
+  s.src = "/sp.js"; s.onload = ok; s.onerror = () => fail(new Error("no /sp.js"));
+  document.head.appendChild(s);
+});
+const sp = window.snowplowBrowserTracking;
+const sent = [], failed = [];
+sp.newTracker("sp", api, {appId: app, eventMethod: "post", bufferSize: 1, credentials: "omit",
+  onRequestSuccess: (payloads) => payloads.forEach((p) => sent.push({eid: p.eid, e: p.e})),
+  onRequestFailure: (f) => failed.push(JSON.stringify(f))});
+sp.trackPageView({title: "Shoes, from the browser tracker"});
+sp.trackStructEvent({category: "cart", action: "add", label: "browser", value: 3});
+sp.trackSelfDescribingEvent({event: {
+  schema: "iglu:com.snowplowanalytics.snowplow/link_click/jsonschema/1-0-1",
+  data: {targetUrl: "https://shop.example.com/sale", elementId: "banner"}}});
+const until = Date.now() + 20000;
+while (sent.length < 3 && failed.length === 0 && Date.now() < until) {
+  await new Promise((r) => setTimeout(r, 100));
+}
+return {sent, failed};
+"#;
+
 /// Phase 6: a page of an allowed origin and one of another origin send events from a real
 /// browser (see the module docs).
 async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_port: u16) {
@@ -635,6 +667,25 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
     }
 
     step("the allowed page sent");
+    let tracked = chrome.run(TRACKER_SCRIPT, json!([api, SNOWPLOW_APP])).await;
+    assert_eq!(tracked["failed"], json!([]), "{tracked}");
+    let mut by_table = serde_json::Map::new();
+    for ev in tracked["sent"].as_array().unwrap() {
+        let table = match ev["e"].as_str() {
+            Some("pv") => "snowplow_page_views",
+            Some("se") => "snowplow_struct_events",
+            Some("ue") => "snowplow_link_clicks",
+            other => panic!("the tracker sent {other:?}: {tracked}"),
+        };
+        by_table
+            .entry(table)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .unwrap()
+            .push(ev["eid"].clone());
+    }
+    assert_eq!(by_table.len(), 3, "three kinds sent: {tracked}");
+    step("the browser tracker sent");
     chrome
         .goto(&format!("http://localhost:{page_port}/shoes"))
         .await;
@@ -660,7 +711,9 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
     }
     chrome.quit().await;
     step("its refusals counted");
-    assert_eq!(counted("(preflight)", 204), preflights_before + 2);
+    // One preflight per page for its JSON fetch, and one for the tracker's POSTs (Chromium
+    // caches it: MaxAge).
+    assert_eq!(counted("(preflight)", 204), preflights_before + 3);
 
     // The beacon is sent after its script returns: wait until all four allowed events are in.
     let deadline = Instant::now() + LOAD_TIMEOUT;
@@ -682,6 +735,16 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
             "{id}: one row"
         );
     }
+    each_once_in_its_table(stack, pg, &by_table).await;
+    let title: String = pg
+        .query_one(
+            "SELECT title FROM public.snowplow_page_views WHERE event_id = $1",
+            &[&by_table["snowplow_page_views"][0].as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(title, "Shoes, from the browser tracker");
     let rejects = rejects_by_id(pg).await;
     for id in &other {
         assert!(
@@ -691,7 +754,8 @@ async fn browsers(stack: &Stack, run: &str, pg: &tokio_postgres::Client, page_po
     }
     eprintln!(
         "phase 6: a page of an allowed origin sent 4 events (beacon, text/plain, JSON with a \
-         preflight), each loaded once; another origin's were refused ({:?})",
+         preflight) and 3 with Snowplow's browser tracker from npm, each loaded once; another \
+         origin's were refused ({:?})",
         phase.elapsed()
     );
 }

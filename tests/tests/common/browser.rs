@@ -154,20 +154,34 @@ impl Browser {
 
 /// Serve one small HTML page for every GET on a loopback port, forever (a test's lifetime):
 /// scripts run in it get the page's origin, `http://127.0.0.1:{port}` or
-/// `http://localhost:{port}` (two origins, one server). Returns the port.
-pub fn serve_page() -> u16 {
+/// `http://localhost:{port}` (two origins, one server). `scripts` are files served as
+/// JavaScript at their paths (`/sp.js` → a tracker's bundle). Returns the port.
+pub fn serve_page(scripts: Vec<(&'static str, std::path::PathBuf)>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("page server binds");
     let port = listener.local_addr().expect("page server address").port();
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
             let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let page = "<!doctype html><title>shop</title><p>a page that tracks";
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split(' ').nth(1).unwrap_or("/");
+            let script = scripts.iter().find(|(p, _)| *p == path);
+            let (kind, body) = match script {
+                Some((_, file)) => (
+                    "application/javascript",
+                    std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())),
+                ),
+                None => (
+                    "text/html",
+                    b"<!doctype html><title>shop</title><p>a page that tracks".to_vec(),
+                ),
+            };
             let _ = write!(
                 conn,
-                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
-                page.len()
+                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
             );
+            let _ = conn.write_all(&body);
         }
     });
     port
