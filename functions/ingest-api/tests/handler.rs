@@ -1479,3 +1479,40 @@ async fn snowplow_events_are_schema_checked_as_the_rules_see_them() {
     );
     assert_eq!(envelopes(&seen).len(), 3);
 }
+
+#[tokio::test]
+async fn analytics_js_sends_text_plain_to_the_short_paths() {
+    let (rule, seen) = recording_ok();
+    let st = state(
+        config(&[
+            ("SEGMENT_WRITE_KEYS", "wk-test-1"),
+            ("ALLOWED_ORIGINS", "https://shop.example.com"),
+        ]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+    let ev = event("v2-segment-ajs");
+    let r = call(&st, ev.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let envs = envelopes(&seen);
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0]["type"], "segment.track.product_viewed");
+    assert_eq!(
+        envs[0]["event"],
+        serde_json::from_slice::<Value>(&event_body(&ev)).unwrap()
+    );
+    // The short batch path takes analytics.js's batching body.
+    let mut b = event("v2-segment-ajs");
+    b["rawPath"] = json!("/v1/b");
+    b["requestContext"]["http"]["path"] = json!("/v1/b");
+    b["body"] = json!(
+        r#"{"writeKey":"wk-test-1","batch":[{"type":"page","messageId":"ajs-b-1"},{"type":"identify","messageId":"ajs-b-2","userId":"u-1"}],"sentAt":"2026-11-25T19:55:17.000Z"}"#
+    );
+    let r = call(&st, b).await;
+    assert_eq!(
+        (r.status, r.body["accepted"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        r.body
+    );
+}

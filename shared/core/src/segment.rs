@@ -3,7 +3,9 @@
 //!
 //! - **Routes.** `POST /v1/batch` (`{"batch":[message, …], "sentAt": …}`, what the server SDKs
 //!   send) and the single calls `/v1/track`, `/v1/identify`, `/v1/page`, `/v1/screen`,
-//!   `/v1/group`, `/v1/alias` (one message; its type is the route's).
+//!   `/v1/group`, `/v1/alias` (one message; its type is the route's), and the short forms the
+//!   browser library analytics.js sends to: `/v1/b` (a batch) and `/v1/t`, `/v1/i`, `/v1/p`,
+//!   `/v1/s`, `/v1/g`, `/v1/a` (the type's first letter).
 //! - **Write keys.** HTTP Basic (user = write key, empty password) or a `writeKey` member, checked
 //!   against the configured keys ([`WriteKeys`]). The envelope's principal is the key's
 //!   fingerprint (`segment:` + 16 hex digits of its SHA-256), never the key itself, so
@@ -52,13 +54,17 @@ pub enum Call {
 pub const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
 
 impl Call {
-    /// The call a path names (`/v1/batch`, `/v1/track`, …), or `None`.
+    /// The call a path names (`/v1/batch`, `/v1/track`, …, or analytics.js's `/v1/b`,
+    /// `/v1/t`, …), or `None`.
     pub fn from_path(path: &str) -> Option<Call> {
         let name = path.strip_prefix("/v1/")?;
-        if name == "batch" {
+        if name == "batch" || name == "b" {
             return Some(Call::Batch);
         }
-        TYPES.into_iter().find(|t| *t == name).map(Call::Single)
+        TYPES
+            .into_iter()
+            .find(|t| *t == name || (name.len() == 1 && t.starts_with(name)))
+            .map(Call::Single)
     }
 }
 

@@ -40,6 +40,24 @@ fn paths_name_the_calls() {
     assert_eq!(Call::from_path("/v1/events"), None);
     assert_eq!(Call::from_path("/v2/track"), None);
     assert_eq!(Call::from_path("/v1/trackx"), None);
+    // analytics.js: the type's first letter, and `b` for a batch.
+    for (short, t) in [
+        ("t", "track"),
+        ("i", "identify"),
+        ("p", "page"),
+        ("s", "screen"),
+        ("g", "group"),
+        ("a", "alias"),
+    ] {
+        assert_eq!(
+            Call::from_path(&format!("/v1/{short}")),
+            Some(Call::Single(t))
+        );
+    }
+    assert_eq!(Call::from_path("/v1/b"), Some(Call::Batch));
+    for none in ["/v1/e", "/v1/x", "/v1/", "/v1/tr", "/v1/ba", "/t"] {
+        assert_eq!(Call::from_path(none), None, "{none}");
+    }
 }
 
 #[test]
