@@ -272,6 +272,15 @@ pub async fn handler(state: &State, req: Request) -> Result<Response<Body>, lamb
         ctx.request_id.clone()
     };
     let meta = meta::request_meta(&req, &fallback_id);
+    if req.headers().contains_key(INVALID_QUERY_HEADER) {
+        return Ok(error_response(
+            400,
+            "invalid_query",
+            "the query string holds characters a URI may not (a space, a quote, a control \
+             character) or is longer than 64 KiB: percent-encode them",
+            &meta.request_id,
+        ));
+    }
     let path = meta::route_path(&req);
     let method = req.method().clone();
     let unrecordable = meta
@@ -453,7 +462,13 @@ async fn ingest(
                     started,
                 );
             }
-            return error_response(e.status(), e.code(), &e.message(), &meta.request_id);
+            // Snowplow's trackers retry any 4xx but 400, 401, 403, 410 and 422: a body they
+            // should not send again is a 400 (its code still says why).
+            let status = match (protocol, e.status()) {
+                (Protocol::Snowplow(_), 413 | 415) => 400,
+                (_, s) => s,
+            };
+            return error_response(status, e.code(), &e.message(), &meta.request_id);
         }
     };
     let (outcome, spilled) = put_durably(state, &records, lambda_deadline_ms).await;
@@ -806,7 +821,8 @@ fn schema_check(state: &State, ev: &Event<'_>, snowplow: bool) -> Option<(Reject
     };
     let value = match value {
         Ok(v) => v,
-        // Already validated; a failure here would be serde_json's recursion limit.
+        // Already validated (the scanner's depth limit is below serde_json's recursion
+        // limit), so this is not expected.
         Err(e) => return Some((RejectCode::SchemaViolation, format!("cannot validate: {e}"))),
     };
     match rules.check_event(&ev.event_type, &value) {
@@ -926,7 +942,39 @@ pub async fn invoke(
 ) -> Result<Value, lambda_runtime::Error> {
     let bytes = serde_json::to_vec(&payload)?;
     let request: LambdaRequest = serde_json::from_slice(&bytes)?;
-    let mut adapter = lambda_http::Adapter::from(service_fn(|req: Request| handler(state, req)));
-    let response = adapter.call(LambdaEvent::new(request, ctx)).await?;
+    let response = serve(state, LambdaEvent::new(request, ctx)).await?;
     Ok(serde_json::to_value(response)?)
+}
+
+/// Serve one invocation as the Lambda runtime delivers it (what `main` runs):
+/// [`guard_query`], then `lambda_http`'s conversion, [`handler`] and the response.
+pub async fn serve(
+    state: &State,
+    mut event: LambdaEvent<LambdaRequest>,
+) -> Result<impl serde::Serialize, lambda_http::Error> {
+    guard_query(&mut event.payload);
+    let mut adapter = lambda_http::Adapter::from(service_fn(|req: Request| handler(state, req)));
+    adapter.call(event).await
+}
+
+/// Set by [`guard_query`] on a request whose query string a URI cannot hold; [`handler`]
+/// answers it 400 (a client sending it itself only refuses its own request).
+pub const INVALID_QUERY_HEADER: &str = "x-caudal-invalid-query";
+
+/// `lambda_http` builds the request's URI from API Gateway's `rawQueryString` as the client
+/// sent it and panics on one a URI cannot hold (a space, `"`, `<`, a control byte, more than
+/// 64 KiB). Such a query is dropped before the conversion and the request marked with
+/// [`INVALID_QUERY_HEADER`], so the client gets a 400 with the reason instead of a 500 its
+/// tracker would retry forever.
+pub fn guard_query(request: &mut LambdaRequest) {
+    if let LambdaRequest::ApiGatewayV2(r) = request
+        && let Some(q) = r.raw_query_string.as_deref()
+        && !q.is_empty()
+        && format!("/?{q}").parse::<lambda_http::http::Uri>().is_err()
+    {
+        r.raw_query_string = None;
+        r.query_string_parameters = Default::default();
+        r.headers
+            .insert(INVALID_QUERY_HEADER, HeaderValue::from_static("1"));
+    }
 }

@@ -4,8 +4,8 @@
 use caudal_aws::clients::ClientFactory;
 use caudal_core::config::Env;
 use caudal_core::telemetry;
-use ingest_api::handler;
-use lambda_http::{Error, service_fn};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -13,5 +13,8 @@ async fn main() -> Result<(), Error> {
     telemetry::init_tracing(true, env.optional("RUST_LOG").as_deref());
     // A bad configuration fails the cold start loudly, naming the variable.
     let state = ingest_api::start(&env, &ClientFactory::lambda().await)?;
-    lambda_http::run(service_fn(|req| handler(&state, req))).await
+    lambda_runtime::run(service_fn(|event: LambdaEvent<LambdaRequest>| {
+        ingest_api::serve(&state, event)
+    }))
+    .await
 }

@@ -1516,3 +1516,65 @@ async fn analytics_js_sends_text_plain_to_the_short_paths() {
         r.body
     );
 }
+
+#[tokio::test]
+async fn a_query_string_a_uri_cannot_hold_is_400_not_a_panic() {
+    let (rule, seen) = recording_ok();
+    let st = snowplow_state(&rule);
+    for q in [
+        "e=pv&page=a b",
+        "e=pv&x=\"q\"",
+        "e=pv&x=<script>",
+        "e=pv&x=\u{1}",
+    ] {
+        let mut ev = event("v2-snowplow-pixel");
+        ev["rawQueryString"] = json!(q);
+        let r = call(&st, ev).await;
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{q:?}: {}",
+            r.body
+        );
+    }
+    let mut long = event("v2-snowplow-pixel");
+    long["rawQueryString"] = json!(format!("e=pv&url={}", "x".repeat(70_000)));
+    assert_eq!(call(&st, long).await.body["code"], "invalid_query");
+    assert!(seen.lock().unwrap().is_empty());
+    // Percent-encoded, the same values are fine.
+    let mut ok = event("v2-snowplow-pixel");
+    ok["rawQueryString"] = json!("e=pv&aid=shop&page=a%20b&x=%22q%22");
+    assert_eq!(call_raw(&st, ok).await["statusCode"], 200);
+}
+
+#[tokio::test]
+async fn a_tp2_body_too_large_or_of_another_type_is_400_which_trackers_drop() {
+    let (rule, seen) = recording_ok();
+    let st = state(
+        config(&[("SNOWPLOW_APP_IDS", "*"), ("MAX_BODY_BYTES", "1024")]),
+        RuleMode::MatchAny,
+        &[&rule],
+    );
+    let mut big = event("v2-snowplow-tp2");
+    big["body"] = json!(format!(
+        r#"{{"schema":"iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4","data":[{{"e":"pv","url":"{}"}}]}}"#,
+        "x".repeat(2000)
+    ));
+    let r = call(&st, big).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("body_too_large")),
+        "{}",
+        r.body
+    );
+    let mut xml = event("v2-snowplow-tp2");
+    xml["headers"]["content-type"] = json!("application/xml");
+    let r = call(&st, xml).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["code"], "unsupported_media_type");
+    assert!(seen.lock().unwrap().is_empty());
+    // caudal's own route keeps its 413.
+    let mut own = event("v2-single");
+    own["body"] = json!(format!(r#"{{"type":"a","p":"{}"}}"#, "x".repeat(2000)));
+    assert_eq!(call(&st, own).await.status, 413);
+}

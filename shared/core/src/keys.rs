@@ -278,12 +278,21 @@ pub fn rejected_key(load_id: &str, suffix: &str) -> Result<String, KeyError> {
     Ok(format!("{REJECTED_PREFIX}{load_id}/rejects.ndjson{suffix}"))
 }
 
-/// Decode an S3 event notification key: URL-encoded, with `+` for a space.
+/// Decode an S3 event notification key: URL-encoded, with `+` for a space (bytes that are not
+/// UTF-8 become U+FFFD).
 pub fn decode_notification_key(key: &str) -> String {
-    let spaced = key.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8_lossy()
-        .into_owned()
+    String::from_utf8_lossy(&form_bytes(key)).into_owned()
+}
+
+/// Decode one part of an `application/x-www-form-urlencoded` text (a query string's name or
+/// value): `+` is a space, then percent escapes; `None` when the bytes are not UTF-8.
+pub fn form_decode(part: &str) -> Option<String> {
+    String::from_utf8(form_bytes(part)).ok()
+}
+
+/// The bytes of a form-encoded part: `+` → space, then `%XX` → its byte.
+fn form_bytes(part: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(&part.replace('+', " ")).collect()
 }
 
 #[cfg(test)]

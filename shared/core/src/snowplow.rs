@@ -12,17 +12,18 @@
 //!   `snowplow.transaction`, `ti` → `snowplow.transaction_item`, and a self-describing event
 //!   (`ue`) → `snowplow.unstruct.<schema name in snake case>`. `eid` is the event id.
 //! - **Base64.** `ue_px` and `cx` (URL-safe or standard base64, padded or not) and their plain
-//!   forms `ue_pr` and `co` must hold the self-describing JSON Snowplow defines; an event whose
-//!   don't is rejected with the reason. [`view`] decodes them for the rules.
-//! - **Event time**: `ttm` (the true timestamp) when set; else `dtm` corrected for the device's
-//!   clock with `stm` as Snowplow's `derived_tstamp` is ([`crate::event::corrected_time`]);
-//!   else the time it was received.
+//!   forms `ue_pr` and `co` must hold the self-describing JSON Snowplow defines, within the
+//!   event scanner's limits; an event whose don't is rejected with the reason, whatever its
+//!   type. [`view`] decodes them for the rules.
+//! - **Event time**: Snowplow's `derived_tstamp` ([`derived_time`]): `ttm` when set, else the
+//!   receive time less how long the device held it (`stm − dtm`), else the receive time.
 //! - **Ordering**: an event's partition key is `duid` (the browser's cookie id), else `uid`,
 //!   so one browser's events stay in order.
 //! - **App ids.** Snowplow's routes carry no credential; the stack's `SnowplowAppIds` lists the
 //!   `aid` values it takes ([`AppIds`]), and an event of another app is rejected.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -127,16 +128,15 @@ fn refuse(code: RejectCode, reason: impl Into<String>) -> Refusal {
 /// An event's name → value pairs, in the order sent.
 type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
-/// The pairs of a POST event (a JSON object whose values are strings).
+/// The pairs of a POST event (a JSON object whose values are strings; the scanner has refused
+/// a name sent twice).
 fn json_pairs<'a>(raw: &'a str) -> Result<Pairs<'a>, Refusal> {
-    let members: Vec<(Cow<'a, str>, &'a RawValue)> = serde_json::from_str::<PairsVisitor<'a>>(raw)
-        .map(|p| p.0)
-        .map_err(|e| {
-            refuse(
-                RejectCode::InvalidJson,
-                format!("event is not readable: {e}"),
-            )
-        })?;
+    let members: BTreeMap<Cow<'a, str>, &'a RawValue> = serde_json::from_str(raw).map_err(|e| {
+        refuse(
+            RejectCode::InvalidJson,
+            format!("event is not readable: {e}"),
+        )
+    })?;
     members
         .into_iter()
         .map(|(k, v)| {
@@ -157,60 +157,25 @@ fn json_pairs<'a>(raw: &'a str) -> Result<Pairs<'a>, Refusal> {
         .collect()
 }
 
-/// A JSON object's members in order, values unread.
-struct PairsVisitor<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for PairsVisitor<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = PairsVisitor<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut m: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    out.push((k, v));
-                }
-                Ok(PairsVisitor(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
 /// The pairs of a query string (`+` is a space; percent escapes must decode to UTF-8; a name
 /// sent twice is refused).
 fn query_pairs(query: &str) -> Result<Pairs<'_>, Refusal> {
-    fn decode(part: &str) -> Result<Cow<'_, str>, Refusal> {
-        let spaced: Cow<'_, str> = if part.contains('+') {
-            Cow::Owned(part.replace('+', " "))
-        } else {
-            Cow::Borrowed(part)
-        };
-        let decoded = percent_encoding::percent_decode_str(&spaced)
-            .decode_utf8()
-            .map_err(|_| {
+    let decode = |part: &str| {
+        crate::keys::form_decode(part)
+            .map(Cow::<str>::Owned)
+            .ok_or_else(|| {
                 refuse(
                     RejectCode::InvalidUtf8,
                     format!("{:?} does not decode to UTF-8", event::truncate(part, 40)),
                 )
-            })?
-            .into_owned();
-        Ok(match spaced {
-            Cow::Borrowed(s) if s == decoded => Cow::Borrowed(s),
-            _ => Cow::Owned(decoded),
-        })
-    }
+            })
+    };
     let mut out: Pairs<'_> = Vec::new();
+    let mut names = HashSet::new();
     for part in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = part.split_once('=').unwrap_or((part, ""));
         let name = decode(name)?;
-        if out.iter().any(|(n, _)| *n == name) {
+        if !names.insert(name.clone()) {
             return Err(refuse(
                 RejectCode::DuplicateKey,
                 format!("duplicate key {:?}", event::truncate(&name, 40)),
@@ -253,18 +218,24 @@ fn embedded(pairs: &Pairs<'_>, plain: &str, encoded: &str) -> Result<Option<Stri
         .map_err(|_| format!("\"{encoded}\" does not decode to UTF-8"))
 }
 
-/// A self-describing JSON `{"schema": …, "data": …}` whose schema starts with `prefix` (or any
-/// Iglu URI when `prefix` is empty): its data.
-fn self_describing(text: &str, prefix: &str, what: &str) -> Result<Value, String> {
+/// A self-describing JSON `{"schema": …, "data": …}` whose schema starts with `prefix`: its
+/// data. The text passes the event scanner first (nesting within `max_depth`, no name twice,
+/// no value JSON readers refuse), as a client's event does.
+fn self_describing(
+    text: &str,
+    prefix: &str,
+    what: &str,
+    max_depth: usize,
+) -> Result<Value, String> {
+    let mut scratch = Scratch::default();
+    event::scan(text, max_depth, None, &mut scratch)
+        .map_err(|e| format!("{what}: {}", event::scan_refusal(e, max_depth).1))?;
     let v: Value = serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))?;
     let Value::Object(mut m) = v else {
         return Err(format!("{what} must be a self-describing JSON object"));
     };
     match m.get("schema") {
-        Some(Value::String(s)) if s.starts_with(prefix) && s.starts_with("iglu:") => {}
-        _ if prefix.is_empty() => {
-            return Err(format!("{what} needs a \"schema\" (an iglu: URI)"));
-        }
+        Some(Value::String(s)) if s.starts_with(prefix) => {}
         _ => return Err(format!("{what} needs \"schema\": \"{prefix}…\"")),
     }
     m.remove("data")
@@ -272,11 +243,16 @@ fn self_describing(text: &str, prefix: &str, what: &str) -> Result<Value, String
 }
 
 /// The decoded self-describing event (`ue_pr` / `ue_px`): `{"schema": <its schema>, "data": …}`.
-fn unstruct_event(pairs: &Pairs<'_>) -> Result<Option<Value>, String> {
+fn unstruct_event(pairs: &Pairs<'_>, max_depth: usize) -> Result<Option<Value>, String> {
     let Some(text) = embedded(pairs, "ue_pr", "ue_px")? else {
         return Ok(None);
     };
-    let inner = self_describing(&text, UNSTRUCT_SCHEMA, "the self-describing event")?;
+    let inner = self_describing(
+        &text,
+        UNSTRUCT_SCHEMA,
+        "the self-describing event",
+        max_depth,
+    )?;
     let Value::Object(m) = &inner else {
         return Err("the self-describing event's data must be {\"schema\":…,\"data\":…}".into());
     };
@@ -289,11 +265,11 @@ fn unstruct_event(pairs: &Pairs<'_>) -> Result<Option<Value>, String> {
 }
 
 /// The decoded contexts (`co` / `cx`): the array of self-describing entities.
-fn contexts(pairs: &Pairs<'_>) -> Result<Option<Value>, String> {
+fn contexts(pairs: &Pairs<'_>, max_depth: usize) -> Result<Option<Value>, String> {
     let Some(text) = embedded(pairs, "co", "cx")? else {
         return Ok(None);
     };
-    let data = self_describing(&text, CONTEXTS_SCHEMA, "the contexts")?;
+    let data = self_describing(&text, CONTEXTS_SCHEMA, "the contexts", max_depth)?;
     let Value::Array(entities) = &data else {
         return Err("the contexts' data must be an array".into());
     };
@@ -321,9 +297,13 @@ fn millis(pairs: &Pairs<'_>, name: &str) -> Result<Option<OffsetDateTime>, Refus
     let Some(v) = get(pairs, name) else {
         return Ok(None);
     };
-    v.parse::<i64>()
-        .ok()
+    // Digits only (no sign), and a time the warehouse's TIMESTAMPTZ holds (years 1–9999).
+    v.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| v.parse::<i64>().ok())
+        .flatten()
         .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+        .filter(|t| t.year() <= 9999)
         .map(Some)
         .ok_or_else(|| {
             refuse(
@@ -336,8 +316,31 @@ fn millis(pairs: &Pairs<'_>, name: &str) -> Result<Option<OffsetDateTime>, Refus
         })
 }
 
+/// When the event happened, as Snowplow's enrichment derives `derived_tstamp`: the true
+/// timestamp `ttm` when sent; else, with both device times and `dtm` not after `stm`, the
+/// receive time less how long the device held the event (`received − (stm − dtm)`); else the
+/// receive time (a device clock alone is not trusted). A result outside years 1–9999 is the
+/// receive time too.
+pub fn derived_time(
+    true_time: Option<OffsetDateTime>,
+    created: Option<OffsetDateTime>,
+    sent: Option<OffsetDateTime>,
+    received_at: OffsetDateTime,
+) -> OffsetDateTime {
+    if let Some(t) = true_time {
+        return t;
+    }
+    match (created, sent) {
+        (Some(c), Some(s)) if c <= s => received_at
+            .checked_sub(s - c)
+            .filter(|t| t.year() >= 1)
+            .unwrap_or(received_at),
+        _ => received_at,
+    }
+}
+
 /// The caudal type of an event (`e`, and the self-describing event's schema for `ue`).
-fn event_type(pairs: &Pairs<'_>) -> Result<String, Refusal> {
+fn event_type(pairs: &Pairs<'_>, max_depth: usize) -> Result<String, Refusal> {
     let e = get(pairs, "e").ok_or_else(|| {
         refuse(
             RejectCode::MissingType,
@@ -351,7 +354,7 @@ fn event_type(pairs: &Pairs<'_>) -> Result<String, Refusal> {
         "tr" => "transaction",
         "ti" => "transaction_item",
         "ue" => {
-            let ue = unstruct_event(pairs)
+            let ue = unstruct_event(pairs, max_depth)
                 .map_err(|m| refuse(RejectCode::InvalidJson, m))?
                 .ok_or_else(|| {
                     refuse(
@@ -384,12 +387,16 @@ fn read<'a>(
     index: usize,
     raw: &'a str,
     pairs: &Pairs<'_>,
+    opts: &ParseOptions<'_>,
     app_ids: &AppIds,
     received_at: OffsetDateTime,
 ) -> Result<Event<'a>, Refusal> {
-    let event_type = event_type(pairs)?;
-    // The contexts are checked for every type (e=ue's event was read with its type).
-    contexts(pairs).map_err(|m| refuse(RejectCode::InvalidJson, m))?;
+    let max_depth = opts.limits.max_depth;
+    let event_type = event_type(pairs, max_depth)?;
+    // Whatever [`view`] decodes for the rules is checked here, for every type, so an accepted
+    // event never becomes a loader reject.
+    unstruct_event(pairs, max_depth).map_err(|m| refuse(RejectCode::InvalidJson, m))?;
+    contexts(pairs, max_depth).map_err(|m| refuse(RejectCode::InvalidJson, m))?;
     let aid = get(pairs, "aid");
     if !app_ids.allows(aid) {
         return Err(refuse(
@@ -417,15 +424,16 @@ fn read<'a>(
             ));
         }
     };
-    let created = millis(pairs, "dtm")?;
-    let sent = millis(pairs, "stm")?;
-    let when = match millis(pairs, "ttm")? {
-        Some(t) => t,
-        None => event::corrected_time(created, sent, received_at),
-    };
+    let when = derived_time(
+        millis(pairs, "ttm")?,
+        millis(pairs, "dtm")?,
+        millis(pairs, "stm")?,
+        received_at,
+    );
+    let fits = |k: &&str| k.chars().count() <= crate::limits::PARTITION_KEY_MAX_CHARS;
     let partition_value = get(pairs, "duid")
-        .or_else(|| get(pairs, "uid"))
-        .filter(|k| k.chars().count() <= crate::limits::PARTITION_KEY_MAX_CHARS)
+        .filter(fits)
+        .or_else(|| get(pairs, "uid").filter(fits))
         .map(|k| Cow::Owned(k.to_owned()));
     Ok(Event {
         index,
@@ -477,7 +485,7 @@ fn post_event<'a>(
     event::scan(raw, limits.max_depth, None, scratch)
         .map_err(|e| event::scan_refusal(e, limits.max_depth))?;
     let pairs = json_pairs(raw)?;
-    read(index, raw, &pairs, app_ids, received_at)
+    read(index, raw, &pairs, opts, app_ids, received_at)
 }
 
 fn item(index: usize, r: Result<Event<'_>, Refusal>) -> ItemResult<'_> {
@@ -570,7 +578,7 @@ pub fn parse_pixel<'a>(
             ));
         }
         let pairs = query_pairs(query)?;
-        read(0, query, &pairs, app_ids, received_at)
+        read(0, query, &pairs, opts, app_ids, received_at)
     };
     Ok(vec![item(0, read_pixel())])
 }
@@ -593,8 +601,9 @@ pub fn view(raw: &[u8]) -> Result<Value, ViewError> {
         query_pairs(text)
     }
     .map_err(|(_, m)| ViewError(m))?;
-    let unstruct = unstruct_event(&pairs).map_err(ViewError)?;
-    let contexts = contexts(&pairs).map_err(ViewError)?;
+    // Ingest checked the nesting against its limit; reading back takes any depth it took.
+    let unstruct = unstruct_event(&pairs, usize::MAX).map_err(ViewError)?;
+    let contexts = contexts(&pairs, usize::MAX).map_err(ViewError)?;
     let mut m = Map::with_capacity(pairs.len() + 2);
     for (k, v) in pairs {
         m.insert(k.into_owned(), Value::String(v.into_owned()));

@@ -615,16 +615,20 @@ pub fn typed_name(prefix: &str, name: &str, max_chars: usize) -> String {
     }
 }
 
-/// When an event happened, from the device's clock corrected by how far it was off when it
-/// sent (Segment's and Snowplow's rule, Snowplow's `derived_tstamp`): `received_at − (sent_at −
-/// created)` with both, else `created`, else `received_at`.
+/// When an event happened, from the client's clock corrected by how far it was off when it
+/// sent (Segment's rule): `received_at − (sent_at − created)` with both, else `created`, else
+/// `received_at`. A correction that leaves years 1–9999 (clocks that make no sense) gives
+/// `received_at`.
 pub fn corrected_time(
     created: Option<OffsetDateTime>,
     sent_at: Option<OffsetDateTime>,
     received_at: OffsetDateTime,
 ) -> OffsetDateTime {
     match (created, sent_at) {
-        (Some(t), Some(s)) => received_at - (s - t),
+        (Some(t), Some(s)) => received_at
+            .checked_sub(s - t)
+            .filter(|w| (1..=9999).contains(&w.year()))
+            .unwrap_or(received_at),
         (Some(t), None) => t,
         (None, _) => received_at,
     }

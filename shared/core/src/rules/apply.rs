@@ -494,7 +494,10 @@ fn event_view<'b>(
 /// Per-line evaluation state: the parsed event plus lazily built JSON/CEL views.
 struct LineCtx<'a> {
     event: Value,
-    /// The event's bytes as the client sent them (numbers for `DECIMAL` columns are read here).
+    /// The event's JSON text as the rules read it (numbers for `DECIMAL` columns are read
+    /// here): the client's bytes, or for a Snowplow event its view written out again (its
+    /// values are strings as sent; numbers inside a decoded `ue_px`/`cx` are written as
+    /// `f64`s, so beyond 17 significant digits a `DECIMAL` column sees them rounded).
     event_bytes: &'a [u8],
     env: &'a Envelope<'a>,
     kin: &'a KinesisCoords<'a>,

@@ -985,6 +985,16 @@ fn bundled_snowplow_struct_and_self_describing_events_map_their_fields() {
     assert_eq!(row["target_url"], "https://x.example/");
     assert_eq!(row["element_id"], "buy");
     assert_eq!(row["domain_userid"], "d-2");
+    // Another vendor's link_click has the same type; the rule's schema refuses it.
+    let acme = base64::engine::general_purpose::URL_SAFE.encode(
+        r#"{"schema":"iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0","data":{"schema":"iglu:com.acme/link_click/jsonschema/1-0-0","data":{"targetUrl":"https://x.example/"}}}"#,
+    );
+    let other = format!(r#"{{"e":"ue","ue_px":"{acme}"}}"#);
+    let r = reject_of(rs.apply_line(
+        &snowplow_line(&other, "snowplow.unstruct.link_click"),
+        &lineage(),
+    ));
+    assert_eq!(r.path.as_deref(), Some("/unstruct_event/schema"), "{r:?}");
 }
 
 #[test]

@@ -370,3 +370,12 @@ fn partition_keys_come_from_user_id_then_anonymous_id_when_usable() {
         reasons[0].2
     );
 }
+
+#[test]
+fn clocks_thousands_of_years_apart_do_not_panic() {
+    let got = datetime!(2026-12-03 12:01:00 UTC);
+    let first = datetime!(0000-01-01 00:00:00 UTC);
+    let last = datetime!(9999-12-31 23:59:59 UTC);
+    assert_eq!(event::corrected_time(Some(first), Some(last), got), got);
+    assert_eq!(event::corrected_time(Some(last), Some(first), got), got);
+}

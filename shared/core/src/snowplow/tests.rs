@@ -232,27 +232,73 @@ fn base64_in_either_alphabet_with_or_without_padding_is_read() {
 }
 
 #[test]
-fn the_true_timestamp_wins_and_the_device_time_alone_is_used_as_is() {
+fn the_time_is_derived_as_snowplow_derives_it() {
+    let ts = |q: &str| {
+        let items = parse_pixel(q, &opts(), &any(), RECEIVED).unwrap();
+        valid(&items, 0).ts
+    };
+    // The true timestamp wins.
+    assert_eq!(
+        ts("e=pv&dtm=1796299205000&stm=1796299207000&ttm=1796299000000"),
+        Some(datetime!(2026-12-03 11:56:40 UTC))
+    );
+    // Created 2 s before it was sent: received − 2 s, to the millisecond.
+    assert_eq!(
+        ts("e=pv&dtm=1796299205123&stm=1796299207000"),
+        Some(datetime!(2026-12-03 12:00:08.123 UTC))
+    );
+    assert_eq!(
+        ts("e=pv&dtm=1796299207000&stm=1796299207000"),
+        Some(RECEIVED),
+        "sent as it was created"
+    );
+    // A device clock alone, or created after it was sent, is not trusted: received.
+    assert_eq!(ts("e=pv&dtm=1796299205123"), Some(RECEIVED));
+    assert_eq!(ts("e=pv&stm=1796299205123"), Some(RECEIVED));
+    assert_eq!(
+        ts("e=pv&dtm=1796299207001&stm=1796299207000"),
+        Some(RECEIVED)
+    );
+    // Clocks thousands of years apart: no panic, received.
+    assert_eq!(ts("e=pv&dtm=0&stm=253402300799000"), Some(RECEIVED));
+    assert_eq!(ts("e=pv&dtm=253402300799000&stm=0"), Some(RECEIVED));
     let items = parse_pixel(
-        "e=pv&dtm=1796299205000&stm=1796299207000&ttm=1796299000000",
+        "e=pv&dtm=1796299205123&stm=1796299207000",
         &opts(),
         &any(),
         RECEIVED,
     )
     .unwrap();
     assert_eq!(
-        valid(&items, 0).ts,
-        Some(datetime!(2026-12-03 11:56:40 UTC))
-    );
-    let items = parse_pixel("e=pv&dtm=1796299205123", &opts(), &any(), RECEIVED).unwrap();
-    assert_eq!(
-        valid(&items, 0).ts,
-        Some(datetime!(2026-12-03 12:00:05.123 UTC))
-    );
-    assert_eq!(
         valid(&items, 0).event_time.as_deref(),
-        Some("2026-12-03T12:00:05.123Z")
+        Some("2026-12-03T12:00:08.123Z")
     );
+    // Only digits, and only years the warehouse holds.
+    for bad in [
+        "dtm=%2B5",
+        "dtm=-5",
+        "ttm=253402300800000",
+        "stm=99999999999999999999",
+    ] {
+        let q = format!("e=pv&{bad}");
+        let items = parse_pixel(&q, &opts(), &any(), RECEIVED).unwrap();
+        assert_eq!(rejected(&items, 0).0, RejectCode::InvalidTs, "{bad}");
+    }
+    assert_eq!(
+        ts("e=pv&ttm=253402300799999"),
+        Some(datetime!(9999-12-31 23:59:59.999 UTC))
+    );
+}
+
+#[test]
+fn derived_time_stays_in_range() {
+    let far = datetime!(0001-01-01 00:00:00 UTC);
+    let late = datetime!(9999-12-31 23:59:59 UTC);
+    assert_eq!(
+        derived_time(None, Some(far), Some(late), RECEIVED),
+        RECEIVED
+    );
+    assert_eq!(derived_time(Some(far), None, None, RECEIVED), far);
 }
 
 #[test]
@@ -424,6 +470,89 @@ fn the_view_of_something_else_is_an_error() {
     assert!(view(br#"{"e":"pv","cx":"!"}"#).is_err());
     let v = view(b"e=pv&tv=js-3").unwrap();
     assert_eq!(v, serde_json::json!({"e": "pv", "tv": "js-3"}));
+}
+
+#[test]
+fn what_view_decodes_is_checked_at_ingest_for_every_type() {
+    // A page view with a self-describing event that is not one: rejected, not accepted and
+    // then refused by the loader.
+    let items = parse_pixel("e=pv&ue_px=!", &opts(), &any(), RECEIVED).unwrap();
+    assert_eq!(rejected(&items, 0).0, RejectCode::InvalidJson);
+    let inner_not_iglu = r#"{"schema":"iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0","data":{"schema":"com.acme/x","data":{}}}"#;
+    let q = format!("e=ue&ue_px={}", b64(inner_not_iglu));
+    let items = parse_pixel(&q, &opts(), &any(), RECEIVED).unwrap();
+    assert!(rejected(&items, 0).1.contains("data must be"));
+    // The decoded JSON passes the scanner: nesting and names sent twice.
+    let deep = format!(
+        r#"{{"schema":"iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-1","data":[{{"schema":"iglu:a/b/jsonschema/1-0-0","data":{}1{}}}]}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let twice = r#"{"schema":"iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-1","data":[],"data":[]}"#;
+    for (text, why) in [(deep.as_str(), "deeper"), (twice, "duplicate")] {
+        let q = format!("e=pv&cx={}", b64(text));
+        let items = parse_pixel(&q, &opts(), &any(), RECEIVED).unwrap();
+        let (code, reason) = rejected(&items, 0);
+        assert_eq!(code, RejectCode::InvalidJson);
+        assert!(reason.contains(why), "{reason}");
+    }
+    // Every event accepted here can be read back by the loader.
+    let accepted = [
+        format!("e=ue&ue_px={}&cx={}", b64(LINK_CLICK), b64(CONTEXTS)),
+        "e=pv&url=%E2%82%AC+x".to_owned(),
+        format!("e=se&se_ca=a&se_ac=b&co={}", urlencode(CONTEXTS)),
+    ];
+    for q in &accepted {
+        let items = parse_pixel(q, &opts(), &any(), RECEIVED).unwrap();
+        valid(&items, 0);
+        assert!(view(q.as_bytes()).is_ok(), "{q}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[test]
+fn a_schema_name_fits_the_type_up_to_46_characters() {
+    let named = |n: usize| {
+        let ue = LINK_CLICK.replace("link_click", &"n".repeat(n));
+        let q = format!("e=ue&ue_px={}", b64(&ue));
+        let items = parse_pixel(&q, &opts(), &any(), RECEIVED).unwrap();
+        valid(&items, 0).event_type.to_string()
+    };
+    assert_eq!(named(46), format!("snowplow.unstruct.{}", "n".repeat(46)));
+    assert!(event::is_valid_type(&named(46)));
+    assert_eq!(named(47), "snowplow.unstruct");
+}
+
+#[test]
+fn an_over_long_duid_falls_back_to_uid() {
+    let q = format!(
+        "e=pv&duid={}&uid=u-1",
+        "d".repeat(crate::limits::PARTITION_KEY_MAX_CHARS + 1)
+    );
+    let items = parse_pixel(&q, &opts(), &any(), RECEIVED).unwrap();
+    assert_eq!(valid(&items, 0).partition_value.as_deref(), Some("u-1"));
+}
+
+#[test]
+fn a_body_of_exactly_the_limit_is_read() {
+    let body = post(&[r#"{"e":"pv"}"#.into()]);
+    let limits = crate::limits::Limits {
+        max_body_bytes: body.len(),
+        ..Default::default()
+    };
+    let exact = ParseOptions {
+        limits,
+        partition_key_field: None,
+    };
+    assert_eq!(
+        parse_post(body.as_bytes(), &exact, &any(), RECEIVED)
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
