@@ -534,3 +534,47 @@ fn line_breaks_inside_an_event_are_kept() {
     let items = parse(body, MediaType::Json).unwrap();
     assert_eq!(valid(&items[0]).raw, "{\r\n \"type\": \"signup\"\n}");
 }
+
+/// The scanner on `raw` with a fresh scratch (its boundaries, without `parse_events`' checks).
+fn scanned(raw: &str, max_depth: usize) -> Result<Scanned<'_>, ScanError> {
+    let mut scratch = Scratch::default();
+    scan(raw, max_depth, Some("user"), &mut scratch)
+}
+
+#[test]
+fn the_scanner_reads_keys_with_whitespace_before_their_colon() {
+    let s = scanned("{\"type\" : \"a\", \"id\"\n:\t\"x\", \"user\"\r\n :7}", 8).unwrap();
+    assert_eq!(s.event_type, Scalar::Str("a", false));
+    assert_eq!(s.id, Scalar::Str("x", false));
+    assert_eq!(s.partition, Scalar::Number("7"));
+    assert_eq!(
+        scanned("{\"a\" :1,\"a\"  :2}", 8).unwrap_err(),
+        ScanError::DuplicateKey("a".into())
+    );
+    // A value followed by whitespace is a value, not a key.
+    let s = scanned("{\"k\":\"type\" , \"type\":\"b\"}", 8).unwrap();
+    assert_eq!(s.event_type, Scalar::Str("b", false));
+}
+
+#[test]
+fn the_scanner_never_reads_past_the_end() {
+    // Untrusted text the scanner may see before a JSON reader does (a decoded Snowplow
+    // context): a string or a number last, with or without whitespace after it.
+    for raw in [
+        "\"abc\"",
+        "\"abc\"   ",
+        "{\"a\":\"b\"",
+        "{\"a\"",
+        "{\"a\"  ",
+        "\"unterminated",
+        "\"esc\\",
+        "12",
+        "{\"a\":-1e",
+        "tru",
+        "}}]]",
+        "",
+    ] {
+        let _ = scanned(raw, 8);
+    }
+    assert!(scanned("{\"a\"  ", 8).is_ok());
+}
