@@ -47,3 +47,15 @@ LEFT JOIN (SELECT u.raw_key, COUNT(*) AS rows_in_tables
 LEFT JOIN (SELECT j.raw_key, COUNT(*) AS rows_in_rejects
            FROM {schema}.caudal_rejects AS j
            GROUP BY j.raw_key) AS r ON r.raw_key = l.raw_key;
+
+-- Ingest → queryable latency per event: from received_at (the API made it durable) to the
+-- loaded_at of the load that made it queryable (its transaction's time), in seconds. The
+-- dashboard (`caudal status --html`, `caudal-local up`) reads its percentiles.
+CREATE OR REPLACE VIEW {schema}.caudal_load_latency AS
+SELECT e.event_type,
+       e.raw_key,
+       e.received_at,
+       l.loaded_at,
+       EXTRACT(EPOCH FROM l.loaded_at) - EXTRACT(EPOCH FROM e.received_at) AS seconds
+FROM ({events_union}) AS e
+JOIN {schema}.caudal_ledger AS l ON l.raw_key = e.raw_key;

@@ -61,6 +61,9 @@ struct UpArgs {
     /// Port of the HTTP API (default: a free port).
     #[arg(long)]
     api_port: Option<u16>,
+    /// Port of the live dashboard page (default: a free port; the URL is printed).
+    #[arg(long)]
+    dashboard_port: Option<u16>,
     /// Directory of `ingest-api-*.json` request samples to post.
     #[arg(long, default_value = "events")]
     events_dir: PathBuf,
@@ -199,6 +202,21 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = stack.chaos() {
         println!("  chaos         {}", c.config());
     }
+    // The live page is read from stack.json like `caudal --local` reads it.
+    let dashboard = match caudal::dashboard::spawn_local(stack.run_dir(), args.dashboard_port).await
+    {
+        Ok((url, task)) => {
+            println!(
+                "  Dashboard     {url}  (live; refreshes every {} s)",
+                caudal::dashboard::LIVE_REFRESH_S
+            );
+            Some((url, task))
+        }
+        Err(e) => {
+            println!("  Dashboard     not started: {e}");
+            None
+        }
+    };
 
     let settled = tokio::select! {
         r = post_samples_and_wait(&stack, &args, &samples_dir) => Some(r),
@@ -266,6 +284,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     println!("Warehouse:  {}", stack.psql_command());
     println!("  e.g.  SELECT * FROM caudal_reconciliation;  SELECT * FROM page_views LIMIT 10;");
+    if let Some((url, _)) = &dashboard {
+        println!("Dashboard:  {url}  (`caudal --local status --html report.html` writes it once)");
+    }
     if args.once {
         stack.stop().await?;
         return Ok(code);
@@ -273,6 +294,9 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("Running until Ctrl-C.");
     shutdown_signal().await;
     println!("stopping…");
+    if let Some((_, task)) = dashboard {
+        task.abort();
+    }
     stack.stop().await?;
     println!("stopped; nothing left running");
     Ok(code)

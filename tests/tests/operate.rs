@@ -13,6 +13,11 @@
 //!    the raw-writer write them, and doing it a second time changes nothing.
 //! 4. A rules fix is deployed (the loader redeployed with a changed rules file):
 //!    `caudal reprocess` re-applies it to every loaded object.
+//! 5. `caudal smoke` sends tagged events until they are queryable.
+//! 6. The dashboard: the live page (`caudal::dashboard`, as `caudal-local up` serves it) open
+//!    in headless Chromium while events are sent shows them accepted, archived and loaded, and
+//!    the rejects with their reasons, by refreshing itself; `caudal status --html` writes the
+//!    same figures to a file the browser opens.
 //!
 //! Every write is run with `--dry-run` first (which changes nothing), and every phase ends with
 //! `caudal status` and `caudal reconcile` at 0 and every accepted event exactly once in the
@@ -30,6 +35,8 @@ use caudal_local::stack::{Stack, StackOptions, queue_depth};
 use common::{Expect, Item, db, item, post, rejects_by_id, repo, request, rows_by_id_and_table};
 use serde_json::Value;
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
@@ -170,6 +177,167 @@ async fn ledger_rows(pg: &tokio_postgres::Client) -> i64 {
         .await
         .unwrap()
         .get(0)
+}
+
+/// The page's figures (`data-figure` elements) and its reject rows, read in the browser.
+async fn page_figures(chrome: &browser::Browser) -> Value {
+    chrome
+        .run(
+            "const f = {};\n\
+             for (const e of document.querySelectorAll('[data-figure]')) f[e.dataset.figure] = e.textContent;\n\
+             const rejects = [...document.querySelectorAll('#rejects tr[data-code]')].map(r =>\n\
+               ({code: r.dataset.code, rule: r.dataset.rule, lines: Number(r.children[2].textContent),\n\
+                 samples: [...r.querySelectorAll('.sample')].map(x => x.textContent)}));\n\
+             return {f, rejects, off: document.querySelectorAll('tr[data-off]').length};",
+            Value::Null,
+        )
+        .await
+}
+
+/// Phase 6: the live page (as `caudal-local up` serves it) opened in headless Chromium before
+/// events are sent: its figures change to the right numbers by themselves and the rejects
+/// appear with their reasons; then `caudal status --html` writes the same figures to a file,
+/// which the browser opens too. A screenshot goes to `$CAUDAL_SCREENSHOT` when set (the
+/// README's, docs/dashboard.png).
+async fn dashboard_phase(stack: &Stack, pg: &tokio_postgres::Client, run: &str) {
+    let (url, task) = caudal::dashboard::spawn_local(stack.run_dir(), None)
+        .await
+        .expect("dashboard starts");
+    let since = time::OffsetDateTime::now_utc();
+    let since_arg = caudal_core::envelope::format_timestamp(since);
+    let page = format!("{url}?since={since_arg}");
+    let chrome = browser::Browser::start(browser::DESKTOP_CHROME).await;
+    chrome.resize(1280, 2200).await;
+    chrome.goto(&page).await;
+    let before = page_figures(&chrome).await;
+    for k in ["accepted", "archived", "loaded", "rejected"] {
+        assert_eq!(
+            before["f"][k], "0",
+            "{k} before anything was sent: {before}"
+        );
+    }
+    assert_eq!(before["f"]["p50"], "—", "{before}");
+
+    let items = send(stack, run, 6).await;
+    let accepted = items
+        .iter()
+        .filter(|i| i.expect != Expect::ApiRejected)
+        .count();
+    let expect: HashMap<String, Expect> =
+        items.iter().map(|i| (i.id.clone(), after_fix(i))).collect();
+    let rejected = expect.values().filter(|e| **e == Expect::Rejected).count();
+    let rows = expect
+        .values()
+        .filter(|e| matches!(e, Expect::Row(_)))
+        .count();
+    assert!(rejected > 0 && rows > 0);
+    let want = accepted.to_string();
+    // The page refreshes itself: no reload, only reading what it shows.
+    let deadline = Instant::now() + LOAD_TIMEOUT;
+    let now = loop {
+        let seen = page_figures(&chrome).await;
+        let f = &seen["f"];
+        if f["loaded"] == want.as_str()
+            && f["archived"] == want.as_str()
+            && f["rejected"] == rejected.to_string().as_str()
+        {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live page did not show every event loaded: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_exactly_once(pg, &expect).await;
+    let f = &now["f"];
+    assert_eq!(f["accepted"], want.as_str(), "{now}");
+    assert_eq!(f["off"], "0", "{now}");
+    assert_eq!(now["off"], 0, "no object highlighted: {now}");
+    assert_eq!(f["dlq"], "0", "{now}");
+    assert_eq!(f["health"], "OK: nothing needs a person", "{now}");
+    assert!(
+        f["p50"].as_str().is_some_and(|s| s.ends_with(" s")),
+        "{now}"
+    );
+    // Every reject is in a row of its reason, with the newest lines and their messages.
+    let shown: i64 = now["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lines"].as_i64().unwrap())
+        .sum();
+    assert_eq!(shown, rejected as i64, "{now}");
+    let reject_ids: Vec<&String> = expect
+        .iter()
+        .filter(|(_, e)| **e == Expect::Rejected)
+        .map(|(id, _)| id)
+        .collect();
+    let samples: Vec<String> = now["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["samples"].as_array().unwrap().iter())
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        samples
+            .iter()
+            .any(|s| reject_ids.iter().any(|id| s.contains(id.as_str()))),
+        "a sample is one of this phase's rejected lines: {samples:?}"
+    );
+    // Each of this phase's reject codes has its row, and the reasons shown are the warehouse's.
+    let mine: Vec<(String, String)> = pg
+        .query(
+            "SELECT code, message FROM public.caudal_rejects WHERE event_id LIKE $1",
+            &[&format!("{run}p6-%")],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(mine.len(), rejected);
+    let rows_shown = now["rejects"].as_array().unwrap();
+    for (code, _) in &mine {
+        assert!(
+            rows_shown.iter().any(|r| r["code"] == code.as_str()),
+            "no row for reject code {code}: {now}"
+        );
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| mine.iter().any(|(_, m)| s.contains(m.as_str()))),
+        "a reason is shown: {samples:?} vs {mine:?}"
+    );
+    // The screenshot shows the whole run (every phase's traffic, its rejects and objects).
+    chrome.goto(&format!("{url}?minutes=10")).await;
+    let png = chrome.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    if let Ok(path) = std::env::var("CAUDAL_SCREENSHOT") {
+        std::fs::write(&path, &png).expect("writing the screenshot");
+        eprintln!("screenshot: {path}");
+    }
+
+    // The report: the same page as one file, from `caudal status --html`.
+    let report = stack.run_dir().join("report.html");
+    let file = report.display().to_string();
+    let code = caudal(
+        stack.run_dir(),
+        &["status", "--html", &file, "--since", &since_arg],
+    )
+    .await;
+    assert_eq!(code, 0, "status");
+    let html = std::fs::read_to_string(&report).expect("the report");
+    assert!(!html.contains("<script"), "a report needs no script");
+    chrome.goto(&format!("file://{file}")).await;
+    let r = page_figures(&chrome).await;
+    for k in ["accepted", "archived", "loaded", "rejected", "off", "dlq"] {
+        assert_eq!(r["f"][k], f[k], "{k}: report {r} vs live {now}");
+    }
+    chrome.quit().await;
+    task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -524,6 +692,11 @@ async fn operating_the_pipeline_with_caudal() {
         .get(0);
     assert_eq!(smoke_rows, 3);
     eprintln!("phase 5 (smoke) {:?}", t.elapsed());
+
+    // ---- 6. The dashboard: live in a real browser, and as a report file. ------------------
+    let t = Instant::now();
+    dashboard_phase(&stack, &pg, &run).await;
+    eprintln!("phase 6 (dashboard) {:?}", t.elapsed());
 
     stack.stop().await.expect("stack stops");
     let _ = std::fs::remove_dir_all(&run_dir);

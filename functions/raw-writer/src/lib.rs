@@ -605,6 +605,7 @@ fn emit_summary(sum: &Summary<'_, '_>, ctx: &Context) {
     );
     Emf::new(FUNCTION_NAME)
         .metric("Records", records as f64, Unit::Count)
+        .metric("EventsArchived", enc.valid.len() as f64, Unit::Count)
         .metric("BytesIn", enc.bytes_in as f64, Unit::Bytes)
         .metric("BytesWritten", written as f64, Unit::Bytes)
         .metric("CompressionRatio", ratio, Unit::None)

@@ -605,6 +605,11 @@ async fn firehose_failing_after_retries_defers_the_lines_instead_of_holding_the_
     assert!(sent[0].1.len() < 1024, "a reference, not a payload");
 
     let m = metrics_of("defer-partial");
+    assert_eq!(
+        metric(&m, "EventsArchived"),
+        calls[0].len() as f64,
+        "every line of the raw object (the dashboard's archived per minute)"
+    );
     assert_eq!(metric(&m, "LakeDeferredLines"), 2.0);
     assert_eq!(metric(&m, "LakeDeferFailures"), 0.0);
     assert_eq!(metric(&m, "FirehoseFailedRecords"), 2.0);

@@ -288,6 +288,7 @@ mod tests {
             "caudal_events_hourly",
             "caudal_rejects_by_reason",
             "caudal_reconciliation",
+            "caudal_load_latency",
         ] {
             m.insert(other.to_owned(), vec![col("x", "bigint", None)]);
         }
@@ -359,7 +360,7 @@ mod tests {
         }
         assert!(st[1 + n].contains("caudal_ledger"));
         assert!(st[2 + n].contains("caudal_rejects"));
-        assert_eq!(st.len(), 1 + n + 2 + 3);
+        assert_eq!(st.len(), 1 + n + 2 + 4);
     }
 
     #[test]

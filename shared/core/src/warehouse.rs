@@ -159,6 +159,16 @@ impl Value {
             _ => None,
         }
     }
+
+    /// The cell as a number: a double, a long, or text holding one (DECIMAL comes as text).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Double(v) => Some(*v),
+            Value::Long(v) => Some(*v as f64),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 /// Why waiting for a statement did not end in FINISHED.

@@ -5,6 +5,9 @@
 //! Only what the tests need: start a session, open a URL, run an async script in the page and
 //! get its result. No WebDriver crate: the protocol is a handful of JSON calls.
 
+// Included by several test crates (`#[path]`), each using part of it.
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -142,6 +145,32 @@ impl Browser {
             json!({ "script": wrapped, "args": [args] }),
         )
         .await
+    }
+
+    /// Resize the window to `width` × `height` CSS pixels (what a screenshot shows).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call("window/rect", json!({ "width": width, "height": height }))
+            .await;
+    }
+
+    /// A PNG of the window.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let v: Value = self
+            .http
+            .get(format!("{}/screenshot", self.base))
+            .send()
+            .await
+            .expect("webdriver screenshot")
+            .json()
+            .await
+            .expect("webdriver JSON");
+        let b64 = v["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no screenshot: {v}"));
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("screenshot base64")
     }
 
     /// End the session and chromedriver.

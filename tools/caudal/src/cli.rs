@@ -57,7 +57,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Per stage: flow, lag, queues, rejects, reconciliation; exit code 2 when a person is needed.
-    Status,
+    Status {
+        /// Also write the dashboard page (one self-contained HTML file) here: flow per minute,
+        /// latency, lag, rejects with samples, events per type per hour, reconciliation per
+        /// raw object, queue depths.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Start of the page's window: RFC 3339, or a duration back from now (`90m`, `24h`;
+        /// at most a day).
+        #[arg(long, default_value = "60m", value_parser = time_arg, requires = "html")]
+        since: OffsetDateTime,
+    },
     /// The stream against the raw archive (per hour and per object), raw-invalid/ objects,
     /// failed batches, and the warehouse's reconciliation view; exit code 2 on a difference.
     Reconcile {
@@ -269,8 +279,15 @@ async fn main_inner(cli: Cli) -> anyhow::Result<u8> {
     let stack = stack(&cli).await?;
     let ctx = Ctx::new(&stack).await.context("reading the stack")?;
     match &cli.command {
-        Command::Status => {
+        Command::Status { html, since } => {
             let s = status::status(&ctx).await?;
+            if let Some(path) = html {
+                let name = cli.stack.clone().unwrap_or_else(|| "local".to_owned());
+                let d = crate::dashboard::gather(&ctx, &name, *since).await?;
+                std::fs::write(path, crate::dashboard::render(&d, None))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
             print(cli.json, &s);
             Ok(if s.problems.is_empty() { 0 } else { 2 })
         }

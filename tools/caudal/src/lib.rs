@@ -6,7 +6,7 @@
 //!
 //! | command | module |
 //! |---|---|
-//! | `status` — per stage, and what needs a person (exit code 2) | [`status`] |
+//! | `status` — per stage, and what needs a person (exit code 2); `--html` the dashboard page | [`status`], [`dashboard`] |
 //! | `reconcile` — stream → raw archive → warehouse | [`status`] |
 //! | `replay` — raw objects announced to the loader again | [`announce`] |
 //! | `reprocess` — raw objects loaded again with the current rules | [`announce`] |
@@ -22,6 +22,7 @@ pub mod announce;
 pub mod archive;
 pub mod cli;
 pub mod cost;
+pub mod dashboard;
 pub mod metrics;
 pub mod queue;
 pub mod rawfail;

@@ -62,7 +62,8 @@ pub struct Status {
     pub problems: Vec<String>,
 }
 
-async fn list_hours(
+/// The objects under `root` of the hours from `from` to `to`.
+pub(crate) async fn list_hours(
     ctx: &Ctx,
     root: &str,
     from: OffsetDateTime,
@@ -77,7 +78,7 @@ async fn list_hours(
 }
 
 /// The raw objects of this stack's own region (keys name a region everywhere but at home).
-fn own(ctx: &Ctx, objects: Vec<Listed>) -> Vec<Listed> {
+pub(crate) fn own(ctx: &Ctx, objects: Vec<Listed>) -> Vec<Listed> {
     let region = ctx.resources.raw_key_region.as_deref();
     objects
         .into_iter()

@@ -608,7 +608,7 @@ fn ddl_create_covers_tables_ledger_rejects_views() {
     let rs = bundled();
     let schema = Ident::parse("analytics").unwrap();
     let ddl = rs.ddl_create(&schema);
-    assert_eq!(ddl.len(), rs.tables().len() + 2 + 3);
+    assert_eq!(ddl.len(), rs.tables().len() + 2 + 4);
     let pv = ddl.iter().find(|s| s.contains("\"page_views\" (")).unwrap();
     assert!(pv.starts_with("CREATE TABLE IF NOT EXISTS \"analytics\".\"page_views\" (\n  \"event_time\" TIMESTAMPTZ NOT NULL,"), "{pv}");
     assert!(pv.contains("\"url\" VARCHAR(2048) NOT NULL"));
