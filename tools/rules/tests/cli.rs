@@ -155,8 +155,8 @@ fn ddl_prints_create_statements() {
         "{s}"
     );
     // 11 event tables (5 of caudal's own incl. the catch-all, 3 for Segment, 3 for Snowplow),
-    // ledger + rejects, 3 views.
-    assert_eq!(s.matches(";\n").count(), 11 + 2 + 3);
+    // ledger + rejects, 4 views.
+    assert_eq!(s.matches(";\n").count(), 11 + 2 + 4);
     let o = rules(&["ddl", "--schema", "x; drop table y"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a valid identifier"));

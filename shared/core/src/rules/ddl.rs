@@ -404,7 +404,7 @@ mod tests {
     fn shipped_sql_files_have_the_expected_statements() {
         assert_eq!(split_sql(SQL_LEDGER).len(), 1);
         assert_eq!(split_sql(SQL_REJECTS).len(), 1);
-        assert_eq!(split_sql(SQL_VIEWS).len(), 3);
+        assert_eq!(split_sql(SQL_VIEWS).len(), 4);
         for s in split_sql(SQL_LEDGER)
             .iter()
             .chain(&split_sql(SQL_REJECTS))
