@@ -254,6 +254,14 @@ impl<'a> Envelope<'a> {
         }
         let env: Envelope<'a> =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        env.checked()
+    }
+
+    /// The checks [`Envelope::parse`] makes after decoding (for a decoder that read the
+    /// envelope as part of something larger, e.g. [`crate::raw::DecodedLine`]); the line-break
+    /// check on the bytes is the caller's.
+    pub(crate) fn checked(self) -> Result<Self, EnvelopeError> {
+        let env = self;
         if env.v != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(env.v));
         }

@@ -13,6 +13,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::envelope::{Envelope, EnvelopeError, has_line_break};
+
 /// Where a record came from in the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KinesisCoords<'a> {
@@ -93,10 +95,66 @@ impl<'a> RawLine<'a> {
     }
 }
 
+/// An archive line with its envelope decoded in the same pass over the bytes: what the loader
+/// reads for every line. It accepts exactly the lines that [`RawLine::parse`] followed by
+/// [`Envelope::parse`] accept, with the same values and, for a line it refuses, the same error
+/// (the rare refused line is decoded again the two-step way, which names the failing step).
+#[derive(Debug)]
+pub struct DecodedLine<'a> {
+    /// Stream coordinates.
+    pub kinesis: KinesisCoords<'a>,
+    /// The envelope, decoded and checked.
+    pub envelope: Envelope<'a>,
+}
+
+/// Why an archive line does not decode ([`DecodedLine::parse`]). Permanent: the line is what
+/// the archive holds.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// Not a raw-archive line (not JSON, or not `{"kinesis":…,"envelope":…}`).
+    #[error("{0}")]
+    Line(serde_json::Error),
+    /// The line's envelope is not a valid envelope.
+    #[error("{0}")]
+    Envelope(EnvelopeError),
+}
+
+impl<'a> DecodedLine<'a> {
+    /// Decode one archive line (without its newline) and its envelope.
+    pub fn parse(line: &'a [u8]) -> Result<Self, LineError> {
+        /// The line's shape with the envelope's fields read in place.
+        #[derive(Deserialize)]
+        struct OnePass<'a> {
+            #[serde(borrow)]
+            kinesis: KinesisCoords<'a>,
+            #[serde(borrow)]
+            envelope: Envelope<'a>,
+        }
+        // A line break anywhere (only a `\r` can be in a line) is refused by the envelope's
+        // check when it is inside the envelope: leave that case to the two-step path.
+        if !has_line_break(line)
+            && let Ok(one) = serde_json::from_slice::<OnePass<'a>>(line)
+            && let Ok(envelope) = one.envelope.checked()
+        {
+            return Ok(Self {
+                kinesis: one.kinesis,
+                envelope,
+            });
+        }
+        let raw = RawLine::parse(line).map_err(LineError::Line)?;
+        let envelope =
+            Envelope::parse(raw.envelope.get().as_bytes()).map_err(LineError::Envelope)?;
+        Ok(Self {
+            kinesis: raw.kinesis,
+            envelope,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{self, Envelope, EventRef, RequestMeta};
+    use crate::envelope::{self, EventRef, RequestMeta};
 
     fn coords() -> KinesisCoords<'static> {
         KinesisCoords {
@@ -146,5 +204,81 @@ mod tests {
         );
         assert_eq!(v["reason"], "not an envelope: x");
         assert_eq!(v["kinesis"]["shard_id"], "shardId-000000000001");
+    }
+    /// The two-step decode, as [`DecodedLine::parse`] must match it.
+    fn two_step(line: &[u8]) -> Result<String, String> {
+        let raw = RawLine::parse(line).map_err(|e| format!("line: {e}"))?;
+        let env =
+            Envelope::parse(raw.envelope.get().as_bytes()).map_err(|e| format!("envelope: {e}"))?;
+        Ok(format!("{:?} {env:?}", raw.kinesis))
+    }
+
+    fn one_pass(line: &[u8]) -> Result<String, String> {
+        match DecodedLine::parse(line) {
+            Ok(d) => Ok(format!("{:?} {:?}", d.kinesis, d.envelope)),
+            Err(LineError::Line(e)) => Err(format!("line: {e}")),
+            Err(LineError::Envelope(e)) => Err(format!("envelope: {e}")),
+        }
+    }
+
+    #[test]
+    fn one_pass_decodes_what_two_steps_decode_and_fails_alike() {
+        let env = envelope::encode(
+            &EventRef {
+                id: "e\"1",
+                id_generated: true,
+                event_type: "page_view",
+                raw: br#"{"type":"page_view","a":[1, 2],"s":"x\u00e9\"y"}"#,
+                event_time: Some("2026-11-25T19:55:17.000Z"),
+            },
+            &RequestMeta {
+                request_id: "req-1".into(),
+                received_at: Some("2026-11-25T19:55:17.123Z".into()),
+                source_ip: Some("203.0.113.9".into()),
+                user_agent: Some("Mozilla/5.0 \"quoted\"".into()),
+                principal: Some("key-1".into()),
+                stage: Some("$default".into()),
+                protocol: Some("segment"),
+            },
+        );
+        let mut good = Vec::new();
+        write_line(&mut good, &coords(), &env).unwrap();
+        good.pop();
+        let mut lines: Vec<Vec<u8>> = vec![good.clone()];
+        // Every truncation and every one-byte deletion: mostly refused, by the same step with
+        // the same message.
+        for i in 0..good.len() {
+            lines.push(good[..i].to_vec());
+            let mut cut = good.clone();
+            cut.remove(i);
+            lines.push(cut);
+        }
+        let text = String::from_utf8(good.clone()).unwrap();
+        for (from, to) in [
+            (r#""v":1"#, r#""v":2"#),
+            (r#""id":"e\"1""#, r#""id":"""#),
+            (r#""type":"page_view""#, r#""type":"""#),
+            (r#","event":{"#, r#","event_text":"{}","event":{"#),
+            (r#""event":{"#, r#""other":{"#),
+            ("Mozilla", "Mo\rzilla"),
+            (r#","id":"#, ",\r\"id\":"),
+            ("Mozilla", "Mo\\rzilla"),
+            (r#""arrival""#, r#""arrival":1,"x""#),
+        ] {
+            assert!(text.contains(from), "{from}");
+            lines.push(text.replacen(from, to, 1).into_bytes());
+        }
+        lines.push(b"{\"envelope\":{},\"kinesis\":{}}\r".to_vec());
+        let mut refused = 0;
+        for line in &lines {
+            let want = two_step(line);
+            refused += usize::from(want.is_err());
+            assert_eq!(one_pass(line), want, "{}", String::from_utf8_lossy(line));
+        }
+        assert!(one_pass(&good).is_ok());
+        assert!(
+            refused > good.len(),
+            "most variants are refused ({refused})"
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::{
     RAW_KEY_COLUMN, Reject, Row, RuleSet, STANDARD_COLUMNS, clip, expr, source_text, types,
 };
 use crate::envelope::{Envelope, has_line_break};
-use crate::raw::{KinesisCoords, RawLine};
+use crate::raw::{DecodedLine, KinesisCoords, LineError};
 
 impl RuleSet {
     /// Apply the rules to one raw-archive line (docs/CONTRACTS.md §2, without its newline).
@@ -22,13 +22,10 @@ impl RuleSet {
         let parse_reject = |what: &str, e: &dyn std::fmt::Display| {
             Outcome::Rejected(Reject::new("parse", None, None, format!("{what}: {e}")))
         };
-        let raw = match RawLine::parse(line) {
-            Ok(r) => r,
-            Err(e) => return parse_reject("not a raw-archive line", &e),
-        };
-        let env = match Envelope::parse(raw.envelope.get().as_bytes()) {
-            Ok(e) => e,
-            Err(e) => return parse_reject("bad envelope", &e),
+        let (kinesis, env) = match DecodedLine::parse(line) {
+            Ok(d) => (d.kinesis, d.envelope),
+            Err(LineError::Line(e)) => return parse_reject("not a raw-archive line", &e),
+            Err(LineError::Envelope(e)) => return parse_reject("bad envelope", &e),
         };
         let identify = |mut r: Reject| {
             r.event_id = Some(env.id.to_string());
@@ -46,7 +43,7 @@ impl RuleSet {
             event,
             event_bytes: &bytes,
             env: &env,
-            kin: &raw.kinesis,
+            kin: &kinesis,
             env_json: OnceCell::new(),
             kin_json: OnceCell::new(),
             uses: rule.map_or(self.global_uses, |r| r.uses),

@@ -37,6 +37,14 @@ pub(crate) enum Step {
     Default(Value),
 }
 
+/// The string a text step reads (no copy).
+fn text(v: &Value) -> Result<&str, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(format!("expects a string, got {other}")),
+    }
+}
+
 /// Names accepted in `then:`, for messages.
 pub(crate) const STEP_NAMES: &str = "trim, lower, upper, sha256, date, hour, day_of_week, ip_truncate, from_epoch_ms, from_epoch_s, {default: <value>}";
 
@@ -81,12 +89,6 @@ impl Step {
                 _ => v,
             });
         }
-        let text = |v: &Value| -> Result<String, String> {
-            match v {
-                Value::String(s) => Ok(s.clone()),
-                other => Err(format!("expects a string, got {other}")),
-            }
-        };
         Ok(Cow::Owned(match self {
             Step::Default(_) => return Ok(v),
             Step::Trim => match v.as_ref() {
@@ -105,7 +107,7 @@ impl Step {
                 Value::String(hex::encode(h.finalize()))
             }
             Step::Date | Step::Hour | Step::DayOfWeek => {
-                let t = parse_timestamp(&text(&v)?)?.to_offset(time::UtcOffset::UTC);
+                let t = parse_timestamp(text(&v)?)?.to_offset(time::UtcOffset::UTC);
                 match self {
                     Step::Date => Value::String(format_date(t.date())),
                     Step::Hour => Value::from(t.hour()),

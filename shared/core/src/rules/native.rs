@@ -594,6 +594,16 @@ fn call<'v>(f: Func, args: &'v [Native], vars: &Vars<'v>, scope: &mut Scope<'v>)
             V::Str(s) => Ok(V::Str(s)),
             _ => Err(Bail),
         },
+        // `s.lowerAscii().contains(p)` (a bot filter's shape, often inside a loop over words):
+        // compared in place instead of lower-casing a copy of `s` on every call.
+        Func::Contains | Func::StartsWith | Func::EndsWith
+            if let [Native::Call(Func::LowerAscii, inner), needle] = args
+                && let [inner] = &inner[..] =>
+        {
+            let s = string(inner.run(vars, scope)?)?;
+            let p = string(needle.run(vars, scope)?)?;
+            Ok(V::Bool(lowered_matches(f, &s, &p)))
+        }
         Func::Contains | Func::StartsWith | Func::EndsWith => {
             let (s, p) = (string(arg(0)?)?, string(arg(1)?)?);
             Ok(V::Bool(match f {
@@ -609,12 +619,35 @@ fn call<'v>(f: Func, args: &'v [Native], vars: &Vars<'v>, scope: &mut Scope<'v>)
             if sep.is_empty() {
                 return Err(Bail);
             }
-            Ok(V::List(
-                s.split(sep.as_ref())
+            Ok(V::List(match s {
+                // Parts of a string of the line borrow from it.
+                Cow::Borrowed(s) => s
+                    .split(sep.as_ref())
+                    .map(|p| V::Str(Cow::Borrowed(p)))
+                    .collect(),
+                Cow::Owned(s) => s
+                    .split(sep.as_ref())
                     .map(|p| V::Str(Cow::Owned(p.to_owned())))
                     .collect(),
-            ))
+            }))
         }
+    }
+}
+
+/// `s.lowerAscii()` against `p` by `f` (`contains`, `startsWith` or `endsWith`), without the
+/// lower-cased copy. `lowerAscii` changes ASCII letters only, byte for byte, so the copy's
+/// slice at any offset is that slice of `s` lower-cased: it equals `p` exactly when `p` has no
+/// ASCII capital and the slice equals `p` ignoring ASCII case.
+fn lowered_matches(f: Func, s: &str, p: &str) -> bool {
+    let (s, p) = (s.as_bytes(), p.as_bytes());
+    if p.iter().any(u8::is_ascii_uppercase) || p.len() > s.len() {
+        return false;
+    }
+    let at = |i: usize| s[i..i + p.len()].eq_ignore_ascii_case(p);
+    match f {
+        Func::StartsWith => at(0),
+        Func::EndsWith => at(s.len() - p.len()),
+        _ => (0..=s.len() - p.len()).any(at),
     }
 }
 
@@ -806,6 +839,10 @@ mod tests {
         "event.s.endsWith('c')",
         "event.s.lowerAscii()",
         "event.s.upperAscii()",
+        "event.s.lowerAscii().contains(event.a)",
+        "event.s.lowerAscii().startsWith(event.a)",
+        "event.s.lowerAscii().endsWith(event.a)",
+        "event.s.lowerAscii().contains('b')",
         "event.s.split('b')",
         "event.s.split('')",
         "event.s + event.s",
@@ -876,6 +913,8 @@ mod tests {
                 json!(false),
             ),
             (EXPRESSIONS[0], &page, None, json!(false)),
+            (EXPRESSIONS[0], &page, Some("UptimeRobot/2.0"), json!(true)),
+            (EXPRESSIONS[0], &page, Some("HeadlessChrom"), json!(false)),
             (EXPRESSIONS[1], &page, None, json!(false)),
             (EXPRESSIONS[1], &json!({"test": true}), None, json!(true)),
             (EXPRESSIONS[1], &json!({}), None, json!(false)),
@@ -1024,6 +1063,40 @@ mod tests {
         }
     }
 
+    /// `s.lowerAscii()` compared in place: capitals in the needle never match, only ASCII
+    /// letters fold, and the needle may sit at either end or be empty or too long.
+    #[test]
+    fn lower_ascii_comparisons_fold_only_ascii_letters() {
+        let cases: &[(&str, &str, [bool; 3])] = &[
+            ("Mozilla Googlebot", "bot", [true, false, true]),
+            ("Mozilla Googlebot", "mozilla", [true, true, false]),
+            ("Mozilla Googlebot", "Bot", [false, false, false]),
+            ("Mozilla Googlebot", "", [true, true, true]),
+            ("ÉCOLE bot", "école", [false, false, false]),
+            ("ÉCOLE bot", "École", [true, true, false]),
+            ("ÉCOLE bot", "Écol", [true, true, false]),
+            ("éCOLE bot", "écol", [true, true, false]),
+            ("ab", "abc", [false, false, false]),
+            ("", "", [true, true, true]),
+            ("aXa", "xa", [true, false, true]),
+        ];
+        let exprs = [
+            "event.s.lowerAscii().contains(event.a)",
+            "event.s.lowerAscii().startsWith(event.a)",
+            "event.s.lowerAscii().endsWith(event.a)",
+        ];
+        for (hay, needle, want) in cases {
+            let event = json!({"s": hay, "a": needle});
+            for (src, want) in exprs.iter().zip(want) {
+                assert_eq!(
+                    agreed(src, &event, None),
+                    Some(json!(want)),
+                    "{src} on {event}"
+                );
+            }
+        }
+    }
+
     /// Where CEL fails or is subtle, the native evaluator defers (the interpreter answers).
     #[test]
     fn native_defers_errors_and_subtle_cases() {
@@ -1076,7 +1149,9 @@ mod tests {
                 "A@b.example",
                 "Mobile bot",
                 "héllo",
-                "a?b#c"
+                "a?b#c",
+                "ÉCOLE bot",
+                "aXa"
             ])
             .prop_map(|s| json!(s)),
         ];
