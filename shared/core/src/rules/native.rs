@@ -58,7 +58,10 @@ pub(crate) const ENVELOPE_MEMBERS: [&str; 12] = [
 pub(crate) enum Native {
     /// A literal.
     Lit(Lit),
-    /// A variable: `event`, `envelope`, `kinesis`, or one bound by a comprehension.
+    /// One of the line's variables, where no comprehension binds its name (resolved when
+    /// compiling rather than by name on every evaluation).
+    Var(LineVar),
+    /// A variable bound by a comprehension, or an unknown name (which defers).
     Ident(String),
     /// `operand.field`, or `has(operand.field)` when `test`.
     Select {
@@ -72,6 +75,14 @@ pub(crate) enum Native {
     Call(Func, Vec<Native>),
     /// A comprehension (what `exists`, `all`, … expand to).
     Loop(Box<Loop>),
+}
+
+/// The variables of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineVar {
+    Event,
+    Envelope,
+    Kinesis,
 }
 
 /// A literal value.
@@ -208,6 +219,11 @@ type Scope<'v> = Vec<(&'v str, V<'v>)>;
 impl Native {
     /// Compile the interpreter's parse tree; `None` when it uses anything outside the subset.
     pub fn compile(e: &IdedExpr) -> Option<Native> {
+        Self::compile_in(e, &mut Vec::new())
+    }
+
+    /// Compile `e` where the comprehensions around it bind `bound` (innermost last).
+    fn compile_in(e: &IdedExpr, bound: &mut Vec<String>) -> Option<Native> {
         Some(match &e.expr {
             Expr::Literal(l) => Native::Lit(match l {
                 LiteralValue::Null => Lit::Null,
@@ -218,48 +234,66 @@ impl Native {
                 LiteralValue::String(s) => Lit::Str(s.inner().to_owned()),
                 LiteralValue::Bytes(_) => return None,
             }),
-            Expr::Ident(name) => Native::Ident(name.clone()),
+            Expr::Ident(name) if bound.contains(name) => Native::Ident(name.clone()),
+            Expr::Ident(name) => match name.as_str() {
+                "event" => Native::Var(LineVar::Event),
+                "envelope" => Native::Var(LineVar::Envelope),
+                "kinesis" => Native::Var(LineVar::Kinesis),
+                _ => Native::Ident(name.clone()),
+            },
             Expr::Select(s) => Native::Select {
-                operand: Box::new(Native::compile(&s.operand)?),
+                operand: Box::new(Native::compile_in(&s.operand, bound)?),
                 field: s.field.clone(),
                 test: s.test,
             },
             Expr::List(l) if l.optional_indices.is_empty() => Native::List(
                 l.elements
                     .iter()
-                    .map(Native::compile)
+                    .map(|e| Native::compile_in(e, bound))
                     .collect::<Option<_>>()?,
             ),
-            Expr::Call(c) => Self::compile_call(c)?,
-            Expr::Comprehension(c) => Self::compile_loop(c)?,
+            Expr::Call(c) => Self::compile_call(c, bound)?,
+            Expr::Comprehension(c) => Self::compile_loop(c, bound)?,
             _ => return None,
         })
     }
 
-    fn compile_call(c: &CallExpr) -> Option<Native> {
+    fn compile_call(c: &CallExpr, bound: &mut Vec<String>) -> Option<Native> {
         let mut args = Vec::with_capacity(c.args.len() + 1);
         if let Some(t) = &c.target {
-            args.push(Native::compile(t)?);
+            args.push(Native::compile_in(t, bound)?);
         }
         for a in &c.args {
-            args.push(Native::compile(a)?);
+            args.push(Native::compile_in(a, bound)?);
         }
         let f = Func::of(&c.func_name, c.target.is_some(), args.len())?;
         Some(Native::Call(f, args))
     }
 
-    fn compile_loop(c: &ComprehensionExpr) -> Option<Native> {
+    /// A comprehension: its range and initial value see the names bound around it; its
+    /// condition and result also the accumulator; its step the accumulator and the iteration
+    /// variable (as [`Native::run`] binds them).
+    fn compile_loop(c: &ComprehensionExpr, bound: &mut Vec<String>) -> Option<Native> {
         if c.iter_var2.is_some() {
             return None;
         }
+        let range = Native::compile_in(&c.iter_range, bound)?;
+        let init = Native::compile_in(&c.accu_init, bound)?;
+        let base = bound.len();
+        bound.push(c.accu_var.clone());
+        let cond = Native::compile_in(&c.loop_cond, bound);
+        let result = Native::compile_in(&c.result, bound);
+        bound.push(c.iter_var.clone());
+        let step = Native::compile_in(&c.loop_step, bound);
+        bound.truncate(base);
         Some(Native::Loop(Box::new(Loop {
-            range: Native::compile(&c.iter_range)?,
+            range,
             iter_var: c.iter_var.clone(),
             accu_var: c.accu_var.clone(),
-            init: Native::compile(&c.accu_init)?,
-            cond: Native::compile(&c.loop_cond)?,
-            step: Native::compile(&c.loop_step)?,
-            result: Native::compile(&c.result)?,
+            init,
+            cond: cond?,
+            step: step?,
+            result: result?,
         })))
     }
 
@@ -281,17 +315,15 @@ impl Native {
                 Lit::Double(d) => V::Double(*d),
                 Lit::Str(s) => V::Str(Cow::Borrowed(s)),
             }),
-            Native::Ident(name) => {
-                if let Some((_, v)) = scope.iter().rev().find(|(n, _)| n == name) {
-                    return Ok(v.clone());
-                }
-                match name.as_str() {
-                    "event" => Ok(of_json(vars.event)),
-                    "envelope" => Ok(V::Envelope),
-                    "kinesis" => Ok(of_json((vars.kinesis)())),
-                    _ => Err(Bail),
-                }
-            }
+            Native::Var(LineVar::Event) => Ok(of_json(vars.event)),
+            Native::Var(LineVar::Envelope) => Ok(V::Envelope),
+            Native::Var(LineVar::Kinesis) => Ok(of_json((vars.kinesis)())),
+            Native::Ident(name) => scope
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .ok_or(Bail),
             Native::Select {
                 operand,
                 field,
@@ -850,6 +882,10 @@ mod tests {
         "'a' in event.o",
         "event.a in [1, 'x', null, 2.5]",
         "event.l.exists(x, x == event.a)",
+        "event.l.exists(event, event == 1)",
+        "[1, 2].exists(kinesis, kinesis == 2) && kinesis.shard_id != null",
+        "event.l.map(x, event.l.exists(y, y == x && x != event.a))",
+        "event.l.all(envelope, envelope != null) || envelope.id == 'x'",
         "event.l.all(x, x != null)",
         "event.l.exists_one(x, x == 1)",
         "event.l.map(x, x)",
@@ -913,6 +949,25 @@ mod tests {
                 json!(false),
             ),
             (EXPRESSIONS[0], &page, None, json!(false)),
+            // A comprehension's variable hides the line's variable of the same name.
+            (
+                "[1, 2].exists(event, event == 2) && event.test == false",
+                &page,
+                None,
+                json!(true),
+            ),
+            (
+                "[envelope.id + '!'].exists(envelope, envelope == 'e-1!')",
+                &page,
+                None,
+                json!(true),
+            ),
+            (
+                "event.device.mobile && [1].all(x, [2].exists(x, x == 2) && x == 1)",
+                &page,
+                None,
+                json!(true),
+            ),
             (EXPRESSIONS[0], &page, Some("UptimeRobot/2.0"), json!(true)),
             (EXPRESSIONS[0], &page, Some("HeadlessChrom"), json!(false)),
             (EXPRESSIONS[1], &page, None, json!(false)),
@@ -1060,6 +1115,80 @@ mod tests {
         assert_eq!(envelope_pointer(&env, "/principal"), Some(Value::Null));
         for deferred in ["", "/", "/missing", "/user_agent/0", "/a~1b", "user_agent"] {
             assert_eq!(envelope_pointer(&env, deferred), None, "{deferred}");
+        }
+    }
+
+    /// Every operator and function answers natively with the right value (the random
+    /// differential test rarely draws two numbers of one type, and a deferral passes it).
+    #[test]
+    fn operators_and_functions_answer_natively() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let pairs = [
+            (json!(1), json!(2), Less),
+            (json!(2), json!(1), Greater),
+            (json!(2), json!(2), Equal),
+            (json!(-1.5), json!(2.5), Less),
+            (json!(2.5), json!(2.5), Equal),
+            (json!("a"), json!("b"), Less),
+            (json!("b"), json!("a"), Greater),
+            (
+                json!(18446744073709551615u64),
+                json!(18446744073709551614u64),
+                Greater,
+            ),
+        ];
+        for (a, b, ord) in pairs {
+            let event = json!({"a": a, "b": b});
+            let want = [
+                ("event.a < event.b", ord.is_lt()),
+                ("event.a <= event.b", ord.is_le()),
+                ("event.a > event.b", ord.is_gt()),
+                ("event.a >= event.b", ord.is_ge()),
+                ("event.a == event.b", ord.is_eq()),
+                ("event.a != event.b", ord.is_ne()),
+            ];
+            for (src, want) in want {
+                assert_eq!(
+                    agreed(src, &event, None),
+                    Some(json!(want)),
+                    "{src} on {event}"
+                );
+            }
+        }
+        let event = json!({"a": 3, "d": 2.5, "u": 18446744073709551615u64, "l": [5, 6], "o": {"a": 1}, "s": "héllo"});
+        for (src, want) in [
+            ("event.l[0]", json!(5)),
+            ("event.l[1]", json!(6)),
+            ("[4, event.a][1]", json!(3)),
+            ("event.o['a']", json!(1)),
+            ("6 in event.l", json!(true)),
+            ("5 in event.l", json!(true)),
+            ("7 in event.l", json!(false)),
+            ("3 in [1, event.a]", json!(true)),
+            ("'a' in event.o", json!(true)),
+            ("'b' in event.o", json!(false)),
+            ("size(event.l)", json!(2)),
+            ("size(event.o)", json!(1)),
+            ("size([1, 2, 3])", json!(3)),
+            ("size(event.s)", json!(5)),
+            ("double(event.a)", json!(3.0)),
+            ("double(event.u)", json!(18446744073709551615u64 as f64)),
+            ("double(event.d)", json!(2.5)),
+            ("int(event.a)", json!(3)),
+            ("string(event.s)", json!("héllo")),
+            ("-event.a", json!(-3)),
+            ("-event.d", json!(-2.5)),
+            ("event.a + 2", json!(5)),
+            ("event.a - 5", json!(-2)),
+            ("event.a * 4", json!(12)),
+            ("event.a / 2", json!(1)),
+            ("event.a % 2", json!(1)),
+            ("event.d * 2.0", json!(5.0)),
+            ("event.d / 2.0", json!(1.25)),
+            ("event.d - 0.5", json!(2.0)),
+            ("event.d + 0.5", json!(3.0)),
+        ] {
+            assert_eq!(agreed(src, &event, None), Some(want), "{src}");
         }
     }
 
