@@ -274,19 +274,10 @@ impl PollPolicy {
 /// COPY with `TIMEFORMAT 'auto'` and by PostgreSQL as is. (The envelope's own fields use
 /// [`crate::envelope::format_timestamp`], milliseconds.)
 pub fn format_timestamp(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    if let Some(year) = four_digit_year(t.year()) {
-        // The loader writes three of these per row: digits by hand, not through `format!`.
-        let mut b = *b"0000-00-00T00:00:00.000000Z";
-        put_digits(&mut b[..4], year);
-        put_digits(&mut b[5..7], u32::from(u8::from(t.month())));
-        put_digits(&mut b[8..10], u32::from(t.day()));
-        put_digits(&mut b[11..13], u32::from(t.hour()));
-        put_digits(&mut b[14..16], u32::from(t.minute()));
-        put_digits(&mut b[17..19], u32::from(t.second()));
-        put_digits(&mut b[20..26], t.microsecond());
+    if let Some(b) = timestamp_bytes(t) {
         return b.iter().map(|&c| char::from(c)).collect();
     }
+    let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
         t.year(),
@@ -301,17 +292,36 @@ pub fn format_timestamp(t: time::OffsetDateTime) -> String {
 
 /// A date as `YYYY-MM-DD`, the `DATE` text the loader writes.
 pub fn format_date(d: time::Date) -> String {
-    if let Some(year) = four_digit_year(d.year()) {
+    let (year, month, day) = d.to_calendar_date();
+    if let Some(year) = four_digit_year(year) {
         let mut b = *b"0000-00-00";
         put_digits(&mut b[..4], year);
-        put_digits(&mut b[5..7], u32::from(u8::from(d.month())));
-        put_digits(&mut b[8..], u32::from(d.day()));
+        put_digits(&mut b[5..7], u32::from(u8::from(month)));
+        put_digits(&mut b[8..], u32::from(day));
         return b.iter().map(|&c| char::from(c)).collect();
     }
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 /// The year when it is written with exactly four digits (0–9999).
+/// [`format_timestamp`]'s text as bytes, without allocating, when the year has four digits
+/// (the loader writes three per row into its CSV).
+pub fn timestamp_bytes(t: time::OffsetDateTime) -> Option<[u8; 27]> {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let (year, month, day) = t.to_calendar_date();
+    let year = four_digit_year(year)?;
+    let (hour, minute, second, micro) = t.to_hms_micro();
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    put_digits(&mut b[..4], year);
+    put_digits(&mut b[5..7], u32::from(u8::from(month)));
+    put_digits(&mut b[8..10], u32::from(day));
+    put_digits(&mut b[11..13], u32::from(hour));
+    put_digits(&mut b[14..16], u32::from(minute));
+    put_digits(&mut b[17..19], u32::from(second));
+    put_digits(&mut b[20..26], micro);
+    Some(b)
+}
+
 fn four_digit_year(year: i32) -> Option<u32> {
     u32::try_from(year).ok().filter(|y| *y <= 9999)
 }

@@ -73,7 +73,10 @@ pub fn write_csv_cells<W: Write>(w: &mut W, cells: &[Cell]) -> io::Result<()> {
             Cell::Bool(b) => w.write_all(if *b { b"true" } else { b"false" })?,
             Cell::Text(s) => quoted(w, s)?,
             Cell::Date(d) => w.write_all(format_date(*d).as_bytes())?,
-            Cell::Timestamp(t) => w.write_all(format_timestamp(*t).as_bytes())?,
+            Cell::Timestamp(t) => match crate::warehouse::timestamp_bytes(*t) {
+                Some(b) => w.write_all(&b)?,
+                None => w.write_all(format_timestamp(*t).as_bytes())?,
+            },
             Cell::Super(json) => quoted(w, json)?,
         }
     }
