@@ -929,6 +929,9 @@ mod tests {
             let native = Native::compile(program.expression());
             assert_eq!(native.is_none(), outside.contains(src), "{src}");
         }
+        // A list with an optional element (`?x` adds x only when it has a value) is outside.
+        let optional = cel.compile("[?event.a]").unwrap();
+        assert_eq!(Native::compile(optional.expression()), None);
     }
 
     /// The answers the native evaluator gives itself (so it cannot pass by always deferring).
