@@ -1190,6 +1190,12 @@ mod tests {
             ("event.d / 2.0", json!(1.25)),
             ("event.d - 0.5", json!(2.0)),
             ("event.d + 0.5", json!(3.0)),
+            ("event.u - 1u", json!(18446744073709551614u64)),
+            ("event.u * 1u", json!(18446744073709551615u64)),
+            ("event.u / 5u", json!(3689348814741910323u64)),
+            ("event.u % 10u", json!(5)),
+            ("event.u - event.u + 2u", json!(2)),
+            ("event.s + '!'", json!("héllo!")),
         ] {
             assert_eq!(agreed(src, &event, None), Some(want), "{src}");
         }
@@ -1243,6 +1249,8 @@ mod tests {
             ),
             ("event.a / event.b", json!({"a": 1, "b": 0})),
             ("event.a % event.b", json!({"a": 1.5, "b": 1.0})),
+            ("event.a - event.b", json!({"a": "x", "b": "y"})),
+            ("event.a * event.b", json!({"a": "x", "b": "y"})),
             ("event.a == event.b", json!({"a": [1], "b": [1]})),
             ("event.l[1]", json!({"l": [1]})),
             ("event.l[-1]", json!({"l": [1]})),
