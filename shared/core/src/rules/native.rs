@@ -1196,6 +1196,16 @@ mod tests {
             ("event.u % 10u", json!(5)),
             ("event.u - event.u + 2u", json!(2)),
             ("event.s + '!'", json!("héllo!")),
+            ("event.s.startsWith('hé')", json!(true)),
+            ("event.s.startsWith('lo')", json!(false)),
+            ("event.s.endsWith('lo')", json!(true)),
+            ("event.s.endsWith('hé')", json!(false)),
+            ("event.s.contains('ll')", json!(true)),
+            ("event.s.contains('L')", json!(false)),
+            ("event.s.upperAscii()", json!("HéLLO")),
+            ("(event.s + 'X').lowerAscii()", json!("héllox")),
+            ("event.s.split('l')", json!(["hé", "", "o"])),
+            ("(event.s + 'l').split('l')", json!(["hé", "", "o", ""])),
         ] {
             assert_eq!(agreed(src, &event, None), Some(want), "{src}");
         }
