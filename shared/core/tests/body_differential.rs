@@ -26,7 +26,7 @@ use std::sync::LazyLock;
 
 use caudal_core::event::{
     BodyError, ItemResult, MediaType, ParseOptions, RejectCode, Scalar, ScanError, Scanned,
-    Scratch, decode_body, parse_events, scan,
+    Scratch, decode_body, parse_events, scan, scan_value,
 };
 use caudal_core::limits::Limits;
 use proptest::prelude::*;
@@ -462,18 +462,51 @@ fn scan_verdict<'a>(
     max_depth: usize,
     field: Option<&str>,
 ) -> Result<Scanned<'a>, String> {
-    scan(text, max_depth, field, &mut Scratch::default()).map_err(|e| match e {
-        ScanError::TooDeep => "too deep".to_owned(),
-        ScanError::DuplicateKey(k) => format!("duplicate {k:?}"),
-        ScanError::Unreadable(_) => "unreadable".to_owned(),
-    })
+    scan(text, max_depth, field, &mut Scratch::default()).map_err(|e| verdict(&e))
 }
 
 /// `scan` never panics; on a syntactically valid value it agrees with [`want_scan`].
+/// `scan_value` (which checks the grammar) never panics either; where it finds a value, serde_json
+/// reads that value's text, and both walks agree on it; on a whole text serde_json reads, it
+/// finds the value, all of it, or the same problem as `scan`.
 fn check_scan(text: &str, max_depth: usize, field: Option<&str>) {
     let got = scan_verdict(text, max_depth, field);
-    if serde_json::from_str::<IgnoredAny>(text).is_ok() {
+    let json = serde_json::from_str::<IgnoredAny>(text).is_ok();
+    if json {
         assert_eq!(got, want_scan(text, max_depth, field), "{text:?}");
+    }
+    let strict = scan_value(text, max_depth, field, &mut Scratch::default());
+    match strict {
+        Ok((scanned, len)) => {
+            let value = &text[..len];
+            assert!(
+                serde_json::from_str::<&RawValue>(value).is_ok(),
+                "scan_value took {value:?} of {text:?}, which is not JSON"
+            );
+            assert_eq!(
+                Ok(scanned),
+                scan_verdict(value, max_depth, field),
+                "{text:?}"
+            );
+            if json {
+                assert_eq!(len, text.trim_end_matches([' ', '\t', '\n', '\r']).len());
+            }
+        }
+        Err(ScanError::Syntax) => assert!(!json, "{text:?} is JSON"),
+        Err(e) => {
+            if json {
+                assert_eq!(got, Err(verdict(&e)), "{text:?}");
+            }
+        }
+    }
+}
+
+fn verdict(e: &ScanError) -> String {
+    match e {
+        ScanError::TooDeep => "too deep".to_owned(),
+        ScanError::DuplicateKey(k) => format!("duplicate {k:?}"),
+        ScanError::Unreadable(_) => "unreadable".to_owned(),
+        ScanError::Syntax => "syntax".to_owned(),
     }
 }
 

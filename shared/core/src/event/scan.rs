@@ -65,6 +65,8 @@ pub enum ScanError {
     DuplicateKey(String),
     /// Grammatical JSON that serde_json refuses to read into a value (what, for the message).
     Unreadable(&'static str),
+    /// Not JSON ([`scan_value`] only; [`scan`] does not check the grammar).
+    Syntax,
 }
 
 /// Reusable buffers for [`scan`], so validating many events allocates once.
@@ -78,13 +80,58 @@ pub struct Scratch<'a> {
 /// count nesting depth (stopping as soon as it exceeds `max_depth`), find duplicate keys in every
 /// object and strings or numbers serde_json cannot read, and pick up the top-level members
 /// `type`, `id`, `ts` and `partition_field`. The first problem in document order is returned.
-// Long on purpose: one byte loop; its state (frames, keys, pending slot) would cross any cut.
+/// The grammar is not checked: text that is not JSON gets some answer, never a panic (use
+/// [`scan_value`] when it is not known to be JSON).
 pub fn scan<'a>(
     raw: &'a str,
     max_depth: usize,
     partition_field: Option<&str>,
     scratch: &mut Scratch<'a>,
 ) -> Result<Scanned<'a>, ScanError> {
+    walk::<false>(raw, max_depth, partition_field, scratch).map(|(scanned, _)| scanned)
+}
+
+/// [`scan`] for text **not yet known to be JSON**: the same walk, checking RFC 8259's grammar
+/// as serde_json does (strings without control characters and with valid escapes, number
+/// syntax, the literals, commas and colons in their places), and stopping at the end of the
+/// first value, whose length it returns beside what [`scan`] finds. Text after that value is not
+/// looked at. Whatever is not JSON is a [`ScanError::Syntax`] (which says nothing of where or
+/// why: a reader that must explain asks serde_json). On any text, `Ok` means serde_json reads
+/// `raw[..len]` as a `RawValue`, and [`scan`] of that text answers the same.
+pub fn scan_value<'a>(
+    raw: &'a str,
+    max_depth: usize,
+    partition_field: Option<&str>,
+    scratch: &mut Scratch<'a>,
+) -> Result<(Scanned<'a>, usize), ScanError> {
+    walk::<true>(raw, max_depth, partition_field, scratch)
+}
+
+/// What may come next in [`walk`]'s grammar check.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A value (at the start, after a colon, after a comma in an array).
+    Value,
+    /// A key (after a comma in an object).
+    Key,
+    /// Just after `{` or `[`: a key or value, or the closing bracket.
+    FirstOrClose,
+    /// After a value inside a container: a comma or the closing bracket.
+    CommaOrClose,
+}
+
+/// Tag of an object in [`Scratch::frames`] (the low bit; the rest is the frame's first key).
+const OBJECT: usize = 1;
+
+/// The walk of [`scan`] (`STRICT` false) and [`scan_value`] (`STRICT` true). Returns where the
+/// value ends (strict; the text's length otherwise).
+// Long on purpose: one byte loop; its state (frames, keys, pending slot) would cross any cut.
+fn walk<'a, const STRICT: bool>(
+    raw: &'a str,
+    max_depth: usize,
+    partition_field: Option<&str>,
+    scratch: &mut Scratch<'a>,
+) -> Result<(Scanned<'a>, usize), ScanError> {
     #[derive(Clone, Copy)]
     enum Slot {
         Type,
@@ -92,9 +139,11 @@ pub fn scan<'a>(
         Ts,
         Partition,
     }
+    const SYNTAX: ScanError = ScanError::Syntax;
     let b = raw.as_bytes();
     let mut out = Scanned::default();
     let mut pending: Option<Slot> = None;
+    let mut expect = Expect::Value;
     scratch.keys.clear();
     scratch.frames.clear();
     let mut i = 0;
@@ -105,11 +154,21 @@ pub fn scan<'a>(
         Some(Slot::Partition) => out.partition = v,
         None => {}
     };
+    // (Strict.) Whether the innermost container is an object.
+    let in_object = |frames: &[usize]| frames.last().is_some_and(|f| f & OBJECT != 0);
+    // (Strict.) Whether a value may start here.
+    let value_ok = |expect: Expect, frames: &[usize]| {
+        expect == Expect::Value || (expect == Expect::FirstOrClose && !in_object(frames))
+    };
     while i < b.len() {
         match b[i] {
             b'"' => {
                 let start = i + 1;
-                let (j, escapes) = string_end(b, start);
+                let (j, escapes) = if STRICT {
+                    string_end_strict(b, start).ok_or(SYNTAX)?
+                } else {
+                    string_end(b, start)
+                };
                 let s = raw.get(start..j.min(b.len())).unwrap_or_default();
                 // RawValue skips `\u` escapes without pairing surrogates; reading the string
                 // refuses a lone one.
@@ -123,7 +182,15 @@ pub fn scan<'a>(
                     k += 1;
                 }
                 // (The whitespace and the colon are then skipped by the catch-all arm.)
-                if k < b.len() && b[k] == b':' {
+                let is_key = k < b.len() && b[k] == b':';
+                if STRICT {
+                    let key_ok = expect == Expect::Key
+                        || (expect == Expect::FirstOrClose && in_object(&scratch.frames));
+                    if is_key != key_ok || !(is_key || value_ok(expect, &scratch.frames)) {
+                        return Err(SYNTAX);
+                    }
+                }
+                if is_key {
                     let key = if escaped {
                         Cow::Owned(unescape(s))
                     } else {
@@ -139,31 +206,61 @@ pub fn scan<'a>(
                         };
                     }
                     scratch.keys.push(key);
+                    if STRICT {
+                        i = k + 1;
+                        expect = Expect::Value;
+                    }
                 } else {
                     set(&mut out, pending.take(), Scalar::Str(s, escaped));
+                    if STRICT {
+                        if scratch.frames.is_empty() {
+                            return Ok((out, i));
+                        }
+                        expect = Expect::CommaOrClose;
+                    }
                 }
             }
             c @ (b'{' | b'[') => {
+                if STRICT && !value_ok(expect, &scratch.frames) {
+                    return Err(SYNTAX);
+                }
                 let kind = if c == b'{' { "object" } else { "array" };
                 set(&mut out, pending.take(), Scalar::Other(kind));
                 if scratch.frames.len() >= max_depth {
                     return Err(ScanError::TooDeep);
                 }
-                scratch.frames.push(scratch.keys.len());
+                let tag = if c == b'{' { OBJECT } else { 0 };
+                scratch.frames.push(scratch.keys.len() << 1 | tag);
+                expect = Expect::FirstOrClose;
                 i += 1;
             }
             c @ (b'}' | b']') => {
-                let start = scratch.frames.pop().unwrap_or(0);
+                if STRICT
+                    && (in_object(&scratch.frames) != (c == b'}')
+                        || scratch.frames.is_empty()
+                        || !matches!(expect, Expect::FirstOrClose | Expect::CommaOrClose))
+                {
+                    return Err(SYNTAX);
+                }
+                let start = scratch.frames.pop().unwrap_or(0) >> 1;
                 if c == b'}' {
                     let from = start.min(scratch.keys.len());
                     let keys = &mut scratch.keys[from..];
-                    keys.sort_unstable();
-                    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-                        return Err(ScanError::DuplicateKey(truncate(&w[0], 64)));
+                    if may_repeat(keys) {
+                        keys.sort_unstable();
+                        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+                            return Err(ScanError::DuplicateKey(truncate(&w[0], 64)));
+                        }
                     }
                 }
                 scratch.keys.truncate(start);
                 i += 1;
+                if STRICT {
+                    if scratch.frames.is_empty() {
+                        return Ok((out, i));
+                    }
+                    expect = Expect::CommaOrClose;
+                }
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
@@ -172,11 +269,20 @@ pub fn scan<'a>(
                     i += 1;
                 }
                 let n = raw.get(start..i).unwrap_or_default();
+                if STRICT && (!value_ok(expect, &scratch.frames) || !is_number(n.as_bytes())) {
+                    return Err(SYNTAX);
+                }
                 // RawValue checks only the grammar; reading the number refuses one beyond f64.
                 if may_overflow(n) && serde_json::from_str::<f64>(n).is_err() {
                     return Err(ScanError::Unreadable("a number beyond the range of an f64"));
                 }
                 set(&mut out, pending.take(), Scalar::Number(n));
+                if STRICT {
+                    if scratch.frames.is_empty() {
+                        return Ok((out, i));
+                    }
+                    expect = Expect::CommaOrClose;
+                }
             }
             b't' | b'f' | b'n' => {
                 let v = if b[i] == b'n' {
@@ -185,14 +291,94 @@ pub fn scan<'a>(
                     Scalar::Other("boolean")
                 };
                 set(&mut out, pending.take(), v);
+                let start = i;
                 while i < b.len() && b[i].is_ascii_alphabetic() {
                     i += 1;
                 }
+                if STRICT {
+                    let word = &b[start..i];
+                    if !value_ok(expect, &scratch.frames)
+                        || !matches!(word, b"true" | b"false" | b"null")
+                    {
+                        return Err(SYNTAX);
+                    }
+                    if scratch.frames.is_empty() {
+                        return Ok((out, i));
+                    }
+                    expect = Expect::CommaOrClose;
+                }
             }
-            _ => i += 1,
+            c => {
+                if STRICT {
+                    if c == b',' && expect == Expect::CommaOrClose {
+                        expect = if in_object(&scratch.frames) {
+                            Expect::Key
+                        } else {
+                            Expect::Value
+                        };
+                    } else if !is_ws(c) {
+                        return Err(SYNTAX);
+                    }
+                }
+                i += 1;
+            }
         }
     }
-    Ok(out)
+    if STRICT {
+        // The text ended inside the value (or held none).
+        return Err(SYNTAX);
+    }
+    Ok((out, b.len()))
+}
+
+/// Whether the keys of one object may hold one twice: a pairwise look for up to
+/// [`PAIRWISE_KEYS`] keys (no allocation, lengths compared first), always for more (the caller
+/// then sorts, which answers in O(n log n) where pairs would cost O(n²)).
+fn may_repeat(keys: &[Cow<'_, str>]) -> bool {
+    if keys.len() > PAIRWISE_KEYS {
+        return true;
+    }
+    keys.iter()
+        .enumerate()
+        .any(|(i, k)| keys[..i].iter().any(|e| e.len() == k.len() && e == k))
+}
+
+/// Objects with up to this many keys are checked for repeats pair by pair ([`may_repeat`]).
+const PAIRWISE_KEYS: usize = 16;
+
+/// RFC 8259's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn is_number(n: &[u8]) -> bool {
+    let digits = |at: usize| {
+        n[at.min(n.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
+    let mut i = usize::from(n.first() == Some(&b'-'));
+    match n.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i += digits(i),
+        _ => return false,
+    }
+    if n.get(i) == Some(&b'.') {
+        let d = digits(i + 1);
+        if d == 0 {
+            return false;
+        }
+        i += 1 + d;
+    }
+    if matches!(n.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(n.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let d = digits(i);
+        if d == 0 {
+            return false;
+        }
+        i += d;
+    }
+    i == n.len()
 }
 
 /// What the escapes of one string are.
@@ -229,6 +415,62 @@ fn string_end(b: &[u8], start: usize) -> (usize, Escapes) {
         j += 2;
     }
     (b.len(), escapes)
+}
+
+/// [`string_end`] for text not known to be JSON: the closing quote and the escapes, or `None`
+/// when the string is not one serde_json reads (unterminated, a control character, an escape
+/// other than `\" \\ \/ \b \f \n \r \t` or `\u` with four hex digits). Skips eight bytes at a time
+/// while none of them is a quote, a backslash or a control character.
+fn string_end_strict(b: &[u8], start: usize) -> Option<(usize, Escapes)> {
+    let mut j = start;
+    let mut escapes = Escapes::None;
+    loop {
+        while let Some(word) = b.get(j..j + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            let hits = special_bytes(u64::from_le_bytes(word));
+            if hits != 0 {
+                j += (hits.trailing_zeros() / 8) as usize;
+                break;
+            }
+            j += 8;
+        }
+        match *b.get(j)? {
+            b'"' => return Some((j, escapes)),
+            b'\\' => {
+                match *b.get(j + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
+                    b'u' => {
+                        let hex = b.get(j + 2..j + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        if matches!(hex.first(), Some(b'd' | b'D')) {
+                            escapes = Escapes::MaybeSurrogate;
+                        }
+                        j += 6;
+                    }
+                    _ => return None,
+                }
+                if escapes == Escapes::None {
+                    escapes = Escapes::Some;
+                }
+            }
+            c if c < 0x20 => return None,
+            _ => j += 1,
+        }
+    }
+}
+
+/// The high bit of every byte of `w` (little-endian) that is a quote, a backslash or below
+/// 0x20, and possibly of bytes above the first such one (borrows); 0 when there is none. The
+/// lowest set bit is always the first such byte.
+fn special_bytes(w: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    (quote | backslash | control) & HIGH
 }
 
 /// Longest number text that needs no range check without an exponent: its integer part has at

@@ -578,3 +578,239 @@ fn the_scanner_never_reads_past_the_end() {
     }
     assert!(scanned("{\"a\"  ", 8).is_ok());
 }
+
+/// Events compared without their generated ids (which differ from one call to the next).
+fn same_events(a: &[ItemResult<'_>], b: &[ItemResult<'_>]) -> bool {
+    let strip = |items: &[ItemResult<'_>]| -> Vec<ItemResult<'static>> {
+        items
+            .iter()
+            .map(|item| match item {
+                ItemResult::Valid(e) => ItemResult::Rejected(Rejection {
+                    index: e.index,
+                    code: RejectCode::InvalidJson,
+                    reason: format!(
+                        "{} {:?} {} {:?} {:?} {:?}",
+                        e.event_type,
+                        (!e.id_generated).then_some(&e.id),
+                        e.raw,
+                        e.ts,
+                        e.partition_value,
+                        e.raw.as_ptr()
+                    ),
+                }),
+                ItemResult::Rejected(r) => ItemResult::Rejected(r.clone()),
+            })
+            .collect()
+    };
+    strip(a) == strip(b)
+}
+
+#[test]
+fn the_fast_path_takes_bodies_of_valid_events_and_agrees_with_the_reference() {
+    let opts = ParseOptions {
+        partition_key_field: Some("user"),
+        ..ParseOptions::default()
+    };
+    for body in [
+        r#"[{"type":"a"}]"#,
+        " \r\n\t[ {\"type\":\"a\",\"id\":\"x\"} ,\n{\"type\":\"b\",\"user\":7} ] \n",
+        r#"[{"type":"a","n":[0,-0,1.5,-2e10,3E+2,4e-1,{}],"o":{"k":{"z":[true,false,null]}}}]"#,
+        r#"[{"type":"a","s":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00","ts":"2026-11-25T19:55:17Z"}]"#,
+        r#"[{"type":"a","ty\u0070e2":1,"user":"u\u0031"},{"type":"a","e":{},"f":[]}]"#,
+        "{\"type\":\"a\",\"user\":\"u\"}",
+        "  {\"type\":\"a\",\"é\":\"ü\u{7f}\"}\n",
+        r#"{"events":[{"type":"a"},{"type":"b","user":"u"}]}"#,
+        " { \"events\" :\n[ {\"type\":\"a\"} ] } ",
+        // An event with an `events` member is an event.
+        r#"{"type":"a","events":[{"type":"b"}]}"#,
+    ] {
+        let fast = all_valid(body, &opts).unwrap_or_else(|| panic!("fast path on {body:?}"));
+        let reference = reference_json(body, &opts).unwrap();
+        assert!(same_events(&fast, &reference), "{body:?}");
+        assert!(fast.iter().all(|i| matches!(i, ItemResult::Valid(_))));
+    }
+    // NDJSON lines take it one by one.
+    let lines = "{\"type\":\"a\"}\n {\"type\":\"b\",\"user\":\"u\"} \r\n";
+    let mut scratch = Scratch::default();
+    let e = one_valid(
+        3,
+        " {\"type\":\"b\",\"user\":\"u\"} \r",
+        &opts,
+        &mut scratch,
+    )
+    .unwrap();
+    assert_eq!(
+        (e.index, &*e.event_type, e.raw),
+        (3, "b", "{\"type\":\"b\",\"user\":\"u\"}")
+    );
+    let items = parse_events(lines.as_bytes(), MediaType::Ndjson, &opts).unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(valid(&items[1]).partition_value.as_deref(), Some("u"));
+}
+
+#[test]
+fn the_fast_path_leaves_every_other_body_to_the_reference() {
+    let limits = Limits {
+        max_events: 2,
+        max_event_bytes: 40,
+        max_depth: 3,
+        ..Limits::default()
+    };
+    let opts = ParseOptions {
+        limits,
+        partition_key_field: None,
+    };
+    let tab = "[{\"type\":\"a\",\"s\":\"a\tb\"}]";
+    let nul = "[{\"type\":\"a\",\"s\":\"a\u{0}b\"}]";
+    for body in [
+        // Not JSON.
+        r#"[{"type":"a"},]"#,
+        r#"[{"type":"a"} {"type":"b"}]"#,
+        r#"[{"type":"a"}"#,
+        r#"[{"type":"a"}]x"#,
+        r#"[{"type":"a"}]]"#,
+        r#"[{"type":"a",}]"#,
+        r#"[{"type":"a" "b":1}]"#,
+        r#"[{"type" "a"}]"#,
+        r#"[{"type"::"a"}]"#,
+        r#"[{"type":"a":1}]"#,
+        r#"[{,"type":"a"}]"#,
+        r#"[{"type":"a",1:2}]"#,
+        r#"[{"type":"a"}}]"#,
+        r#"[{"type":"a"]]"#,
+        r#"[{"type":"a","n":01}]"#,
+        r#"[{"type":"a","n":-}]"#,
+        r#"[{"type":"a","n":1.}]"#,
+        r#"[{"type":"a","n":.5}]"#,
+        r#"[{"type":"a","n":1e}]"#,
+        r#"[{"type":"a","n":1e+}]"#,
+        r#"[{"type":"a","n":+1}]"#,
+        r#"[{"type":"a","n":1-2}]"#,
+        r#"[{"type":"a","n":1 2}]"#,
+        r#"[{"type":"a","b":tru}]"#,
+        r#"[{"type":"a","b":nulll}]"#,
+        r#"[{"type":"a","b":true"x"}]"#,
+        r#"[{"type":"a","s":"\x"}]"#,
+        r#"[{"type":"a","s":"\u12g4"}]"#,
+        r#"[{"type":"a","s":"\u12"}]"#,
+        r#"[{"type":"a","s":"open}]"#,
+        tab,
+        nul,
+        r#"[{"type":"a","k":[1,]}]"#,
+        r#"[{"type":"a","k":[,1]}]"#,
+        r#"[{"type":"a","k":["x":1]}]"#,
+        r#"[{"type":"a","k":{"x"}}]"#,
+        r#"[{"type":"a","k":{"x":}}]"#,
+        "",
+        "  ",
+        "[",
+        "[]",
+        "{}",
+        "null",
+        r#""a""#,
+        // The wrapper, as written, with anything else about it.
+        r#"{"events":[{"type":"a"}],"x":1}"#,
+        r#"{"x":1,"events":[{"type":"a"}]}"#,
+        r#"{"events":[]}"#,
+        r#"{"events":{"type":"a"}}"#,
+        r#"{"events" [{"type":"a"}]}"#,
+        r#"{"events":[{"type":"a"}]"#,
+        r#"{"events":[{"type":"a"}]]"#,
+        r#"{"events":[{"type":"a"}]}}"#,
+        r#"{"events":[{"type":"a"}]} x"#,
+        r#"{"events":[{"type":"a"},{"type":"B"}]}"#,
+        // JSON, but not all valid events (or not the array or event form).
+        r#"[{"type":"a"},1]"#,
+        r#"[1,{"type":"a"}]"#,
+        r#"[{"type":"A"}]"#,
+        r#"[{"id":"x"}]"#,
+        r#"[{"type":"a","id":""}]"#,
+        r#"[{"type":"a","ts":"yesterday"}]"#,
+        r#"[{"type":"a"},{"type":"a"},{"type":"a"}]"#,
+        r#"[{"type":"a","pad":"0123456789012345678901234"}]"#,
+        r#"[{"type":"a","d":[[[]]]}]"#,
+        r#"[{"type":"a","type":"a"}]"#,
+        r#"[{"type":"a","s":"\ud800"}]"#,
+        r#"[{"type":"a","n":1e400}]"#,
+    ] {
+        assert!(all_valid(body, &opts).is_none(), "{body:?}");
+    }
+    // At the limits, still taken.
+    for body in [
+        r#"[{"type":"a"},{"type":"a"}]"#,
+        r#"[{"type":"a","pad":"0123456789012345678"}]"#,
+        r#"[{"type":"a","d":[[]]}]"#,
+    ] {
+        assert!(all_valid(body, &opts).is_some(), "{body:?}");
+    }
+}
+
+fn strict(text: &str) -> Result<usize, ScanError> {
+    scan_value(text, 8, None, &mut Scratch::default()).map(|(_, len)| len)
+}
+
+#[test]
+fn scan_value_ends_at_the_end_of_the_first_value() {
+    assert_eq!(strict("{} ,x"), Ok(2));
+    assert_eq!(strict("  [1, {\"a\": [ ]} ]x"), Ok(18));
+    assert_eq!(strict("\"ab\\\"c\"d"), Ok(7));
+    assert_eq!(strict("-1.5e3,"), Ok(6));
+    assert_eq!(strict("true]"), Ok(4));
+    assert_eq!(strict("null}"), Ok(4));
+    assert_eq!(strict("false"), Ok(5));
+    for text in [
+        "", " ", "{", "[1", "\"ab", "}", "]", ",", ":", "x", "{\"a\":1", "[1,",
+    ] {
+        assert_eq!(strict(text), Err(ScanError::Syntax), "{text:?}");
+    }
+    // The walk's own problems come as they do from `scan`.
+    assert_eq!(
+        strict(r#"{"a":1,"a":2}"#),
+        Err(ScanError::DuplicateKey("a".into()))
+    );
+    assert_eq!(
+        scan_value("[[[", 2, None, &mut Scratch::default()).map(|(_, n)| n),
+        Err(ScanError::TooDeep)
+    );
+}
+
+#[test]
+fn strict_strings_are_found_at_every_offset_of_the_word_skip() {
+    // The closing quote, a backslash or a control character at each position of a word (and
+    // of the byte-wise tail): always found there.
+    for at in 0..20 {
+        let pad = "é".repeat(at / 2) + &"a".repeat(at % 2);
+        assert_eq!(pad.len(), at);
+        let closed = format!("{pad}\"tail");
+        assert_eq!(
+            string_end_strict_of(&closed),
+            Some((at, false)),
+            "{closed:?}"
+        );
+        let escaped = format!("{pad}\\n\"");
+        assert_eq!(string_end_strict_of(&escaped), Some((at + 2, true)));
+        for control in ['\u{0}', '\u{1f}', '\t', '\n'] {
+            let bad = format!("{pad}{control}\"");
+            assert_eq!(string_end_strict_of(&bad), None, "{bad:?}");
+        }
+        // Bytes next to the special ones are plain text.
+        let plain = format!("{pad} !#[]\u{7f}~\"");
+        assert_eq!(string_end_strict_of(&plain), Some((at + 7, false)));
+        assert_eq!(string_end_strict_of(&pad), None, "unterminated");
+    }
+}
+
+/// `scan_value` of a string: where its text ends and whether it had escapes.
+fn string_end_strict_of(text: &str) -> Option<(usize, bool)> {
+    let quoted = format!("\"{text}");
+    match scan_value(&quoted, 8, None, &mut Scratch::default()) {
+        Ok((Scanned { .. }, len)) => {
+            let (s, escaped) = match scan(&quoted[..len], 8, Some("x"), &mut Scratch::default()) {
+                Ok(_) => (len - 2, text[..len - 2].contains('\\')),
+                Err(_) => return None,
+            };
+            Some((s, escaped))
+        }
+        Err(_) => None,
+    }
+}
