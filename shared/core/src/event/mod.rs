@@ -8,7 +8,10 @@
 //! 2. [`parse_events`] splits the body into items — one object, an array, `{"events":[…]}`, or
 //!    NDJSON lines — and validates each item on its own. The result is one [`ItemResult`] per item,
 //!    in request order: a validated [`Event`] (borrowing the item's **exact original bytes**, found
-//!    with [`serde_json::value::RawValue`]) or a [`Rejection`] with a stable code.
+//!    with [`serde_json::value::RawValue`]) or a [`Rejection`] with a stable code. A body whose
+//!    items are all valid events is read in one pass instead ([`scan_value`] checks the grammar
+//!    while it walks each item); the first sign of anything else sends the body the serde_json
+//!    way, so the answers (and every error's wording) are those of the serde_json path.
 //!
 //! Failures of the body as a whole are a [`BodyError`] with a stable [`BodyError::code`] and an
 //! HTTP [`BodyError::status`] (400/413/415). They are all permanent: the same body will fail the

@@ -553,6 +553,51 @@ mod tests {
     }
 
     #[test]
+    fn special_bytes_finds_the_first_quote_backslash_or_control_character_of_a_word() {
+        let fillers = [
+            b'a', b' ', b'!', b'#', b'[', b']', b'~', 0x7f, 0x80, 0xc3, 0xff,
+        ];
+        for filler in fillers {
+            assert_eq!(
+                special_bytes(u64::from_le_bytes([filler; 8])),
+                0,
+                "{filler:#x}"
+            );
+            for special in [b'"', b'\\', 0x00, 0x01, 0x0a, 0x1f] {
+                for at in 0..8 {
+                    let mut word = [filler; 8];
+                    word[at] = special;
+                    let hits = special_bytes(u64::from_le_bytes(word));
+                    assert_eq!(hits.trailing_zeros() as usize, 8 * at + 7, "{word:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_objects_are_looked_at_pair_by_pair_and_larger_ones_sorted() {
+        let keys = |n: usize| -> Vec<Cow<'static, str>> {
+            (0..n).map(|i| Cow::Owned(format!("k{i:02}"))).collect()
+        };
+        assert!(!may_repeat(&[]));
+        assert!(!may_repeat(&keys(PAIRWISE_KEYS)), "distinct: no sort");
+        assert!(may_repeat(&keys(PAIRWISE_KEYS + 1)), "too many to pair up");
+        let same_length = [
+            Cow::Borrowed("ab"),
+            Cow::Borrowed("cd"),
+            Cow::Borrowed("abc"),
+        ];
+        assert!(!may_repeat(&same_length));
+        let twice = [
+            Cow::Borrowed("ab"),
+            Cow::Borrowed("cd"),
+            Cow::Owned("ab".into()),
+        ];
+        assert!(may_repeat(&twice));
+        assert!(may_repeat(&twice[..]) && !may_repeat(&twice[1..]));
+    }
+
+    #[test]
     fn only_exponents_and_long_numbers_need_the_range_check() {
         for n in ["0", "-1", "123.456", "-0.0", "18446744073709551616"] {
             assert!(!may_overflow(n), "{n}");

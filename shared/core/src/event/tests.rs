@@ -735,7 +735,12 @@ fn the_fast_path_leaves_every_other_body_to_the_reference() {
     ] {
         assert!(all_valid(body, &opts).is_none(), "{body:?}");
     }
-    // At the limits, still taken.
+    // At the limits, still taken (one event alone, or an NDJSON line, too).
+    let at_limit = r#" {"type":"a","pad":"0123456789012345678"} "#;
+    let mut scratch = Scratch::default();
+    assert!(one_valid(0, at_limit, &opts, &mut scratch).is_some());
+    let over = r#" {"type":"a","pad":"01234567890123456789"} "#;
+    assert!(one_valid(0, over, &opts, &mut scratch).is_none());
     for body in [
         r#"[{"type":"a"},{"type":"a"}]"#,
         r#"[{"type":"a","pad":"0123456789012345678"}]"#,
@@ -778,7 +783,7 @@ fn scan_value_ends_at_the_end_of_the_first_value() {
 fn strict_strings_are_found_at_every_offset_of_the_word_skip() {
     // The closing quote, a backslash or a control character at each position of a word (and
     // of the byte-wise tail): always found there.
-    for at in 0..20 {
+    for at in 0..40 {
         let pad = "é".repeat(at / 2) + &"a".repeat(at % 2);
         assert_eq!(pad.len(), at);
         let closed = format!("{pad}\"tail");
