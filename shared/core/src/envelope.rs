@@ -169,15 +169,32 @@ pub fn has_line_break(bytes: &[u8]) -> bool {
     memchr::memchr2(b'\n', b'\r', bytes).is_some()
 }
 
-/// `value` as a JSON string (`null` when absent).
+/// `value` as a JSON string (`null` when absent), as serde_json writes it: quoted as it is when
+/// nothing in it needs an escape (the common case: ids, types, timestamps, user agents), by
+/// serde_json otherwise.
 fn push_json_string(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
+        Some(v) if !needs_escape(v.as_bytes()) => {
+            out.reserve(v.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'"');
+        }
         // Serializing a `str` into a `Vec` cannot fail.
         Some(v) => {
             let _ = serde_json::to_writer(&mut *out, v);
         }
         None => out.extend_from_slice(b"null"),
     }
+}
+
+/// Whether serde_json escapes any byte of `v`: a quote, a backslash or a control character
+/// below 0x20 (it writes DEL and every non-ASCII character as they are). No early exit, so the
+/// compiler can check many bytes at once.
+fn needs_escape(v: &[u8]) -> bool {
+    v.iter().fold(false, |any, &c| {
+        any | (c == b'"') | (c == b'\\') | (c < 0x20)
+    })
 }
 
 /// The envelope for `event` as a new buffer (one event; a request's events share an
@@ -294,6 +311,43 @@ impl<'a> Envelope<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut samples: Vec<String> = (0u8..=0x7f).map(|c| format!("a{}b", c as char)).collect();
+        samples.extend(
+            [
+                "",
+                "plain",
+                "é ü \u{7f} \u{2028} 🦀",
+                "q\"",
+                "b\\",
+                "\u{0}",
+                "\u{1f}",
+                "\t\n",
+            ]
+            .map(String::from),
+        );
+        for v in &samples {
+            let mut out = Vec::new();
+            push_json_string(&mut out, Some(v));
+            assert_eq!(out, serde_json::to_vec(v).unwrap(), "{v:?}");
+            let plain = !v.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
+            assert_eq!(needs_escape(v.as_bytes()), !plain, "{v:?}");
+        }
+        let mut out = Vec::new();
+        push_json_string(&mut out, None);
+        assert_eq!(out, b"null");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(v in "\\PC*|[\\x00-\\x7f]{0,40}") {
+            let mut out = b"x".to_vec();
+            push_json_string(&mut out, Some(&v));
+            proptest::prop_assert_eq!(&out[1..], &serde_json::to_vec(&v).unwrap()[..]);
+        }
+    }
 
     fn meta() -> RequestMeta {
         RequestMeta {
