@@ -524,24 +524,11 @@ fn all_valid_array<'a>(
     let mut items = Vec::new();
     let mut i = skip_ws(b, at + 1);
     loop {
-        if items.len() == opts.limits.max_events || b.get(i) != Some(&b'{') {
+        if items.len() == opts.limits.max_events {
             return None;
         }
-        let rest = text.get(i..)?;
-        let (scanned, len) = scan_value(
-            rest,
-            opts.limits.max_depth,
-            opts.partition_key_field,
-            scratch,
-        )
-        .ok()?;
-        let raw = rest.get(..len)?;
-        if raw.len() > opts.limits.max_event_bytes {
-            return None;
-        }
-        items.push(ItemResult::Valid(
-            event_of(items.len(), raw, &scanned, opts).ok()?,
-        ));
+        let (event, len) = valid_at(items.len(), text.get(i..)?, opts, scratch)?;
+        items.push(ItemResult::Valid(event));
         i = skip_ws(b, i + len);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
@@ -560,21 +547,29 @@ fn one_valid<'a>(
     scratch: &mut Scratch<'a>,
 ) -> Option<Event<'a>> {
     let rest = text.get(skip_ws(text.as_bytes(), 0)..)?;
-    if !rest.starts_with('{') {
+    let (event, len) = valid_at(index, rest, opts, scratch)?;
+    rest.get(len..)?.bytes().all(is_ws).then_some(event)
+}
+
+/// The event object at the start of `text` (what follows it is not looked at), when it is
+/// valid: its event, as item `index`, and its length.
+fn valid_at<'a>(
+    index: usize,
+    text: &'a str,
+    opts: &ParseOptions<'_>,
+    scratch: &mut Scratch<'a>,
+) -> Option<(Event<'a>, usize)> {
+    if !text.starts_with('{') {
         return None;
     }
-    let (scanned, len) = scan_value(
-        rest,
-        opts.limits.max_depth,
-        opts.partition_key_field,
-        scratch,
-    )
-    .ok()?;
-    let raw = rest.get(..len)?;
-    if raw.len() > opts.limits.max_event_bytes || !rest.get(len..)?.bytes().all(is_ws) {
+    let limits = &opts.limits;
+    let (scanned, len) =
+        scan_value(text, limits.max_depth, opts.partition_key_field, scratch).ok()?;
+    let raw = text.get(..len)?;
+    if raw.len() > limits.max_event_bytes {
         return None;
     }
-    event_of(index, raw, &scanned, opts).ok()
+    Some((event_of(index, raw, &scanned, opts).ok()?, len))
 }
 
 fn json_error(e: serde_json::Error) -> BodyError {
