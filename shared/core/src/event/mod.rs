@@ -55,8 +55,8 @@ use crate::limits::{Limits, PARTITION_KEY_MAX_CHARS};
 
 mod scan;
 
-use self::scan::is_ws;
 pub use self::scan::{Scalar, ScanError, Scanned, Scratch, scan, scan_value, truncate};
+use self::scan::{is_ws, skip_ws};
 
 /// The accepted request media types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,14 +499,6 @@ fn all_valid<'a>(text: &'a str, opts: &ParseOptions<'_>) -> Option<Vec<ItemResul
     }
     let event = one_valid(0, text, opts, &mut scratch)?;
     Some(vec![ItemResult::Valid(event)])
-}
-
-/// The index of the first byte at or after `i` that is not JSON whitespace.
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(|c| is_ws(*c)) {
-        i += 1;
-    }
-    i
 }
 
 /// [`all_valid`]'s array at `text[at..]`: its events and the index just past its `]`, when it

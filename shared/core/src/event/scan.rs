@@ -177,11 +177,7 @@ fn walk<'a, const STRICT: bool>(
                 }
                 let escaped = escapes != Escapes::None;
                 i = j + 1;
-                let mut k = i;
-                while k < b.len() && is_ws(b[k]) {
-                    k += 1;
-                }
-                // (The whitespace and the colon are then skipped by the catch-all arm.)
+                let k = skip_ws(b, i);
                 let is_key = k < b.len() && b[k] == b':';
                 if STRICT {
                     let key_ok = expect == Expect::Key
@@ -206,10 +202,10 @@ fn walk<'a, const STRICT: bool>(
                         };
                     }
                     scratch.keys.push(key);
-                    if STRICT {
-                        i = k + 1;
-                        expect = Expect::Value;
-                    }
+                    // Past the colon. (After a value, the whitespace is left to the catch-all
+                    // arm: a top-level value ends at its closing quote.)
+                    i = k + 1;
+                    expect = Expect::Value;
                 } else {
                     set(&mut out, pending.take(), Scalar::Str(s, escaped));
                     if STRICT {
@@ -509,6 +505,15 @@ pub fn truncate(s: &str, max_chars: usize) -> String {
 /// JSON whitespace (RFC 8259) — also what NDJSON treats as a blank line.
 pub(super) fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace (`b.len()` when
+/// there is none).
+pub(super) fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| is_ws(*c)) {
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
