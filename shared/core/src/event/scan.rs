@@ -558,6 +558,31 @@ mod tests {
     }
 
     #[test]
+    fn strict_strings_are_found_at_every_offset_of_the_word_skip() {
+        // The closing quote, a backslash or a control character at each position of a word (and
+        // of the byte-wise tail): always found there.
+        let end = |text: &str| string_end_strict(text.as_bytes(), 0);
+        for at in 0..40 {
+            let pad = "é".repeat(at / 2) + &"a".repeat(at % 2);
+            assert_eq!(pad.len(), at);
+            let closed = format!("{pad}\"tail");
+            assert_eq!(end(&closed), Some((at, Escapes::None)), "{closed:?}");
+            let escaped = format!("{pad}\\n\"");
+            assert_eq!(end(&escaped), Some((at + 2, Escapes::Some)));
+            let pair = format!("{pad}\\ud83d\\ude00\"");
+            assert_eq!(end(&pair), Some((at + 12, Escapes::MaybeSurrogate)));
+            for control in ['\u{0}', '\u{1f}', '\t', '\n'] {
+                let bad = format!("{pad}{control}\"");
+                assert_eq!(end(&bad), None, "{bad:?}");
+            }
+            // Bytes next to the special ones are plain text.
+            let plain = format!("{pad} !#[]\u{7f}~\"");
+            assert_eq!(end(&plain), Some((at + 7, Escapes::None)));
+            assert_eq!(end(&pad), None, "unterminated");
+        }
+    }
+
+    #[test]
     fn special_bytes_finds_the_first_quote_backslash_or_control_character_of_a_word() {
         let fillers = [
             b'a', b' ', b'!', b'#', b'[', b']', b'~', 0x7f, 0x80, 0xc3, 0xff,
